@@ -1,0 +1,241 @@
+//! The event envelope every source produces (CloudEvents-shaped).
+//!
+//! Sources build an [`Event`]; the matcher, the renderer and CEL programs only
+//! ever see this envelope, so a sensor does not care which transport carried it.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// One event, whatever carried it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Upstream delivery id (X-GitHub-Delivery, ce-id, stream+sequence,
+    /// topic/partition/offset) or, when there is none, a hash of the body.
+    pub id: String,
+    /// Name of the source (as declared in `tripline.yaml`) that received it.
+    pub source: String,
+    /// Event type (`push`, the CloudEvents `type`, the NATS subject…).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub subject: String,
+    /// RFC 3339 time the event happened (or was received).
+    pub time: String,
+    pub headers: Headers,
+    /// Parsed JSON, or a JSON string when the payload was not JSON.
+    pub body: Value,
+    /// Source specifics: NATS subject and stream sequence, Kafka topic,
+    /// partition, offset and key, HTTP path…
+    pub meta: Map<String, Value>,
+}
+
+/// Header map with case-insensitive lookup. Names are stored lower-cased,
+/// which is also how templates and CEL programs see them.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Headers(BTreeMap<String, String>);
+
+impl Headers {
+    /// Adds a header; a repeated name keeps every value, joined with `", "`
+    /// (as HTTP folds repeated headers).
+    pub fn insert(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        self.0
+            .entry(name.to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        // Names are lower-cased on insert; avoid allocating when the
+        // caller already passes lower case.
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.0.get(&name.to_ascii_lowercase()).map(String::as_str)
+        } else {
+            self.0.get(name).map(String::as_str)
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn to_json(&self) -> Value {
+        Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    }
+}
+
+impl<K: AsRef<str>, V: Into<String>> FromIterator<(K, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut h = Headers::default();
+        for (k, v) in iter {
+            h.insert(k.as_ref(), v);
+        }
+        h
+    }
+}
+
+/// The envelope fields a path or a CEL program may start with.
+pub const ROOTS: [&str; 8] = [
+    "id", "source", "type", "subject", "time", "headers", "body", "meta",
+];
+
+impl Event {
+    /// A new event with the given source and body; `id` defaults to a hash of
+    /// the raw payload, `time` to now.
+    pub fn new(source: impl Into<String>, raw: &[u8], body: Value) -> Self {
+        Event {
+            id: body_hash(raw),
+            source: source.into(),
+            kind: String::new(),
+            subject: String::new(),
+            time: now_rfc3339(),
+            headers: Headers::default(),
+            body,
+            meta: Map::new(),
+        }
+    }
+
+    /// Looks up a dotted path (`body.commits.0.id`, `headers.X-GitHub-Event`).
+    /// `None` when any step is absent.
+    pub fn lookup(&self, path: &[String]) -> Option<Cow<'_, Value>> {
+        let (root, rest) = path.split_first()?;
+        let str_value = |s: &str| Cow::Owned(Value::String(s.to_string()));
+        match root.as_str() {
+            "id" => rest.is_empty().then(|| str_value(&self.id)),
+            "source" => rest.is_empty().then(|| str_value(&self.source)),
+            "type" => rest.is_empty().then(|| str_value(&self.kind)),
+            "subject" => rest.is_empty().then(|| str_value(&self.subject)),
+            "time" => rest.is_empty().then(|| str_value(&self.time)),
+            "headers" => match rest {
+                [] => Some(Cow::Owned(self.headers.to_json())),
+                [name] => self.headers.get(name).map(str_value),
+                _ => None,
+            },
+            "body" => walk(&self.body, rest).map(Cow::Borrowed),
+            "meta" => match rest.split_first() {
+                None => Some(Cow::Owned(Value::Object(self.meta.clone()))),
+                Some((k, more)) => walk(self.meta.get(k)?, more).map(Cow::Borrowed),
+            },
+            _ => None,
+        }
+    }
+
+    /// The envelope as JSON, as templates see it.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("an event always serializes")
+    }
+}
+
+/// Walks object keys and array indices.
+pub fn walk<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    for seg in path {
+        v = match v {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// Short, stable id for payloads that carry none: hex SHA-256 prefix.
+pub fn body_hash(raw: &[u8]) -> String {
+    let digest = Sha256::digest(raw);
+    format!("sha256:{}", hex::encode(&digest[..12]))
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Parses a payload: JSON when it is JSON, otherwise a string (UTF-8, or
+/// base64 with `meta.bodyEncoding = "base64"` for binary payloads).
+pub fn parse_payload(raw: &[u8], meta: &mut Map<String, Value>) -> Value {
+    if let Ok(v) = serde_json::from_slice::<Value>(raw) {
+        return v;
+    }
+    match std::str::from_utf8(raw) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => {
+            use base64::Engine as _;
+            meta.insert("bodyEncoding".into(), Value::String("base64".into()));
+            Value::String(base64::engine::general_purpose::STANDARD.encode(raw))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn path(p: &str) -> Vec<String> {
+        p.split('.').map(String::from).collect()
+    }
+
+    #[test]
+    fn headers_are_case_insensitive_and_fold_repeats() {
+        let mut h = Headers::default();
+        h.insert("X-GitHub-Event", "push");
+        h.insert("Accept", "a");
+        h.insert("accept", "b");
+        assert_eq!(h.get("x-github-event"), Some("push"));
+        assert_eq!(h.get("X-GITHUB-EVENT"), Some("push"));
+        assert_eq!(h.get("Accept"), Some("a, b"));
+        assert_eq!(h.get("missing"), None);
+    }
+
+    #[test]
+    fn lookup_reaches_into_arrays_headers_and_meta() {
+        let mut e = Event::new("gh", b"{}", json!({"commits": [{"id": "abc"}], "n": 3}));
+        e.headers.insert("X-GitHub-Event", "push");
+        e.meta.insert("partition".into(), json!(2));
+        assert_eq!(
+            e.lookup(&path("body.commits.0.id")).unwrap().as_ref(),
+            &json!("abc")
+        );
+        assert_eq!(
+            e.lookup(&path("headers.X-GitHub-Event")).unwrap().as_ref(),
+            &json!("push")
+        );
+        assert_eq!(
+            e.lookup(&path("meta.partition")).unwrap().as_ref(),
+            &json!(2)
+        );
+        assert_eq!(e.lookup(&path("source")).unwrap().as_ref(), &json!("gh"));
+        assert!(e.lookup(&path("body.commits.1.id")).is_none());
+        assert!(e.lookup(&path("body.n.x")).is_none());
+        assert!(e.lookup(&path("body.commits.x")).is_none());
+        assert!(e.lookup(&path("nope")).is_none());
+    }
+
+    #[test]
+    fn ids_default_to_a_stable_body_hash() {
+        let a = Event::new("s", b"hello", json!("hello"));
+        let b = Event::new("s", b"hello", json!("hello"));
+        let c = Event::new("s", b"hellp", json!("hellp"));
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+    }
+
+    #[test]
+    fn payloads_parse_as_json_text_or_base64() {
+        let mut meta = Map::new();
+        assert_eq!(parse_payload(b"{\"a\":1}", &mut meta), json!({"a": 1}));
+        assert_eq!(parse_payload(b"plain text", &mut meta), json!("plain text"));
+        assert!(meta.is_empty());
+        assert_eq!(parse_payload(&[0xff, 0xfe], &mut meta), json!("//4="));
+        assert_eq!(meta["bodyEncoding"], json!("base64"));
+    }
+}

@@ -1,0 +1,17 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tripline::cli::{self, Cli};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tripline::init_tracing(&cli.log, cli.log_json);
+    match cli::run(cli).await.map_err(anyhow::Error::from) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Sensors: loading, compiling and matching.
+//!
+//! * [`spec`] — the YAML a user writes (serde, strict).
+//! * [`load`] — reads files, validates everything, compiles filters, CEL,
+//!   conditions and templates **once**; errors name file, document and field.
+//! * [`SensorSet::match_event`] — the pure matcher: `(sensors, event) ->
+//!   which dependencies matched`, indexed by source so sensors on other
+//!   sources cost nothing. [`SensorSet::explain`] tells why, per filter.
+//! * [`correlate`] — keeps dependency events for multi-dependency triggers.
+//! * [`render`] — parameters into the manifest, deterministic names.
+
+pub mod condition;
+pub mod correlate;
+pub mod filter;
+pub mod load;
+pub mod render;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::event::Event;
+use condition::Condition;
+use filter::{EvalCtx, Filter, Trace};
+pub use load::{load, LoadError, LoadErrors};
+use render::Templates;
+pub use spec::{RateLimitSpec, RetrySpec};
+
+/// A compiled sensor.
+#[derive(Debug)]
+pub struct Sensor {
+    pub name: String,
+    pub file: PathBuf,
+    pub dependencies: Vec<Dependency>,
+    pub triggers: Vec<Trigger>,
+    pub window: Duration,
+}
+
+#[derive(Debug)]
+pub struct Dependency {
+    pub name: String,
+    pub source: String,
+    pub filter: Option<Filter>,
+}
+
+#[derive(Debug)]
+pub struct Trigger {
+    pub name: String,
+    pub when: String,
+    pub condition: Condition,
+    /// Dependencies the condition mentions (indices into `Sensor::dependencies`).
+    pub deps: Vec<usize>,
+    /// The object to submit, before parameters and naming.
+    pub manifest: Value,
+    pub parameters: Vec<Param>,
+    pub namespace: Option<String>,
+    pub retry: RetrySpec,
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+#[derive(Debug)]
+pub struct Param {
+    pub name: String,
+    /// Key of the compiled template in [`SensorSet::templates`].
+    pub template: String,
+    pub default: Option<String>,
+    /// Where to insert; `None` = Argo Workflow argument `name`.
+    pub dest: Option<Vec<String>>,
+}
+
+/// Every loaded sensor plus an index from source name to the dependencies
+/// listening on it.
+pub struct SensorSet {
+    pub sensors: Vec<Sensor>,
+    by_source: HashMap<String, Vec<(usize, usize)>>,
+    pub templates: Templates,
+}
+
+/// The dependencies of one sensor that an event satisfied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    pub sensor: usize,
+    pub deps: Vec<usize>,
+}
+
+/// Why an event did or did not match, sensor by sensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub event_id: String,
+    pub source: String,
+    pub sensors: Vec<SensorExplanation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SensorExplanation {
+    pub sensor: String,
+    pub dependencies: Vec<DependencyExplanation>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DependencyExplanation {
+    pub name: String,
+    pub source: String,
+    pub matched: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Trace>,
+}
+
+impl SensorSet {
+    pub fn new(sensors: Vec<Sensor>, templates: Templates) -> Self {
+        let mut by_source: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        for (si, s) in sensors.iter().enumerate() {
+            for (di, d) in s.dependencies.iter().enumerate() {
+                by_source
+                    .entry(d.source.clone())
+                    .or_default()
+                    .push((si, di));
+            }
+        }
+        SensorSet {
+            sensors,
+            by_source,
+            templates,
+        }
+    }
+
+    /// Number of dependencies listening on `source`.
+    pub fn listeners(&self, source: &str) -> usize {
+        self.by_source.get(source).map_or(0, Vec::len)
+    }
+
+    /// The pure matcher: which dependencies of which sensors this event
+    /// satisfies. Only dependencies on the event's source are looked at.
+    pub fn match_event(&self, event: &Event) -> Vec<Match> {
+        let Some(candidates) = self.by_source.get(&event.source) else {
+            return Vec::new();
+        };
+        let ctx = EvalCtx::new(event);
+        let mut out: Vec<Match> = Vec::new();
+        for &(si, di) in candidates {
+            let dep = &self.sensors[si].dependencies[di];
+            if dep.filter.as_ref().is_none_or(|f| f.test(&ctx)) {
+                match out.last_mut() {
+                    Some(m) if m.sensor == si => m.deps.push(di),
+                    _ => out.push(Match {
+                        sensor: si,
+                        deps: vec![di],
+                    }),
+                }
+            }
+        }
+        out
+    }
+
+    /// The same decision as [`match_event`](Self::match_event), with the
+    /// per-filter story.
+    pub fn explain(&self, event: &Event) -> Explanation {
+        let ctx = EvalCtx::new(event);
+        let mut sensors: Vec<SensorExplanation> = Vec::new();
+        for &(si, di) in self.by_source.get(&event.source).into_iter().flatten() {
+            let sensor = &self.sensors[si];
+            let dep = &sensor.dependencies[di];
+            let trace = dep.filter.as_ref().map(|f| f.explain(&ctx));
+            let d = DependencyExplanation {
+                name: dep.name.clone(),
+                source: dep.source.clone(),
+                matched: trace.as_ref().is_none_or(|t| t.matched),
+                filters: trace,
+            };
+            match sensors.last_mut() {
+                Some(s) if s.sensor == sensor.name => s.dependencies.push(d),
+                _ => sensors.push(SensorExplanation {
+                    sensor: sensor.name.clone(),
+                    dependencies: vec![d],
+                }),
+            }
+        }
+        let note = sensors
+            .is_empty()
+            .then(|| format!("no sensor has a dependency on source `{}`", event.source));
+        Explanation {
+            event_id: event.id.clone(),
+            source: event.source.clone(),
+            sensors,
+            note,
+        }
+    }
+}
+
+impl Trigger {
+    /// Renders parameters into a copy of the manifest and names it.
+    /// `primary` is the event that completed the trigger; `events` holds
+    /// every dependency's event by name.
+    pub fn render(
+        &self,
+        templates: &Templates,
+        sensor: &str,
+        primary: &Event,
+        events: &[(&str, &Event)],
+        default_namespace: Option<&str>,
+    ) -> Result<(String, Value), render::RenderFailure> {
+        let ctx = render::context(primary, events);
+        let mut obj = self.manifest.clone();
+        for p in &self.parameters {
+            let value = match templates.render(&p.template, &ctx) {
+                Ok(v) => v,
+                Err(reason) => match &p.default {
+                    Some(d) => d.clone(),
+                    None => {
+                        return Err(render::RenderFailure::Param {
+                            param: p.name.clone(),
+                            reason,
+                        })
+                    }
+                },
+            };
+            let placed = match &p.dest {
+                Some(dest) => render::insert(&mut obj, dest, Value::String(value)),
+                None => render::set_argument(&mut obj, &p.name, &value),
+            };
+            placed.map_err(|reason| render::RenderFailure::Dest {
+                dest: p
+                    .dest
+                    .as_ref()
+                    .map_or_else(|| p.name.clone(), |d| d.join(".")),
+                reason,
+            })?;
+        }
+        let mut ids: Vec<&str> = events.iter().map(|(_, e)| e.id.as_str()).collect();
+        if ids.is_empty() {
+            ids.push(&primary.id);
+        }
+        let ns = self.namespace.as_deref().or(default_namespace);
+        let name = render::finalize(&mut obj, sensor, &self.name, &ids, ns);
+        Ok((name, obj))
+    }
+}

@@ -1,0 +1,156 @@
+//! What a user writes in `sensors/*.yaml`: serde types, strict (unknown
+//! fields are errors). Compiled into [`super::Sensor`] by [`super::load`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::filter::FilterSpec;
+
+pub const API_VERSION: &str = "tripline.dev/v1alpha1";
+pub const KIND: &str = "Sensor";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SensorDoc {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: SensorSpec,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SensorSpec {
+    pub dependencies: Vec<DependencySpec>,
+    pub triggers: Vec<TriggerSpec>,
+    /// How long a dependency's event waits for the others of a multi-dependency
+    /// trigger (default 10m).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub correlation_window: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DependencySpec {
+    pub name: String,
+    /// Name of a source declared in `tripline.yaml`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FilterSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TriggerSpec {
+    pub name: String,
+    /// Boolean over dependency names; default: all dependencies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    pub workflow: WorkflowSpec,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<ParameterSpec>,
+    /// Namespace to create the object in (default: the submit target's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// What to submit: exactly one of `manifest`, `file`, `workflowTemplateRef`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkflowSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Value>,
+    /// Path of a YAML manifest, relative to the sensor file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Name of an Argo `WorkflowTemplate`; becomes a `Workflow` with
+    /// `spec.workflowTemplateRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_template_ref: Option<String>,
+    /// With `workflowTemplateRef`: reference a `ClusterWorkflowTemplate`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_scope: bool,
+    /// With `workflowTemplateRef`: override the template's entrypoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterSpec {
+    pub name: String,
+    /// Handlebars template over the event: `"{{body.after}}"`.
+    pub value: String,
+    /// Used when the template refers to a field the event lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// JSON path in the manifest to insert the value at. Without it, the
+    /// value becomes the Argo Workflow argument `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetrySpec {
+    /// Total submission attempts (default 3).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            attempts: default_attempts(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Sustained submissions per minute; excess submissions wait (never dropped).
+    pub per_minute: u32,
+    /// Submissions allowed at once before the rate applies (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}

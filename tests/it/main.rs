@@ -1,0 +1,6 @@
+//! Integration tests: one binary (links once) with a module per area.
+//! Shared pieces (brokers, the Kubernetes API double, fixtures, running the real
+//! binary) live in `support/`.
+mod brokers_smoke;
+mod kube_api_double;
+mod support;

@@ -1,0 +1,4 @@
+//! Test support shared by every integration test.
+#![allow(dead_code)]
+pub mod brokers;
+pub mod kube_api;
