@@ -1,7 +1,7 @@
 //! The Kubernetes API double, driven by the real `kube` client (and by raw HTTP
 //! where the exact bytes matter).
 
-use std::time::Duration;
+use std::{io, time::Duration};
 
 use kube::{
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams},
@@ -100,6 +100,18 @@ fn status_causes(status: &kube::core::Status) -> Vec<StatusCause> {
         .as_ref()
         .map(|d| d.causes.clone())
         .unwrap_or_default()
+}
+
+/// Kind of the I/O error behind a transport failure, if any.
+fn io_error_kind(error: &kube::Error) -> Option<io::ErrorKind> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if let Some(io_error) = error.downcast_ref::<io::Error>() {
+            return Some(io_error.kind());
+        }
+        source = error.source();
+    }
+    None
 }
 
 async fn post_raw(api: &KubeApi, path: &str, body: &Value) -> reqwest::Response {
@@ -740,8 +752,8 @@ async fn dropped_connection_is_a_transport_error_and_nothing_is_stored() {
         .await
         .expect_err("a dropped connection fails the create");
     assert!(
-        !matches!(error, kube::Error::Api(_)),
-        "transport error expected, got {error:?}"
+        matches!(error, kube::Error::Service(_)),
+        "connection error expected, got {error:?}"
     );
     assert!(api.objects("workflows").is_empty());
     assert_eq!(
@@ -749,11 +761,19 @@ async fn dropped_connection_is_a_transport_error_and_nothing_is_stored() {
         [("POST".to_owned(), WORKFLOWS_PATH.to_owned(), NO_RESPONSE)]
     );
 
+    api.fail_next(1, Fault::Drop);
+    let raw = reqwest::Client::new()
+        .post(format!("{}{WORKFLOWS_PATH}", api.url()))
+        .json(&workflow("dropped"))
+        .send()
+        .await;
+    assert!(raw.is_err(), "no HTTP response expected, got {raw:?}");
+
     workflows
         .create(&PostParams::default(), &object(workflow("dropped")))
         .await
         .expect("the next create gets through");
-    assert_eq!(api.create_attempts(), 2);
+    assert_eq!(api.create_attempts(), 3);
 }
 
 #[tokio::test]
@@ -770,9 +790,10 @@ async fn hang_outlasts_the_client_timeout_and_still_commits() {
         .create(&PostParams::default(), &object(workflow("slow")))
         .await
         .expect_err("the client times out");
-    assert!(
-        !matches!(error, kube::Error::Api(_)),
-        "timeout expected, got {error:?}"
+    assert_eq!(
+        io_error_kind(&error),
+        Some(io::ErrorKind::TimedOut),
+        "{error:?}"
     );
     assert!(api.objects("workflows").is_empty(), "not committed yet");
 

@@ -2,5 +2,6 @@
 //! Shared pieces (brokers, the Kubernetes API double, fixtures, running the real
 //! binary) live in `support/`.
 mod brokers_smoke;
+mod engine;
 mod kube_api_double;
 mod support;

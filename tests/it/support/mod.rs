@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 pub mod brokers;
 pub mod kube_api;
+pub mod tripline;

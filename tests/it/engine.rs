@@ -1,0 +1,408 @@
+//! The core engine end to end through the real binary: the plain HTTP
+//! source, the outbox, the CLI (`validate`, `test`), shutdown.
+
+use serde_json::{json, Value};
+
+use crate::support::tripline::{fixture, repo, run_cli, Tripline};
+
+const CONFIG: &str = "
+sensors: sensors/
+submit: {type: outbox, dir: outbox/}
+limits: {maxBodyBytes: 65536}
+sources:
+  - {type: http, name: events}
+";
+
+fn repo_sensor(name: &str) -> String {
+    std::fs::read_to_string(repo("sensors").join(name)).unwrap()
+}
+
+async fn post(t: &Tripline, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(t.url(path)).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn github_push_to_the_http_source_writes_one_workflow_to_the_outbox() {
+    let t = Tripline::start(
+        CONFIG,
+        &[("on-push.yaml", &repo_sensor("on-push.yaml"))],
+        &[],
+    )
+    .await;
+    let body = fixture("github/push.payload.json");
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("Content-Type", "application/json"),
+    ];
+
+    let (code, reply) = post(&t, "/events/events", &headers, body.clone()).await;
+    assert_eq!(code, 200, "{reply}");
+    let matched = reply["matched"].as_array().unwrap();
+    assert_eq!(matched.len(), 1, "{reply}");
+    assert_eq!(matched[0]["sensor"], "on-push");
+    assert_eq!(matched[0]["trigger"], "build");
+    assert_eq!(matched[0]["status"], "created");
+    let name = matched[0]["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("ci-build-"), "{name}");
+    assert!(reply["event_id"].as_str().unwrap().starts_with("sha256:"));
+
+    let files = t.outbox();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (file, wf) = &files[0];
+    assert_eq!(file, &format!("default.workflow.{name}.yaml"));
+    assert_eq!(wf["kind"], "Workflow");
+    assert_eq!(wf["metadata"]["name"], name.as_str());
+    assert_eq!(wf["metadata"]["labels"]["tripline.dev/sensor"], "on-push");
+    assert_eq!(
+        wf["metadata"]["annotations"]["tripline.dev/event-id"],
+        reply["event_id"]
+    );
+    assert_eq!(wf["spec"]["workflowTemplateRef"]["name"], "ci-build");
+    let params = &wf["spec"]["arguments"]["parameters"];
+    assert_eq!(
+        params[0],
+        json!({"name": "repo", "value": "Codertocat/Hello-World"})
+    );
+    assert_eq!(
+        params[1],
+        json!({"name": "ref", "value": "refs/tags/simple-tag"})
+    );
+    assert_eq!(
+        params[2],
+        json!({"name": "revision", "value": "000000000000"})
+    );
+    assert_eq!(params[3], json!({"name": "pusher", "value": "codertocat"}));
+
+    // The same delivery again: same name, `existing`, still one file.
+    let (code, again) = post(&t, "/events/events", &headers, body).await;
+    assert_eq!(code, 200);
+    assert_eq!(again["matched"][0]["status"], "existing");
+    assert_eq!(again["matched"][0]["name"], name.as_str());
+    assert_eq!(t.outbox().len(), 1);
+}
+
+#[tokio::test]
+async fn replies_for_no_match_bad_bodies_and_unknown_routes() {
+    let t = Tripline::start(
+        CONFIG,
+        &[("on-push.yaml", &repo_sensor("on-push.yaml"))],
+        &[],
+    )
+    .await;
+    let json_ct = [("Content-Type", "application/json")];
+
+    // Matches nothing: 200 with an empty list, nothing written.
+    let (code, reply) = post(
+        &t,
+        "/events/events",
+        &[("X-GitHub-Event", "issues"), json_ct[0]],
+        fixture("github/push.payload.json"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(reply["matched"], json!([]));
+
+    // Malformed JSON: 400 naming line and column.
+    let (code, reply) = post(
+        &t,
+        "/events/events",
+        &json_ct,
+        b"{\"a\": 1,\n \"b\": }".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400);
+    let err = reply["error"].as_str().unwrap();
+    assert!(err.contains("line 2") && err.contains("column"), "{err}");
+
+    // Over the limit: 413, for a declared length and for a chunked body.
+    let (code, reply) = post(&t, "/events/events", &json_ct, vec![b' '; 65537]).await;
+    assert_eq!(code, 413, "{reply}");
+    // Chunked (no Content-Length): refused once the limit is crossed, before the end.
+    assert!(raw_chunked_status(t.port, 200 * 1024).starts_with("HTTP/1.1 413"));
+
+    // Unsupported content type.
+    let (code, _) = post(
+        &t,
+        "/events/events",
+        &[("Content-Type", "application/xml")],
+        b"<a/>".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 415);
+
+    // Text bodies are accepted as strings.
+    let (code, reply) = post(
+        &t,
+        "/events/events",
+        &[("Content-Type", "text/plain")],
+        b"hello".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 200, "{reply}");
+
+    // Unknown source: 404; wrong method: 405.
+    let (code, reply) = post(&t, "/events/nope", &json_ct, b"{}".to_vec()).await;
+    assert_eq!(code, 404);
+    assert!(reply["error"].as_str().unwrap().contains("/events/nope"));
+    let r = reqwest::get(t.url("/events/events")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+
+    assert!(t.outbox().is_empty(), "nothing may be submitted");
+    let r = reqwest::get(t.url("/healthz")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let metrics = reqwest::get(t.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tripline_events_unmatched_total 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn explain_endpoint_tells_why_and_submits_nothing() {
+    let t = Tripline::start(
+        CONFIG,
+        &[("retrain.yaml", &repo_sensor("retrain-on-push.yaml"))],
+        &[],
+    )
+    .await;
+    let (code, reply) = post(
+        &t,
+        "/explain/events",
+        &[
+            ("X-GitHub-Event", "push"),
+            ("Content-Type", "application/json"),
+        ],
+        fixture("github/push.payload.json"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let dep = &reply["explanation"]["sensors"][0]["dependencies"][0];
+    assert_eq!(dep["matched"], false);
+    let ref_filter = &dep["filters"]["children"][1];
+    assert_eq!(ref_filter["filter"], "body.ref equals \"refs/heads/main\"");
+    assert_eq!(ref_filter["seen"], "refs/tags/simple-tag");
+    assert_eq!(ref_filter["matched"], false);
+    assert_eq!(reply["rendered"], json!([]));
+    assert!(t.outbox().is_empty());
+}
+
+#[tokio::test]
+async fn argo_placeholders_survive_and_event_data_cannot_inject_structure() {
+    let t = Tripline::start(
+        CONFIG,
+        &[("data.yaml", &repo_sensor("data-arrival.yaml"))],
+        &[],
+    )
+    .await;
+    let evil = "x\"}\n  injected: true\nspec: {templates: []}\n#.csv";
+    let body = serde_json::to_vec(&json!({"bucket": "raw", "key": evil, "size": 10})).unwrap();
+    let (code, reply) = post(
+        &t,
+        "/events/events",
+        &[("Content-Type", "application/json")],
+        body,
+    )
+    .await;
+    assert_eq!(code, 200, "{reply}");
+    let files = t.outbox();
+    assert_eq!(files.len(), 1);
+    let wf = &files[0].1;
+    assert_eq!(
+        wf["spec"]["templates"][0]["container"]["args"][0],
+        "print('processing s3://{{inputs.parameters.bucket}}/{{inputs.parameters.key}}')"
+    );
+    let params = wf["spec"]["arguments"]["parameters"].as_array().unwrap();
+    assert_eq!(params.len(), 2);
+    assert_eq!(params[1], json!({"name": "key", "value": evil}));
+    assert!(wf.get("injected").is_none() && wf["spec"].get("injected").is_none());
+    assert_eq!(wf["spec"]["templates"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn render_failures_are_dead_lettered_with_422() {
+    let sensor =
+        repo_sensor("on-push.yaml").replace("{{lower body.pusher.name}}", "{{body.no_such_field}}");
+    let t = Tripline::start(CONFIG, &[("s.yaml", &sensor)], &[]).await;
+    let (code, reply) = post(
+        &t,
+        "/events/events",
+        &[
+            ("X-GitHub-Event", "push"),
+            ("Content-Type", "application/json"),
+        ],
+        fixture("github/push.payload.json"),
+    )
+    .await;
+    assert_eq!(code, 422, "{reply}");
+    assert_eq!(reply["matched"][0]["status"], "invalid");
+    let msg = reply["matched"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("pusher") && msg.contains("body.no_such_field"),
+        "{msg}"
+    );
+    let dl = t.dead_letters();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["sensor"], "on-push");
+    assert!(t.outbox().is_empty());
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly() {
+    let mut t = Tripline::start(
+        CONFIG,
+        &[("on-push.yaml", &repo_sensor("on-push.yaml"))],
+        &[],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(t.terminate(), Some(0), "{}", t.log());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(t.log().contains("shutdown requested"));
+}
+
+#[test]
+fn validate_names_file_document_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sensors")).unwrap();
+    std::fs::write(dir.path().join("tripline.yaml"), CONFIG).unwrap();
+    let good = repo_sensor("on-push.yaml");
+    let bad = good
+        .replace("name: on-push", "name: second")
+        .replace("source: events", "source: github");
+    std::fs::write(
+        dir.path().join("sensors/a.yaml"),
+        format!("{good}\n---\n{bad}"),
+    )
+    .unwrap();
+    let (code, _, stderr) = run_cli(&["validate"], dir.path());
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("a.yaml: document 2: spec.dependencies[0].source: unknown source `github`"),
+        "{stderr}"
+    );
+
+    std::fs::write(dir.path().join("sensors/a.yaml"), &good).unwrap();
+    let (code, stdout, stderr) = run_cli(&["validate"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("1 sensor(s)"), "{stdout}");
+
+    std::fs::write(
+        dir.path().join("tripline.yaml"),
+        "sources: [{type: http, name: events, secret: x}]",
+    )
+    .unwrap();
+    let (code, _, stderr) = run_cli(&["validate"], dir.path());
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("sources[0]") && stderr.contains("unknown field `secret`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn test_command_explains_and_renders() {
+    let sensor = repo("sensors/retrain-on-push.yaml");
+    let push = repo("tests/fixtures/github/push.payload.json");
+    let (code, stdout, _) = run_cli(
+        &[
+            "test",
+            sensor.to_str().unwrap(),
+            "--event",
+            push.to_str().unwrap(),
+            "--header",
+            "X-GitHub-Event=push",
+        ],
+        &repo(""),
+    );
+    assert_eq!(code, 1, "no trigger fires: exit 1");
+    assert!(
+        stdout.contains("✓ headers.X-GitHub-Event equals \"push\"  (seen: \"push\")"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("✗ body.ref equals \"refs/heads/main\"  (seen: \"refs/tags/simple-tag\")"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no trigger fires"), "{stdout}");
+
+    // A push to main touching models/: fires, and the manifest is printed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut body: Value = serde_json::from_slice(&fixture("github/push.payload.json")).unwrap();
+    body["ref"] = json!("refs/heads/main");
+    body["after"] = json!("abc123");
+    body["commits"] =
+        json!([{"id": "abc123", "added": [], "modified": ["models/net.py"], "removed": []}]);
+    let ev = dir.path().join("ev.json");
+    std::fs::write(&ev, serde_json::to_vec(&body).unwrap()).unwrap();
+    let (code, stdout, _) = run_cli(
+        &[
+            "test",
+            sensor.to_str().unwrap(),
+            "--event",
+            ev.to_str().unwrap(),
+            "-H",
+            "X-GitHub-Event=push",
+            "--output",
+            "json",
+        ],
+        &repo(""),
+    );
+    assert_eq!(code, 0, "{stdout}");
+    let out: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        out["explanation"]["sensors"][0]["dependencies"][0]["matched"],
+        true
+    );
+    let obj = &out["rendered"][0]["object"];
+    assert_eq!(obj["spec"]["workflowTemplateRef"]["name"], "train-model");
+    assert_eq!(
+        obj["spec"]["arguments"]["parameters"][0],
+        json!({"name": "revision", "value": "abc123"})
+    );
+}
+
+/// Sends a chunked body of `total` bytes over a raw socket (ignoring write
+/// errors once the server has answered) and returns the status line.
+fn raw_chunked_status(port: u16, total: usize) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let head = "POST /events/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    s.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 8192];
+    let mut sent = 0;
+    while sent < total {
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .and_then(|_| s.write_all(&chunk))
+            .and_then(|_| s.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut buf = vec![0u8; 512];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,231 @@
+//! Runs the real `tripline` binary: writes a config and sensors into a temp
+//! dir, starts `tripline serve` on a free port, waits for `/readyz`, and
+//! kills it (by PID) on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::brokers::free_port;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tripline");
+
+/// Where the repository's files are (fixtures, examples, sensors).
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(repo("tests/fixtures").join(path))
+        .unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
+
+pub struct Tripline {
+    pub dir: TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    config: PathBuf,
+    args: Vec<String>,
+}
+
+impl Tripline {
+    /// Writes `config` (YAML, without `listen:`; `{dir}` is replaced by the
+    /// temp dir) and `sensors` (file name, YAML) into a temp dir and starts
+    /// `tripline serve` there.
+    pub async fn start(config: &str, sensors: &[(&str, &str)], env: &[(&str, &str)]) -> Tripline {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("sensors")).unwrap();
+        for (name, text) in sensors {
+            std::fs::write(dir.path().join("sensors").join(name), text).unwrap();
+        }
+        let config_path = dir.path().join("tripline.yaml");
+        std::fs::write(
+            &config_path,
+            config.replace("{dir}", &dir.path().display().to_string()),
+        )
+        .unwrap();
+        Self::start_with(dir, config_path, env, &[]).await
+    }
+
+    /// Starts `tripline serve --config <config>` with extra args (the dir is
+    /// kept alive with the process).
+    pub async fn start_with(
+        dir: TempDir,
+        config: PathBuf,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Tripline {
+        let mut t = Tripline {
+            dir,
+            port: free_port(),
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            config,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        t.spawn().await;
+        t
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tripline.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("TRIPLINE_LOG", "info,tripline=debug")
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tripline");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "tripline exited with {status} before becoming ready:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tripline not ready after 30s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tripline.log")).unwrap_or_default()
+    }
+
+    /// Files in `<dir>/outbox`, sorted, with their parsed YAML.
+    pub fn outbox(&self) -> Vec<(String, Value)> {
+        let mut out: Vec<(String, Value)> = std::fs::read_dir(self.dir.path().join("outbox"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| {
+                        let name = e.file_name().to_string_lossy().to_string();
+                        let text = std::fs::read_to_string(e.path()).unwrap();
+                        (name, serde_yaml_ng::from_str(&text).unwrap())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Parsed lines of `<dir>/dead-letter.jsonl`.
+    pub fn dead_letters(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("dead-letter.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "tripline did not stop within 30s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again with the same config, dir and port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for Tripline {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// HMAC-SHA256 hex signature as GitHub sends it.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Runs the binary to completion: `(exit code, stdout, stderr)`.
+pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run tripline");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
