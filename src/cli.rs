@@ -143,9 +143,7 @@ fn validate(args: ConfigArgs) -> Result<ExitCode, CliError> {
         Some(&cfg.source_names()),
     )?;
     // Secrets must resolve too: a missing env var is a config error.
-    for s in &cfg.sources {
-        sources::webhook::Endpoint::from_config(s)?;
-    }
+    sources::build(&cfg)?;
     let triggers: usize = set.sensors.iter().map(|s| s.triggers.len()).sum();
     println!(
         "ok: {} source(s), {} sensor(s), {} trigger(s) in {}",

@@ -116,11 +116,17 @@ impl SourceConfig {
 
 /// Builds the running sources: one HTTP server carrying every webhook
 /// endpoint (always, for `/healthz`), plus one task per broker source.
+/// Resolves secrets and checks settings; connects to nothing (that happens
+/// in [`Source::run`]), so `tripline validate` uses it too.
 pub fn build(config: &crate::config::Config) -> Result<Vec<Box<dyn Source>>, SourceError> {
     let mut out: Vec<Box<dyn Source>> = Vec::new();
     let mut endpoints = Vec::new();
     for s in &config.sources {
-        endpoints.push(webhook::Endpoint::from_config(s)?);
+        if let Some(e) = webhook::Endpoint::from_config(s)? {
+            endpoints.push(e);
+            continue;
+        }
+        // Broker sources: one arm per kind.
     }
     out.insert(
         0,

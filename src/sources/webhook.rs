@@ -255,8 +255,8 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Resolves secrets; fails when one is missing (better at start than at
-    /// the first delivery).
-    pub fn from_config(cfg: &SourceConfig) -> Result<Endpoint, SourceError> {
+    /// the first delivery). `None` for sources that are not webhooks.
+    pub fn from_config(cfg: &SourceConfig) -> Result<Option<Endpoint>, SourceError> {
         let name = cfg.name().to_string();
         let secret = |r: &SecretRef| {
             r.resolve().map_err(|message| SourceError::Secret {
@@ -303,16 +303,18 @@ impl Endpoint {
                 },
                 Kind::CloudEvents,
             ),
+            #[allow(unreachable_patterns)] // broker sources
+            _ => return Ok(None),
         };
         let path = cfg
             .webhook_path()
             .map_or_else(|| format!("/events/{name}"), str::to_string);
-        Ok(Endpoint {
+        Ok(Some(Endpoint {
             name,
             path,
             auth,
             kind,
-        })
+        }))
     }
 }
 

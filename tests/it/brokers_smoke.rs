@@ -113,7 +113,6 @@ async fn kafka_group_consumes_and_commits() {
         .set("group.id", "smoke")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "3000")
         .create()
         .expect("consumer");
     consumer.subscribe(&["t"]).expect("subscribe");

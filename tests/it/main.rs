@@ -5,3 +5,4 @@ mod brokers_smoke;
 mod engine;
 mod kube_api_double;
 mod support;
+mod zz_kafka_probe;
