@@ -71,6 +71,9 @@ impl KubeSubmitter {
                 .await
                 .map_err(|e| KubeError::NoCluster(e.to_string()))?,
         };
+        // Retries are ours (the trigger's policy, Retry-After honoured,
+        // outcome reported to the source); kube's own would hide them.
+        config.default_retry = false;
         config.connect_timeout = Some(timeout);
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);

@@ -75,6 +75,8 @@ fn write_once(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<Submitte
     if path.exists() {
         return Ok(Submitted::Existing);
     }
+    // Recreated if someone removed it while we run.
+    std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;

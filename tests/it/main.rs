@@ -5,4 +5,5 @@ mod brokers_smoke;
 mod engine;
 mod kube_api_double;
 mod support;
+mod webhook;
 mod zz_kafka_probe;
