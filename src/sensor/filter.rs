@@ -296,6 +296,20 @@ impl Filter {
         })
     }
 
+    /// `(path, value)` of every `equals "<string>"` this filter requires
+    /// (itself, or inside `all:`): what [`super::index`] files it under.
+    pub fn string_equalities(&self) -> Vec<(&[String], &str)> {
+        match self {
+            Filter::Path {
+                segments,
+                op: Op::Equals(Value::String(s)),
+                ..
+            } => vec![(segments.as_slice(), s.as_str())],
+            Filter::All(list) => list.iter().flat_map(Filter::string_equalities).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Fast yes/no.
     pub fn test(&self, ctx: &EvalCtx) -> bool {
         match self {

@@ -411,6 +411,10 @@ fn compile_trigger(
         namespace: t.namespace.clone(),
         retry,
         rate_limit: t.rate_limit.clone(),
+        uses_dependency_names: t
+            .parameters
+            .iter()
+            .any(|p| dep_names.iter().any(|d| p.value.contains(&format!("{d}.")))),
     })
 }
 

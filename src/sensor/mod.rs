@@ -12,6 +12,7 @@
 pub mod condition;
 pub mod correlate;
 pub mod filter;
+pub mod index;
 pub mod load;
 pub mod render;
 pub mod spec;
@@ -60,6 +61,9 @@ pub struct Trigger {
     pub namespace: Option<String>,
     pub retry: RetrySpec,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Whether a template refers to a dependency by name (`{{push.body.x}}`);
+    /// if not, templates see only the envelope and rendering copies less.
+    pub uses_dependency_names: bool,
 }
 
 #[derive(Debug)]
@@ -76,7 +80,7 @@ pub struct Param {
 /// listening on it.
 pub struct SensorSet {
     pub sensors: Vec<Sensor>,
-    by_source: HashMap<String, Vec<(usize, usize)>>,
+    by_source: HashMap<String, index::SourceIndex>,
     pub templates: Templates,
 }
 
@@ -114,15 +118,16 @@ pub struct DependencyExplanation {
 
 impl SensorSet {
     pub fn new(sensors: Vec<Sensor>, templates: Templates) -> Self {
-        let mut by_source: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        let mut grouped: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
         for (si, s) in sensors.iter().enumerate() {
             for (di, d) in s.dependencies.iter().enumerate() {
-                by_source
-                    .entry(d.source.clone())
-                    .or_default()
-                    .push((si, di));
+                grouped.entry(d.source.clone()).or_default().push((si, di));
             }
         }
+        let by_source = grouped
+            .into_iter()
+            .map(|(source, all)| (source, index::SourceIndex::build(&sensors, all)))
+            .collect();
         SensorSet {
             sensors,
             by_source,
@@ -132,18 +137,19 @@ impl SensorSet {
 
     /// Number of dependencies listening on `source`.
     pub fn listeners(&self, source: &str) -> usize {
-        self.by_source.get(source).map_or(0, Vec::len)
+        self.by_source.get(source).map_or(0, |i| i.all.len())
     }
 
     /// The pure matcher: which dependencies of which sensors this event
-    /// satisfies. Only dependencies on the event's source are looked at.
+    /// satisfies. Only dependencies on the event's source are looked at, and
+    /// of those only the ones the [`index`] cannot rule out.
     pub fn match_event(&self, event: &Event) -> Vec<Match> {
-        let Some(candidates) = self.by_source.get(&event.source) else {
+        let Some(index) = self.by_source.get(&event.source) else {
             return Vec::new();
         };
         let ctx = EvalCtx::new(event);
         let mut out: Vec<Match> = Vec::new();
-        for &(si, di) in candidates {
+        for (si, di) in index.candidates(event) {
             let dep = &self.sensors[si].dependencies[di];
             if dep.filter.as_ref().is_none_or(|f| f.test(&ctx)) {
                 match out.last_mut() {
@@ -163,7 +169,12 @@ impl SensorSet {
     pub fn explain(&self, event: &Event) -> Explanation {
         let ctx = EvalCtx::new(event);
         let mut sensors: Vec<SensorExplanation> = Vec::new();
-        for &(si, di) in self.by_source.get(&event.source).into_iter().flatten() {
+        for &(si, di) in self
+            .by_source
+            .get(&event.source)
+            .map(|i| i.all.as_slice())
+            .unwrap_or_default()
+        {
             let sensor = &self.sensors[si];
             let dep = &sensor.dependencies[di];
             let trace = dep.filter.as_ref().map(|f| f.explain(&ctx));
@@ -205,7 +216,14 @@ impl Trigger {
         events: &[(&str, &Event)],
         default_namespace: Option<&str>,
     ) -> Result<(String, Value), render::RenderFailure> {
-        let ctx = render::context(primary, events);
+        let ctx = render::context(
+            primary,
+            if self.uses_dependency_names {
+                events
+            } else {
+                &[]
+            },
+        );
         let mut obj = self.manifest.clone();
         for p in &self.parameters {
             let value = match templates.render(&p.template, &ctx) {
