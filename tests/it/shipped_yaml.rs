@@ -1,0 +1,179 @@
+//! Every YAML shipped in `sensors/`, `examples/` and `deploy/` is loaded:
+//! configs and sensors through `tripline validate`, Argo objects through the
+//! Kubernetes API double's schema validation, everything else parsed.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::support::kube_api::KubeApi;
+use crate::support::tripline::repo;
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Env vars the shipped configs reference as secrets.
+const SECRETS: [(&str, &str); 1] = [("GITHUB_WEBHOOK_SECRET", "test")];
+
+fn validate(config: &Path) {
+    let mut cmd = std::process::Command::new(crate::support::tripline::BIN);
+    cmd.args(["validate", "--config"]).arg(config).envs(SECRETS);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} does not validate:\n{}",
+        config.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn every_shipped_yaml_loads() {
+    let api = KubeApi::start().await;
+    let client = reqwest::Client::new();
+    let mut files = Vec::new();
+    for dir in ["sensors", "examples", "deploy"] {
+        yaml_files(&repo(dir), &mut files);
+    }
+    files.push(repo("tripline.yaml"));
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        if name == "tripline.yaml" {
+            validate(file);
+            *seen.entry("config".into()).or_default() += 1;
+            continue;
+        }
+        for doc in documents(file) {
+            let kind = doc["kind"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: a document without kind", file.display()))
+                .to_string();
+            assert!(
+                doc["apiVersion"].is_string(),
+                "{}: no apiVersion",
+                file.display()
+            );
+            match kind.as_str() {
+                "Sensor" => {
+                    // Loaded against the config that serves it (the sensors' own dir's parent).
+                    let config = file
+                        .parent()
+                        .unwrap()
+                        .parent()
+                        .unwrap()
+                        .join("tripline.yaml");
+                    assert!(
+                        config.exists(),
+                        "{}: no tripline.yaml serves this sensor",
+                        file.display()
+                    );
+                    let sensors = file.parent().unwrap();
+                    validate_with_env(&config, sensors);
+                }
+                "Workflow" | "WorkflowTemplate" | "CronWorkflow" => {
+                    let plural = format!("{}s", kind.to_lowercase());
+                    let r = client
+                        .post(format!(
+                            "{}/apis/argoproj.io/v1alpha1/namespaces/default/{plural}",
+                            api.url()
+                        ))
+                        .json(&doc)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        r.status().as_u16(),
+                        201,
+                        "{}: {}",
+                        file.display(),
+                        r.text().await.unwrap()
+                    );
+                }
+                "ConfigMap" if doc["data"]["tripline.yaml"].is_string() => {
+                    validate_configmap(&doc, &files)
+                }
+                _ => {}
+            }
+            *seen.entry(kind).or_default() += 1;
+        }
+    }
+    // The shipped set is what the README promises.
+    for kind in [
+        "config",
+        "Sensor",
+        "WorkflowTemplate",
+        "Deployment",
+        "ConfigMap",
+        "Role",
+    ] {
+        assert!(seen.contains_key(kind), "no {kind} shipped: {seen:?}");
+    }
+}
+
+fn validate_with_env(config: &Path, sensors: &Path) {
+    let out = std::process::Command::new(crate::support::tripline::BIN)
+        .args(["validate", "--config"])
+        .arg(config)
+        .arg("--sensors")
+        .arg(sensors)
+        .envs(SECRETS)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        sensors.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// deploy/configmap.yaml: its tripline.yaml with the sensors of the
+/// `tripline-sensors` ConfigMap, paths moved into a temp dir.
+fn validate_configmap(doc: &Value, files: &[PathBuf]) {
+    let dir = tempfile::tempdir().unwrap();
+    let sensors_cm = files
+        .iter()
+        .flat_map(|f| documents(f))
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "tripline-sensors")
+        .expect("deploy ships a tripline-sensors ConfigMap");
+    std::fs::create_dir(dir.path().join("sensors")).unwrap();
+    for (name, text) in sensors_cm["data"].as_object().unwrap() {
+        std::fs::write(
+            dir.path().join("sensors").join(name),
+            text.as_str().unwrap(),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("github"), "secret").unwrap();
+    let config = doc["data"]["tripline.yaml"]
+        .as_str()
+        .unwrap()
+        .replace(
+            "/etc/tripline/sensors/",
+            &dir.path().join("sensors").display().to_string(),
+        )
+        .replace(
+            "/var/run/secrets/tripline/github",
+            &dir.path().join("github").display().to_string(),
+        );
+    std::fs::write(dir.path().join("tripline.yaml"), config).unwrap();
+    validate(&dir.path().join("tripline.yaml"));
+}
