@@ -927,3 +927,330 @@ async fn metrics(State(s): State<Shared>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn mac_hex(key: &[u8], parts: &[&[u8]]) -> String {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        for p in parts {
+            m.update(p);
+        }
+        hex::encode(m.finalize().into_bytes())
+    }
+
+    #[test]
+    fn github_signature_checks() {
+        let auth = Auth::GithubHmac(vec![b"old".to_vec(), b"new".to_vec()]);
+        let body = b"{\"a\":1}";
+        for key in [&b"old"[..], b"new"] {
+            let sig = format!("sha256={}", mac_hex(key, &[body]));
+            assert_eq!(
+                auth.verify(&headers(&[("x-hub-signature-256", &sig)]), body),
+                Ok(())
+            );
+        }
+        let wrong = format!("sha256={}", mac_hex(b"other", &[body]));
+        let f = auth
+            .verify(&headers(&[("x-hub-signature-256", &wrong)]), body)
+            .unwrap_err();
+        assert_eq!(f.check, "X-Hub-Signature-256");
+        assert!(f.error.contains("does not match"));
+        assert!(auth
+            .verify(&headers(&[]), body)
+            .unwrap_err()
+            .error
+            .contains("missing"));
+        let f = auth
+            .verify(&headers(&[("x-hub-signature-256", "sha1=abc")]), body)
+            .unwrap_err();
+        assert!(f.error.contains("malformed"));
+        let f = auth
+            .verify(&headers(&[("x-hub-signature-256", "sha256=zz")]), body)
+            .unwrap_err();
+        assert!(f.error.contains("malformed"));
+    }
+
+    #[test]
+    fn generic_hmac_prefix_encoding_and_replay_window() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let auth = Auth::Hmac {
+            header: "X-Sig".into(),
+            algorithm: Algorithm::Sha256,
+            prefix: "v1=".into(),
+            encoding: Encoding::Hex,
+            secrets: vec![b"k".to_vec()],
+            timestamp: Some(("X-Ts".into(), Duration::from_secs(60))),
+        };
+        let body = b"payload";
+        let ts = now.to_string();
+        let sig = format!("v1={}", mac_hex(b"k", &[ts.as_bytes(), b".", body]));
+        assert_eq!(
+            auth.verify(&headers(&[("x-sig", &sig), ("x-ts", &ts)]), body),
+            Ok(())
+        );
+        // Without the prefix, without the timestamp, with an old timestamp.
+        assert!(auth
+            .verify(&headers(&[("x-sig", &sig[3..]), ("x-ts", &ts)]), body)
+            .is_err());
+        assert_eq!(
+            auth.verify(&headers(&[("x-sig", &sig)]), body)
+                .unwrap_err()
+                .check,
+            "X-Ts"
+        );
+        let old = (now - 120).to_string();
+        let old_sig = format!("v1={}", mac_hex(b"k", &[old.as_bytes(), b".", body]));
+        let f = auth
+            .verify(&headers(&[("x-sig", &old_sig), ("x-ts", &old)]), body)
+            .unwrap_err();
+        assert!(f.error.contains("replay window"));
+        let f = auth
+            .verify(&headers(&[("x-sig", &sig), ("x-ts", "yesterday")]), body)
+            .unwrap_err();
+        assert!(f.error.contains("unix seconds"));
+
+        // sha1 + base64, no timestamp.
+        let auth = Auth::Hmac {
+            header: "X-Sig".into(),
+            algorithm: Algorithm::Sha1,
+            prefix: String::new(),
+            encoding: Encoding::Base64,
+            secrets: vec![b"k".to_vec()],
+            timestamp: None,
+        };
+        let mut m = Hmac::<sha1::Sha1>::new_from_slice(b"k").unwrap();
+        m.update(body);
+        let sig = base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes());
+        assert_eq!(auth.verify(&headers(&[("x-sig", &sig)]), body), Ok(()));
+        assert!(auth
+            .verify(&headers(&[("x-sig", "!!!")]), body)
+            .unwrap_err()
+            .error
+            .contains("base64"));
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        let gl = Auth::GitlabToken(vec![b"tok".to_vec()]);
+        assert_eq!(
+            gl.verify(&headers(&[("x-gitlab-token", "tok")]), b""),
+            Ok(())
+        );
+        assert!(gl
+            .verify(&headers(&[("x-gitlab-token", "to")]), b"")
+            .is_err());
+        assert!(gl
+            .verify(&headers(&[("x-gitlab-token", "tokk")]), b"")
+            .is_err());
+        let bearer = Auth::Bearer(vec![b"tok".to_vec()]);
+        assert_eq!(
+            bearer.verify(&headers(&[("authorization", "Bearer tok")]), b""),
+            Ok(())
+        );
+        assert!(bearer
+            .verify(&headers(&[("authorization", "Basic tok")]), b"")
+            .is_err());
+    }
+
+    #[test]
+    fn bodies_decode_by_content_type() {
+        let mut meta = Map::new();
+        assert_eq!(
+            decode_body("application/json", b"{\"a\":1}", &mut meta),
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(
+            decode_body("application/vnd.x+json", b"[1]", &mut meta),
+            Ok(json!([1]))
+        );
+        let err = decode_body("application/json", b"{\n\"a\": }", &mut meta).unwrap_err();
+        assert!(
+            matches!(&err, BodyError::Malformed(m) if m.contains("line 2 column")),
+            "{err:?}"
+        );
+        assert_eq!(
+            decode_body(
+                "application/x-www-form-urlencoded",
+                b"payload=%7B%22a%22%3A2%7D",
+                &mut meta
+            ),
+            Ok(json!({"a": 2}))
+        );
+        assert_eq!(
+            decode_body("application/x-www-form-urlencoded", b"a=1&b=x", &mut meta),
+            Ok(json!({"a": "1", "b": "x"}))
+        );
+        assert_eq!(decode_body("text/plain", b"hi", &mut meta), Ok(json!("hi")));
+        assert!(matches!(
+            decode_body("text/plain", &[0xff], &mut meta),
+            Err(BodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_body("application/xml", b"<a/>", &mut meta),
+            Err(BodyError::Unsupported(_))
+        ));
+        assert_eq!(
+            decode_body("", b"{\"a\":1}", &mut meta),
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(
+            decode_body("", b"not json", &mut meta),
+            Ok(json!("not json"))
+        );
+        assert_eq!(
+            decode_body("application/octet-stream", &[1, 2], &mut meta),
+            Ok(json!("AQI="))
+        );
+        assert_eq!(meta["bodyEncoding"], json!("base64"));
+    }
+
+    fn endpoint(cfg: &str) -> Endpoint {
+        let c: SourceConfig = serde_yaml_ng::from_str(cfg).unwrap();
+        Endpoint::from_config(&c).unwrap().unwrap()
+    }
+
+    fn event(p: Parsed) -> Event {
+        match p {
+            Parsed::Event(e) => *e,
+            Parsed::Ping => panic!("ping"),
+        }
+    }
+
+    #[test]
+    fn provider_envelopes() {
+        std::env::set_var("TRIPLINE_UNIT_SECRET", "s");
+        let gh = endpoint("{type: github, name: gh, secret: {env: TRIPLINE_UNIT_SECRET}}");
+        assert_eq!(gh.path, "/events/gh");
+        let h = headers(&[
+            ("x-github-event", "push"),
+            ("x-github-delivery", "d1"),
+            ("content-type", "application/json"),
+            ("authorization", "Bearer leak"),
+        ]);
+        let e = event(
+            gh.parse(&h, br#"{"repository":{"full_name":"o/r"}}"#)
+                .unwrap(),
+        );
+        assert_eq!(
+            (
+                e.id.as_str(),
+                e.kind.as_str(),
+                e.subject.as_str(),
+                e.source.as_str()
+            ),
+            ("d1", "push", "o/r", "gh")
+        );
+        assert_eq!(
+            e.headers.get("authorization"),
+            None,
+            "credentials never reach the envelope"
+        );
+        assert!(matches!(
+            gh.parse(&headers(&[("x-github-event", "ping")]), b"{}")
+                .unwrap(),
+            Parsed::Ping
+        ));
+        assert_eq!(
+            gh.parse(&headers(&[]), b"{}").unwrap_err(),
+            BodyError::Malformed("missing X-GitHub-Event header".into())
+        );
+
+        let gl =
+            endpoint("{type: gitlab, name: gl, path: /gl, token: {env: TRIPLINE_UNIT_SECRET}}");
+        let h = headers(&[
+            ("x-gitlab-event", "Push Hook"),
+            ("x-gitlab-event-uuid", "u1"),
+            ("x-gitlab-token", "s"),
+        ]);
+        let e = event(
+            gl.parse(&h, br#"{"project":{"path_with_namespace":"g/p"}}"#)
+                .unwrap(),
+        );
+        assert_eq!(
+            (e.id.as_str(), e.kind.as_str(), e.subject.as_str()),
+            ("u1", "Push Hook", "g/p")
+        );
+        assert_eq!(e.headers.get("x-gitlab-token"), None);
+
+        let ce = endpoint("{type: cloudevents, name: ce}");
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "c1"),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+            ("ce-subject", "sub"),
+            ("ce-time", "2026-01-01T00:00:00Z"),
+            ("content-type", "text/plain"),
+        ]);
+        let e = event(ce.parse(&h, b"data").unwrap());
+        assert_eq!(
+            (
+                e.id.as_str(),
+                e.kind.as_str(),
+                e.subject.as_str(),
+                e.time.as_str()
+            ),
+            ("c1", "t", "sub", "2026-01-01T00:00:00Z")
+        );
+        assert_eq!(e.body, json!("data"));
+        assert_eq!(e.meta["ceSource"], json!("/s"));
+        let h = headers(&[("content-type", "application/cloudevents+json")]);
+        let e = event(ce.parse(&h, br#"{"specversion":"1.0","id":"c2","source":"/s","type":"t","data_base64":"AQI=","x-ext":"v"}"#).unwrap());
+        assert_eq!(e.body, json!("AQI="));
+        assert_eq!(e.meta["bodyEncoding"], json!("base64"));
+        assert_eq!(e.meta["ce_x-ext"], json!("v"));
+        assert!(
+            matches!(ce.parse(&headers(&[]), b"{}"), Err(BodyError::Malformed(m)) if m.contains("not a CloudEvent"))
+        );
+        assert!(matches!(
+            ce.parse(
+                &headers(&[("content-type", "application/cloudevents-batch+json")]),
+                b"[]"
+            ),
+            Err(BodyError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_or_file_and_never_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "one\n\n two \n").unwrap();
+        let r = SecretRef {
+            env: None,
+            file: Some(f),
+        };
+        assert_eq!(r.resolve().unwrap(), vec![b"one".to_vec(), b"two".to_vec()]);
+        let r = SecretRef {
+            env: Some("TRIPLINE_SURELY_UNSET".into()),
+            file: None,
+        };
+        assert!(r.resolve().unwrap_err().contains("TRIPLINE_SURELY_UNSET"));
+        let r = SecretRef {
+            env: None,
+            file: None,
+        };
+        assert!(r.resolve().is_err());
+        assert!(
+            serde_yaml_ng::from_str::<SecretRef>("{value: s3cret}").is_err(),
+            "inline secrets are not a thing"
+        );
+    }
+}
