@@ -1,0 +1,187 @@
+//! Signed-webhook throughput of the real binary, against a peer measured in
+//! the same run: a minimal axum server that only verifies the GitHub HMAC
+//! and answers 200 — the floor cost of any receiver that checks signatures.
+//!
+//! Two tripline paths: `mismatch` (signed, verified, parsed, matched against
+//! the sensors, nothing fires) and `match→outbox` (a Workflow rendered and
+//! written to the outbox per request; every request has a new delivery id).
+//!
+//! `cargo bench --bench webhook_throughput` (run by `cargo test` it does a
+//! short smoke run instead).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+
+const SECRET: &str = "bench-secret";
+const CONCURRENCY: usize = 32;
+
+fn sign(body: &[u8]) -> String {
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `n` signed requests with `CONCURRENCY` in flight; returns requests/s.
+async fn load(url: &str, n: usize, event: &'static str, body: Arc<Vec<u8>>) -> f64 {
+    let client = reqwest::Client::new();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (client, next, body, url) =
+                (client.clone(), next.clone(), body.clone(), url.to_string());
+            tokio::spawn(async move {
+                let sig = sign(&body);
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let r = client
+                        .post(&url)
+                        .header("X-GitHub-Event", event)
+                        .header("X-GitHub-Delivery", format!("bench-{i}"))
+                        .header("X-Hub-Signature-256", &sig)
+                        .header("Content-Type", "application/json")
+                        .body(body.as_ref().clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        r.status().as_u16(),
+                        200,
+                        "{}",
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn peer(port: u16) {
+    let app = axum::Router::new().route(
+        "/webhooks/github",
+        axum::routing::post(|headers: HeaderMap, body: Bytes| async move {
+            let sig = headers
+                .get("x-hub-signature-256")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let raw = hex::decode(sig.trim_start_matches("sha256=")).unwrap_or_default();
+            let mut m = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+            m.update(&body);
+            match m.verify_slice(&raw) {
+                Ok(()) => (StatusCode::OK, "{\"matched\":[]}"),
+                Err(_) => (StatusCode::UNAUTHORIZED, "{}"),
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    axum::serve(l, app).await.unwrap();
+}
+
+fn start_tripline(dir: &std::path::Path, port: u16) -> Child {
+    let sensor = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/git-push-retrain/sensors/retrain-on-push.yaml"
+    ))
+    .unwrap()
+    // Every push to main fires (the bench body touches no models/).
+    .replace("          - expr:", "          # - expr:")
+    .replace("      rateLimit:", "      # rateLimit:");
+    std::fs::create_dir_all(dir.join("sensors")).unwrap();
+    std::fs::write(dir.join("sensors/retrain.yaml"), sensor).unwrap();
+    std::fs::write(
+        dir.join("tripline.yaml"),
+        "sensors: sensors/\nsubmit: {type: outbox, dir: outbox/}\nlimits: {maxInFlight: 256}\nsources:\n  - {type: github, name: github, path: /webhooks/github, secret: {env: BENCH_SECRET}}\n",
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["serve", "--config"])
+        .arg(dir.join("tripline.yaml"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+        .env("BENCH_SECRET", SECRET)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_up(url: &str) {
+    for _ in 0..300 {
+        if reqwest::get(url).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never came up");
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full { 20_000 } else { 200 };
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/github/push.payload.json"
+    ))
+    .unwrap();
+    let mut push: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    push["ref"] = "refs/heads/main".into();
+    let body = Arc::new(serde_json::to_vec(&push).unwrap());
+
+    let peer_port = free_port();
+    tokio::spawn(peer(peer_port));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = start_tripline(dir.path(), port);
+    wait_up(&format!("http://127.0.0.1:{port}/healthz")).await;
+    wait_up(&format!("http://127.0.0.1:{peer_port}/")).await;
+
+    let peer_url = format!("http://127.0.0.1:{peer_port}/webhooks/github");
+    let url = format!("http://127.0.0.1:{port}/webhooks/github");
+    load(&peer_url, n / 10, "push", body.clone()).await; // warm-up
+    let peer_rps = load(&peer_url, n, "push", body.clone()).await;
+    let miss_rps = load(&url, n, "issues", body.clone()).await;
+    let hit_rps = load(&url, n, "push", body.clone()).await;
+    let written = std::fs::read_dir(dir.path().join("outbox"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(written, n, "one Workflow per delivery");
+
+    println!(
+        "signed GitHub push ({} bytes), {CONCURRENCY} connections, {n} requests each:",
+        body.len()
+    );
+    println!("  peer (axum + HMAC verify only) {peer_rps:>9.0} req/s");
+    println!(
+        "  tripline mismatch              {miss_rps:>9.0} req/s  ({:.2} of peer)",
+        miss_rps / peer_rps
+    );
+    println!(
+        "  tripline match -> outbox       {hit_rps:>9.0} req/s  ({:.2} of peer)",
+        hit_rps / peer_rps
+    );
+}
