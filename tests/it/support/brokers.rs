@@ -102,20 +102,27 @@ pub struct Nats {
 
 impl Nats {
     /// Starts a server on a free port and waits until a NATS client can connect and
-    /// JetStream answers.
+    /// JetStream answers. Retries on another port if the chosen one was taken meanwhile.
     pub async fn start() -> Nats {
-        let dir = tempfile::Builder::new()
-            .prefix("nats-")
-            .tempdir()
-            .expect("create nats temp dir");
-        let mut nats = Nats {
-            port: free_port(),
-            pid: 0,
-            dir,
-            child: None,
-        };
-        nats.spawn().await;
-        nats
+        let mut last_error = String::new();
+        for _attempt in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("nats-")
+                .tempdir()
+                .expect("create nats temp dir");
+            let mut nats = Nats {
+                port: free_port(),
+                pid: 0,
+                dir,
+                child: None,
+            };
+            match nats.spawn().await {
+                Ok(()) => return nats,
+                Err(e) if e.contains("address already in use") => last_error = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{last_error}");
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -171,12 +178,14 @@ impl Nats {
     /// store dir, so JetStream streams, messages and consumers survive.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.spawn().await;
+        if let Err(e) = self.spawn().await {
+            panic!("{e}");
+        }
     }
 
     /// Starts `nats-server` on `self.port` with the store in `self.store_dir()`, and waits
-    /// until it is ready.
-    async fn spawn(&mut self) {
+    /// until it is ready. On failure, kills it and returns an error with its log.
+    async fn spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "nats-server is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -199,10 +208,10 @@ impl Nats {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if !self.is_running() {
-                self.start_failed("it exited");
+                return Err(self.start_failed("it exited"));
             }
             if Instant::now() > deadline {
-                self.start_failed(&format!("not ready after {START_TIMEOUT:?}"));
+                return Err(self.start_failed(&format!("not ready after {START_TIMEOUT:?}")));
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 // A raw `$JS.API.INFO` request: answered only once JetStream is up, and
@@ -215,7 +224,7 @@ impl Nats {
                 })
                 .await;
                 if let Ok(Some(())) = ready {
-                    return;
+                    return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -227,14 +236,14 @@ impl Nats {
         self.dir.path().join("nats.log")
     }
 
-    /// Kills the server and panics with its log.
-    fn start_failed(&mut self, why: &str) -> ! {
+    /// Kills the server and describes why it did not start, with its log.
+    fn start_failed(&mut self, why: &str) -> String {
         self.kill();
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        panic!(
+        format!(
             "nats-server on port {} did not start: {why}\n{log}",
             self.port
-        );
+        )
     }
 }
 
@@ -347,7 +356,8 @@ impl Kafka {
     }
 
     /// Stops the broker with `scripts/kafka.sh stop PORT` (SIGTERM, waits for it to exit,
-    /// removes its state dir). Drop all clients first: see `shared/brokers/README.md`.
+    /// removes its state dir). Drop consumers first, so they leave their groups: with tansu
+    /// a member that vanishes without LeaveGroup can leave its group stuck.
     pub async fn stop(&mut self) {
         if self.stopped {
             return;
@@ -432,6 +442,23 @@ pub async fn nats_publish_js<P: AsRef<[u8]>>(
     }
     client.flush().await.expect("nats flush");
     seqs
+}
+
+/// Consumer settings for tests against tansu: `bootstrap`, `group.id`,
+/// `auto.offset.reset=earliest`, `enable.auto.commit=false`, and `session.timeout.ms=6000`
+/// (heartbeat 1 s). tansu holds every JoinGroup for about half the session timeout, so
+/// librdkafka's default of 45 s makes each group join take about 23 s; with 6 s it takes
+/// about 3 s. Add `.set(...)` calls to override, then `.create()`.
+pub fn kafka_consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000");
+    config
 }
 
 /// Produces `messages` (`(key, payload)`) to `topic` one at a time with `linger.ms=0`,
