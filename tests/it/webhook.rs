@@ -727,3 +727,35 @@ fn raw_status(port: u16, head: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_submissions_before_exiting() {
+    let Rig { api, mut t, .. } = rig().await;
+    api.fail_next(1, Fault::Hang(Duration::from_millis(1500)));
+    let url = t.url("/events/tokened");
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("Authorization", "Bearer tok-123")
+            .header("Content-Type", "application/json")
+            .body("{\"ok\":true}")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let code = tokio::task::spawn_blocking(move || {
+        let code = t.terminate();
+        (code, t)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, Some(0), "{}", code.1.log());
+    // The request in flight when SIGTERM arrived was answered, not cut off.
+    // (The API double created the object after its hang; our 2s client
+    // timeout outlasted it.)
+    assert_eq!(request.await.unwrap().unwrap(), 200);
+    assert_eq!(api.objects("workflows").len(), 1);
+    // New connections are refused once it stopped.
+    assert!(reqwest::get(code.1.url("/healthz")).await.is_err());
+}
