@@ -32,9 +32,13 @@ pub enum Step {
     },
 }
 
+/// Per dependency of one trigger: the latest matching event and when it came.
+type Slots = Vec<Option<(Instant, Arc<Event>)>>;
+
 #[derive(Default)]
 pub struct Correlator {
-    state: Mutex<HashMap<(usize, usize), Vec<Option<(Instant, Arc<Event>)>>>>,
+    /// Keyed by `(sensor, trigger)`.
+    state: Mutex<HashMap<(usize, usize), Slots>>,
 }
 
 impl Correlator {

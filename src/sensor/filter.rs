@@ -498,8 +498,12 @@ fn loose_eq(expected: &Value, seen: &Value) -> bool {
     match (expected, seen) {
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         (Value::String(_), Value::String(_)) => expected == seen,
-        (Value::Number(_) | Value::Bool(_), Value::String(s)) => expected.to_string() == *s,
-        (Value::String(s), Value::Number(_) | Value::Bool(_)) => seen.to_string() == *s,
+        (Value::Number(_) | Value::Bool(_), Value::String(s)) => {
+            scalar_str(expected).is_some_and(|e| e == s.as_str())
+        }
+        (Value::String(s), Value::Number(_) | Value::Bool(_)) => {
+            scalar_str(seen).is_some_and(|v| v == s.as_str())
+        }
         _ => expected == seen,
     }
 }

@@ -17,11 +17,14 @@ use crate::event::Event;
 /// `(sensor index, dependency index)`.
 pub type Candidate = (usize, usize);
 
+type ByValue = HashMap<String, Vec<Candidate>>;
+
 #[derive(Default)]
 pub struct SourceIndex {
     /// Every dependency on this source, in order.
     pub all: Vec<Candidate>,
-    keyed: Vec<(Vec<String>, HashMap<String, Vec<Candidate>>)>,
+    /// Per indexed path: value → the dependencies requiring it.
+    keyed: Vec<(Vec<String>, ByValue)>,
     rest: Vec<Candidate>,
 }
 
@@ -41,7 +44,7 @@ impl SourceIndex {
                 distinct.entry(path).or_default().insert(v);
             }
         }
-        let mut keyed: HashMap<Vec<String>, HashMap<String, Vec<Candidate>>> = HashMap::new();
+        let mut keyed: HashMap<Vec<String>, ByValue> = HashMap::new();
         let mut rest = Vec::new();
         for c in &all {
             match equalities(c)

@@ -496,10 +496,7 @@ fn build_manifest(w: &WorkflowSpec, at: &str, ctx: &mut DocCtx) -> Option<Value>
         return None;
     }
     for key in ["apiVersion", "kind"] {
-        if !manifest
-            .get(key)
-            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-        {
+        if manifest[key].as_str().is_none_or(str::is_empty) {
             ctx.err(&field, format!("the object has no `{key}`"));
             return None;
         }
