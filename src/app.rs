@@ -49,7 +49,15 @@ pub enum Status {
 pub struct Outcome {
     pub event_id: String,
     pub matched: Vec<TriggerOutcome>,
+    /// When nothing matched: why not, per dependency on the event's source
+    /// (capped at [`WHY_NOT_LIMIT`]). A webhook sender's delivery log then
+    /// shows the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why_not: Vec<crate::sensor::Miss>,
 }
+
+/// How many non-matching dependencies an outcome explains.
+pub const WHY_NOT_LIMIT: usize = 10;
 
 /// What a source should do with the event it delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,10 +216,14 @@ impl Engine {
         let steps = self
             .correlator
             .offer(&self.sensors, &matches, &event, Instant::now());
-        if steps.is_empty() {
+        let why_not = if steps.is_empty() {
             self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("matched no sensor");
-        }
+            let why = self.sensors.why_not(&event, WHY_NOT_LIMIT);
+            tracing::debug!(why_not = ?why, "matched no sensor");
+            why
+        } else {
+            Vec::new()
+        };
         let primary = &event;
         let futures = steps.into_iter().map(|step| async move {
             match step {
@@ -235,6 +247,7 @@ impl Engine {
         Outcome {
             event_id: event.id.clone(),
             matched,
+            why_not,
         }
     }
 
@@ -546,6 +559,19 @@ spec:
         let out = engine.process(ev("x", json!({"kind": "other"}))).await;
         assert!(out.matched.is_empty());
         assert_eq!(out.disposition(), Disposition::Done);
+        let why: Vec<String> = out
+            .why_not
+            .iter()
+            .map(|m| format!("{}/{}: {}", m.sensor, m.dependency, m.reason))
+            .collect();
+        assert_eq!(
+            why,
+            vec![
+                "pair/code: body.kind equals \"code\" (seen \"other\"): value does not satisfy the operator",
+                "pair/data: body.kind equals \"data\" (seen \"other\"): value does not satisfy the operator",
+                "limited/tick: body.kind equals \"tick\" (seen \"other\"): value does not satisfy the operator",
+            ]
+        );
         assert_eq!(engine.stats.unmatched.load(Ordering::Relaxed), 1);
         assert!(engine
             .stats

@@ -101,6 +101,46 @@ pub struct Explanation {
     pub note: Option<String>,
 }
 
+/// One dependency an event did not satisfy, and why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Miss {
+    pub sensor: String,
+    pub dependency: String,
+    pub reason: String,
+}
+
+/// The first failing leaf of a trace, as one line:
+/// `body.ref equals "refs/heads/main" (seen "refs/tags/v1"): value does not satisfy the operator`.
+fn first_failure(t: &Trace) -> String {
+    if t.filter == "all" {
+        if let Some(c) = t.children.iter().find(|c| !c.matched) {
+            return first_failure(c);
+        }
+    }
+    let seen = t
+        .seen
+        .as_ref()
+        .map(|v| format!(" (seen {v})"))
+        .unwrap_or_default();
+    let reason = t.reason.as_deref().unwrap_or("did not match");
+    let what = match t.filter.as_str() {
+        "any" => format!(
+            "any of [{}]",
+            t.children
+                .iter()
+                .map(|c| c.filter.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        "not" => format!(
+            "not [{}]",
+            t.children.first().map_or("", |c| c.filter.as_str())
+        ),
+        f => f.to_string(),
+    };
+    format!("{what}{seen}: {reason}")
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SensorExplanation {
     pub sensor: String,
@@ -162,6 +202,34 @@ impl SensorSet {
             }
         }
         out
+    }
+
+    /// For an event that fired nothing: why, in one line per dependency on
+    /// its source (the first failing filter and the value it saw), for at
+    /// most `limit` dependencies. Cheap enough to put in every reply.
+    pub fn why_not(&self, event: &Event, limit: usize) -> Vec<Miss> {
+        let Some(index) = self.by_source.get(&event.source) else {
+            return vec![Miss {
+                sensor: String::new(),
+                dependency: String::new(),
+                reason: format!("no sensor has a dependency on source `{}`", event.source),
+            }];
+        };
+        let ctx = EvalCtx::new(event);
+        index
+            .all
+            .iter()
+            .take(limit)
+            .filter_map(|&(si, di)| {
+                let dep = &self.sensors[si].dependencies[di];
+                let trace = dep.filter.as_ref()?.explain(&ctx);
+                (!trace.matched).then(|| Miss {
+                    sensor: self.sensors[si].name.clone(),
+                    dependency: dep.name.clone(),
+                    reason: first_failure(&trace),
+                })
+            })
+            .collect()
     }
 
     /// The same decision as [`match_event`](Self::match_event), with the

@@ -111,6 +111,12 @@ async fn replies_for_no_match_bad_bodies_and_unknown_routes() {
     .await;
     assert_eq!(code, 200);
     assert_eq!(reply["matched"], json!([]));
+    // ... and says why, so a sender's delivery log shows it.
+    assert_eq!(
+        reply["why_not"],
+        json!([{"sensor": "on-push", "dependency": "push",
+                "reason": "headers.X-GitHub-Event equals \"push\" (seen \"issues\"): value does not satisfy the operator"}])
+    );
 
     // Malformed JSON: 400 naming line and column.
     let (code, reply) = post(
