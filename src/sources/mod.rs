@@ -6,6 +6,7 @@
 //! Config is one tagged enum (`type: github`); every webhook kind shares one
 //! HTTP server ([`webhook`]), each broker source runs its own task.
 
+pub mod kafka;
 pub mod webhook;
 
 use std::path::Path;
@@ -61,6 +62,8 @@ pub enum SourceConfig {
     Generic(webhook::GenericConfig),
     /// CloudEvents over HTTP, binary and structured mode.
     Cloudevents(webhook::CloudEventsConfig),
+    /// A Kafka consumer group member; commits offsets behind finished messages.
+    Kafka(kafka::KafkaConfig),
 }
 
 impl SourceConfig {
@@ -71,6 +74,7 @@ impl SourceConfig {
             SourceConfig::Gitlab(c) => &c.name,
             SourceConfig::Generic(c) => &c.name,
             SourceConfig::Cloudevents(c) => &c.name,
+            SourceConfig::Kafka(c) => &c.name,
         }
     }
 
@@ -78,6 +82,7 @@ impl SourceConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         match self {
             SourceConfig::Generic(c) => c.validate(),
+            SourceConfig::Kafka(c) => c.validate(),
             _ => Ok(()),
         }?;
         if let Some(p) = self.webhook_path() {
@@ -99,6 +104,7 @@ impl SourceConfig {
                 }
             }
             SourceConfig::Http(_) => {}
+            SourceConfig::Kafka(c) => c.rebase(base),
         }
     }
 
@@ -110,6 +116,7 @@ impl SourceConfig {
             SourceConfig::Gitlab(c) => c.path.as_deref(),
             SourceConfig::Generic(c) => c.path.as_deref(),
             SourceConfig::Cloudevents(c) => c.path.as_deref(),
+            SourceConfig::Kafka(_) => None,
         }
     }
 }
@@ -127,6 +134,9 @@ pub fn build(config: &crate::config::Config) -> Result<Vec<Box<dyn Source>>, Sou
             continue;
         }
         // Broker sources: one arm per kind.
+        if let SourceConfig::Kafka(c) = s {
+            out.push(Box::new(kafka::KafkaSource::new(c, &config.limits)?));
+        }
     }
     out.insert(
         0,

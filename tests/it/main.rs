@@ -3,6 +3,7 @@
 //! binary) live in `support/`.
 mod brokers_smoke;
 mod engine;
+mod kafka;
 mod kube_api_double;
 mod shipped_yaml;
 mod support;
