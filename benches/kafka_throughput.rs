@@ -1,0 +1,295 @@
+//! Kafka → outbox throughput of the real `tripline` binary, next to the limit
+//! set by the broker and librdkafka: a raw rdkafka consumer that only consumes
+//! and commits, on the same broker, topic and machine, in the same run.
+//!
+//! Both read the same pre-produced messages (`TRIPLINE_BENCH_MESSAGES`,
+//! default 20 000, JSON, keyed, over 3 partitions) as a fresh consumer group
+//! and are timed from their first message to their last (group join excluded):
+//!
+//! * raw: `BaseConsumer`, manual commits every 200 ms plus a final sync commit,
+//!   no processing at all;
+//! * tripline: `tripline serve` with one kafka source and one sensor that
+//!   renders a ConfigMap per message into the outbox (one YAML file each);
+//!   progress is read from `/metrics` (`tripline_objects_created_total`).
+//!
+//! Needs the tansu broker (`scripts/install-deps.sh`). Run:
+//! `cargo bench --bench kafka_throughput`
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+const TOPIC: &str = "bench";
+const PARTITIONS: i32 = 3;
+const PATIENCE: Duration = Duration::from_secs(300);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+fn kafka_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh")
+}
+
+/// A tansu broker started by `scripts/kafka.sh`, stopped on drop.
+struct Broker {
+    port: u16,
+    state: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let state = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let out = Command::new("sh")
+            .arg(kafka_sh())
+            .args(["start", &port.to_string()])
+            .env("KAFKA_TOPICS", format!("{TOPIC}:{PARTITIONS}"))
+            .env("KAFKA_STATE", state.path().join("state"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/kafka.sh");
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh start failed (run scripts/install-deps.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Broker { port, state }
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .arg(kafka_sh())
+            .args(["stop", &self.port.to_string()])
+            .env("KAFKA_STATE", self.state.path().join("state"))
+            .status();
+    }
+}
+
+async fn produce(bootstrap: &str, n: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let sends = chunk.iter().map(|i| {
+            let key = format!("key-{i}");
+            let payload = format!(
+                r#"{{"n":{i},"bucket":"raw","key":"2026/11/24/part-{i}.csv","size":{}}}"#,
+                1000 + i
+            );
+            let producer = &producer;
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(TOPIC).key(&key).payload(&payload),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .expect("produce")
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
+}
+
+/// The limit: consume everything and commit, nothing else. Returns the
+/// rate in messages per second (first message to final commit).
+fn raw_consumer(bootstrap: &str, n: usize) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "raw-bench")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let mut next = [0i64; PARTITIONS as usize];
+    let commit = |next: &[i64], mode| {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in next.iter().enumerate() {
+            if *o > 0 {
+                tpl.add_partition_offset(TOPIC, p as i32, Offset::Offset(*o))
+                    .unwrap();
+            }
+        }
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, mode).expect("commit");
+        }
+    };
+    let (mut seen, mut first, mut last_commit) = (0, None, Instant::now());
+    let deadline = Instant::now() + PATIENCE;
+    while seen < n {
+        assert!(Instant::now() < deadline, "raw consumer: {seen}/{n}");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                next[m.partition() as usize] = m.offset() + 1;
+                seen += 1;
+            }
+            Some(Err(e)) => eprintln!("raw consumer: {e}"),
+            None => {}
+        }
+        if last_commit.elapsed() >= Duration::from_millis(200) {
+            commit(&next, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    }
+    commit(&next, CommitMode::Sync);
+    let secs = first.expect("messages").elapsed().as_secs_f64();
+    drop(consumer);
+    n as f64 / secs
+}
+
+const SENSOR: &str = r#"
+apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {name: bench}
+spec:
+  dependencies:
+    - name: file
+      source: queue
+      filters: {all: [{path: body.bucket, equals: raw}, {path: body.size, gt: 0}]}
+  triggers:
+    - name: record
+      workflow:
+        manifest:
+          apiVersion: v1
+          kind: ConfigMap
+          data: {bucket: "", key: "", event: ""}
+      parameters:
+        - {name: bucket, value: "{{body.bucket}}", dest: data.bucket}
+        - {name: key, value: "{{body.key}}", dest: data.key}
+        - {name: event, value: "{{id}}", dest: data.event}
+"#;
+
+async fn created(client: &reqwest::Client, port: u16) -> Option<usize> {
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tripline_objects_created_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// tripline from Kafka to the outbox. Returns the rate in messages per
+/// second (first object to last).
+async fn tripline(bootstrap: &str, n: usize, max_in_flight: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("sensors")).unwrap();
+    std::fs::write(dir.path().join("sensors/bench.yaml"), SENSOR).unwrap();
+    let config = dir.path().join("tripline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sensors: sensors/
+submit: {{type: outbox, dir: outbox/}}
+limits: {{maxInFlight: 256}}
+sources:
+  - type: kafka
+    name: queue
+    brokers: {bootstrap}
+    topics: [{TOPIC}]
+    groupId: tripline-bench-{max_in_flight}
+    maxInFlight: {max_in_flight}
+    properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 1000}}
+"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("TRIPLINE_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tripline");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + PATIENCE;
+    let mut first = None;
+    loop {
+        assert!(Instant::now() < deadline, "tripline did not finish");
+        if let Some(c) = created(&client, port).await {
+            if c > 0 {
+                first.get_or_insert_with(Instant::now);
+            }
+            if c >= n {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let secs = first.expect("objects").elapsed().as_secs_f64();
+    let files = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .count();
+    assert_eq!(files, n, "one object per message");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    n as f64 / secs
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; with a filter that is not ours, do nothing.
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && !"kafka_throughput".contains(&a))
+    {
+        return;
+    }
+    let n: usize = std::env::var("TRIPLINE_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let t = Instant::now();
+    rt.block_on(produce(&bootstrap, n));
+    println!(
+        "produced {n} messages to {TOPIC} ({PARTITIONS} partitions) in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let raw = raw_consumer(&bootstrap, n);
+    println!("raw rdkafka consumer (consume + commit):      {raw:>9.0} msg/s");
+    for max_in_flight in [1, 8] {
+        let rate = rt.block_on(tripline(&bootstrap, n, max_in_flight));
+        println!(
+            "tripline kafka -> outbox (maxInFlight {max_in_flight:>2}):  {rate:>9.0} msg/s  = {:.1} % of raw",
+            100.0 * rate / raw
+        );
+    }
+    drop(broker);
+}
