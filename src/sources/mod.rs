@@ -7,6 +7,7 @@
 //! HTTP server ([`webhook`]), each broker source runs its own task.
 
 pub mod kafka;
+pub mod nats;
 pub mod webhook;
 
 use std::path::Path;
@@ -64,6 +65,9 @@ pub enum SourceConfig {
     Cloudevents(webhook::CloudEventsConfig),
     /// A Kafka consumer group member; commits offsets behind finished messages.
     Kafka(kafka::KafkaConfig),
+    /// A JetStream durable pull consumer (acks after the submission), or core
+    /// NATS subscriptions (at most once).
+    Nats(nats::NatsConfig),
 }
 
 impl SourceConfig {
@@ -75,6 +79,7 @@ impl SourceConfig {
             SourceConfig::Generic(c) => &c.name,
             SourceConfig::Cloudevents(c) => &c.name,
             SourceConfig::Kafka(c) => &c.name,
+            SourceConfig::Nats(c) => &c.name,
         }
     }
 
@@ -83,6 +88,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Generic(c) => c.validate(),
             SourceConfig::Kafka(c) => c.validate(),
+            SourceConfig::Nats(c) => c.validate(),
             _ => Ok(()),
         }?;
         if let Some(p) = self.webhook_path() {
@@ -105,6 +111,7 @@ impl SourceConfig {
             }
             SourceConfig::Http(_) => {}
             SourceConfig::Kafka(c) => c.rebase(base),
+            SourceConfig::Nats(c) => c.rebase(base),
         }
     }
 
@@ -117,6 +124,7 @@ impl SourceConfig {
             SourceConfig::Generic(c) => c.path.as_deref(),
             SourceConfig::Cloudevents(c) => c.path.as_deref(),
             SourceConfig::Kafka(_) => None,
+            SourceConfig::Nats(_) => None,
         }
     }
 }
@@ -136,6 +144,9 @@ pub fn build(config: &crate::config::Config) -> Result<Vec<Box<dyn Source>>, Sou
         // Broker sources: one arm per kind.
         if let SourceConfig::Kafka(c) = s {
             out.push(Box::new(kafka::KafkaSource::new(c, &config.limits)?));
+        }
+        if let SourceConfig::Nats(c) = s {
+            out.push(Box::new(nats::NatsSource::new(c, &config.limits)?));
         }
     }
     out.insert(

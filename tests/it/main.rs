@@ -5,6 +5,7 @@ mod brokers_smoke;
 mod engine;
 mod kafka;
 mod kube_api_double;
+mod nats;
 mod shipped_yaml;
 mod support;
 mod webhook;
