@@ -14,8 +14,7 @@ use crate::support::tripline::{fixture, github_signature, repo, Tripline};
 const GH_SECRET: &str = "gh-s3cret";
 const SIGNED_SECRET: &str = "generic-s3cret";
 
-fn config(kubeconfig: &std::path::Path, retry_sensor_attempts: u32) -> String {
-    let _ = retry_sensor_attempts;
+fn config(kubeconfig: &std::path::Path) -> String {
     format!(
         "
 sensors: sensors/
@@ -122,8 +121,6 @@ async fn rig() -> Rig {
     let api = KubeApi::start().await;
     let kube_dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(kube_dir.path());
-    let sensors = sensors();
-    let sensor_refs: Vec<(&str, &str)> = sensors.iter().map(|(n, s)| (*n, s.as_str())).collect();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gitlab-token"), "old-token\nnew-token\n").unwrap();
     std::fs::write(
@@ -132,11 +129,11 @@ async fn rig() -> Rig {
     )
     .unwrap();
     std::fs::create_dir(dir.path().join("sensors")).unwrap();
-    for (n, s) in &sensor_refs {
+    for (n, s) in sensors() {
         std::fs::write(dir.path().join("sensors").join(n), s).unwrap();
     }
     let cfg = dir.path().join("tripline.yaml");
-    std::fs::write(&cfg, config(&kubeconfig, 5)).unwrap();
+    std::fs::write(&cfg, config(&kubeconfig)).unwrap();
     let t = Tripline::start_with(
         dir,
         cfg,
