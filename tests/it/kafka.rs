@@ -293,6 +293,32 @@ async fn a_thousand_messages_over_three_partitions_make_a_thousand_objects_and_c
 }
 
 #[tokio::test]
+async fn a_full_partition_queue_pauses_and_resumes_without_gaps_or_repeats() {
+    let kafka = Kafka::start(&[("events", 1)]).await;
+    // Fetching is far faster than writing fsync'd outbox files one at a
+    // time, so a 100-message queue fills at once: the partition is paused,
+    // then resumed (and fetched again from where processing stands) many
+    // times over.
+    let delivered = kafka_produce(&kafka.bootstrap(), "events", &messages(0, 2000)).await;
+    let config = outbox_config(&kafka, "events", "g-pause", "outbox/").replace(
+        "commitInterval: 200ms",
+        "commitInterval: 200ms\n    maxInFlight: 1\n    maxQueued: 100",
+    );
+    let t = start(&config).await;
+    wait_outbox(&t.dir.path().join("outbox"), &ids("events", &delivered)).await;
+    wait_committed(&kafka, "g-pause", "events", 2000).await;
+    let log = strip_ansi(&t.log());
+    let pauses = log.matches("partition paused").count();
+    let resumes = log.matches("partition resumed").count();
+    println!("pause test: paused {pauses}, resumed {resumes} times");
+    assert!(
+        pauses >= 2 && resumes >= 2,
+        "paused {pauses}, resumed {resumes} times"
+    );
+    assert_eq!(submissions(&log), (2000, 0), "each message submitted once");
+}
+
+#[tokio::test]
 async fn a_member_killed_mid_stream_and_restarted_submits_everything_once() {
     let kafka = Kafka::start(&[("events", 3)]).await;
     // Rare commits: the kill is sure to leave processed messages uncommitted.
