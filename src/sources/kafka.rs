@@ -780,6 +780,7 @@ struct Health {
     joined: bool,
     /// The last consumer error, until the broker answers again.
     error: Option<String>,
+    error_code: Option<RDKafkaErrorCode>,
     checked: Option<Instant>,
 }
 
@@ -1036,10 +1037,15 @@ impl GroupContext {
             Some(RDKafkaErrorCode::BrokerTransportFailure) => {
                 debug!(error = %e, "broker connection lost; reconnecting")
             }
-            _ => {
-                warn!(error = %e, "kafka consumer error");
+            code => {
                 let mut h = lock(&self.health);
+                // librdkafka reports most errors twice (error callback and
+                // consumer queue) and repeats them while they last.
+                if h.error.is_none() || h.error_code != code {
+                    warn!(error = %e, "kafka consumer error");
+                }
                 h.error = Some(e.to_string());
+                h.error_code = code;
                 h.checked = Some(Instant::now());
                 drop(h);
                 self.publish_readiness();

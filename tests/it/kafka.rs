@@ -623,3 +623,45 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[tokio::test]
+async fn readiness_reflects_a_missing_topic_and_a_lost_broker() {
+    let mut kafka = Kafka::start(&[("other", 1)]).await;
+    // The topic appears only after tripline has subscribed to it.
+    let config = outbox_config(&kafka, "late", "g-ready", "outbox/").replace(
+        "session.timeout.ms: 6000",
+        "session.timeout.ms: 6000, topic.metadata.refresh.interval.ms: 1000",
+    );
+    let sensors = sensors();
+    let (t, ()) = tokio::join!(Tripline::start(&config, &sensors, &[]), async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        kafka.create_topic("late", 1).await;
+    });
+    let (_, detail) = eventually("the source to own late/0", || async {
+        readiness(&t)
+            .await
+            .filter(|(r, d)| *r && d.contains("late/0"))
+    })
+    .await;
+    assert!(detail.contains("g-ready"), "{detail}");
+    let log = strip_ansi(&t.log());
+    assert!(
+        log.contains("kafka consumer error") && log.contains("Unknown topic"),
+        "the missing topic was reported:\n{log}"
+    );
+    let delivered = kafka_produce(&kafka.bootstrap(), "late", &messages(0, 3)).await;
+    wait_outbox(&t.dir.path().join("outbox"), &ids("late", &delivered)).await;
+    wait_committed(&kafka, "g-ready", "late", 3).await;
+
+    // The broker goes away: /readyz says so; SIGTERM still ends cleanly.
+    kafka.stop().await;
+    let (_, detail) = eventually("readiness to report the lost broker", || async {
+        readiness(&t).await.filter(|(r, _)| !*r)
+    })
+    .await;
+    assert!(detail.contains("AllBrokersDown"), "{detail}");
+    let r = reqwest::get(t.url("/readyz")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let mut t = t;
+    assert_eq!(t.terminate(), Some(0), "{}", t.log());
+}
