@@ -56,7 +56,7 @@
 //!
 //! librdkafka runs its callbacks (rebalance, commit results, logs) on the
 //! thread that polls the consumer. Here that is a dedicated OS thread
-//! ([`KafkaSource::consume`]): it polls, dispatches each message to its
+//! (`KafkaSource::consume`): it polls, dispatches each message to its
 //! partition's task on the tokio runtime, commits, and handles rebalances. A
 //! rebalance callback may therefore block (waiting for in-flight work,
 //! committing synchronously) without stalling the runtime, and since every
@@ -64,6 +64,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -532,7 +533,8 @@ impl KafkaSource {
             runtime,
             partitions: Mutex::new(HashMap::new()),
             health: Mutex::new(Health::default()),
-            closing: std::sync::atomic::AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             span: span.clone(),
         };
         ctx.publish_readiness();
@@ -566,6 +568,7 @@ impl KafkaSource {
         // Shutdown: no new work, finish what runs, commit, leave the group.
         info!("stopping: intake paused, finishing in-flight messages");
         let ctx = consumer.context().clone();
+        ctx.stopping.store(true, Ordering::SeqCst);
         engine.readiness.set(&name, false, "shutting down");
         ctx.stop_all();
         if let Ok(assignment) = consumer.assignment() {
@@ -586,7 +589,7 @@ impl KafkaSource {
             );
         }
         ctx.commit_assigned(&consumer, CommitMode::Sync);
-        ctx.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        ctx.closing.store(true, Ordering::SeqCst);
         // Dropping the consumer closes it: the final revoke runs our callback,
         // then LeaveGroup is sent.
         drop(consumer);
@@ -727,8 +730,8 @@ impl Progress {
         if stop.is_cancelled() {
             return None;
         }
-        s.queued -= 1;
-        s.queued_bytes -= bytes;
+        s.queued = s.queued.saturating_sub(1);
+        s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
         s.running += 1;
         Some(Running(self.clone()))
     }
@@ -810,8 +813,10 @@ struct GroupContext {
     runtime: tokio::runtime::Handle,
     partitions: Mutex<HashMap<TopicPartition, Assigned>>,
     health: Mutex<Health>,
+    /// Set once shutdown began: readiness stays "shutting down".
+    stopping: AtomicBool,
     /// Set once the consumer is closing: revokes then wait no more.
-    closing: std::sync::atomic::AtomicBool,
+    closing: AtomicBool,
     span: tracing::Span,
 }
 
@@ -1002,7 +1007,7 @@ impl GroupContext {
         for (_, a) in &revoked {
             a.stop.cancel();
         }
-        let grace = if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+        let grace = if self.closing.load(Ordering::SeqCst) {
             Duration::ZERO
         } else {
             REVOKE_GRACE
@@ -1083,6 +1088,9 @@ impl GroupContext {
     /// `/readyz`: ready once the group is joined, unless the last error has
     /// not cleared.
     fn publish_readiness(&self) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let mut assigned: Vec<TopicPartition> = lock(&self.partitions).keys().cloned().collect();
         assigned.sort();
         let h = lock(&self.health);
