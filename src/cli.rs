@@ -178,6 +178,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         DeadLetter::new(&cfg.dead_letter),
     ));
     let sources = sources::build(&cfg)?;
+    // Every source is "not ready" until it says otherwise, so /readyz never
+    // answers 200 before a broker source has connected.
+    for s in &cfg.sources {
+        engine.readiness.set(s.name(), false, "starting");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
     app::run_sources(engine, sources, shutdown, cfg.limits.shutdown_deadline).await?;
