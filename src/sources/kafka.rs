@@ -427,10 +427,7 @@ impl KafkaConfig {
                 },
             )
             .set("security.protocol", self.security_protocol().as_str());
-        let first_line = |s: &SecretRef, what: &str| -> Result<String, String> {
-            let values = s.resolve().map_err(|e| format!("{what}: {e}"))?;
-            Ok(String::from_utf8_lossy(&values[0]).into_owned())
-        };
+        let first_line = |s: &SecretRef, what: &str| s.first().map_err(|e| format!("{what}: {e}"));
         if let Some(s) = &self.sasl {
             c.set("sasl.mechanisms", s.mechanism.as_str())
                 .set("sasl.username", &s.username)

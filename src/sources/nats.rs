@@ -426,10 +426,7 @@ impl NatsSource {
             message,
         };
         // Outbound credentials: the first line (rotation is a server matter).
-        let first_line = |r: &SecretRef| -> Result<String, SourceError> {
-            let lines = r.resolve().map_err(secret_error)?;
-            Ok(String::from_utf8_lossy(&lines[0]).into_owned())
-        };
+        let first_line = |r: &SecretRef| r.first().map_err(secret_error);
         let auth = if let Some(t) = &config.token {
             Auth::Token(first_line(t)?)
         } else if let (Some(u), Some(p)) = (&config.user, &config.password) {
@@ -438,13 +435,7 @@ impl NatsSource {
             Auth::Nkey(first_line(n)?)
         } else if let Some(c) = &config.creds_file {
             // A creds file has several blocks: read it whole.
-            let text = match (&c.env, &c.file) {
-                (Some(var), None) => std::env::var(var)
-                    .map_err(|_| secret_error(format!("environment variable `{var}` is not set"))),
-                (None, Some(path)) => std::fs::read_to_string(path)
-                    .map_err(|e| secret_error(format!("cannot read {}: {e}", path.display()))),
-                _ => Err(secret_error("give exactly one of `env` or `file`".into())),
-            }?;
+            let text = c.read().map_err(secret_error)?;
             // Parse now, so a malformed file fails the start, not every reconnect.
             ConnectOptions::with_credentials(&text)
                 .map_err(|e| secret_error(format!("credsFile: {e}")))?;

@@ -68,16 +68,22 @@ impl SecretRef {
         }
     }
 
-    /// The valid secrets (non-empty lines).
-    pub fn resolve(&self) -> Result<Vec<Vec<u8>>, String> {
-        let text = match (&self.env, &self.file) {
-            (Some(var), None) => std::env::var(var)
-                .map_err(|_| format!("environment variable `{var}` is not set"))?,
+    /// The whole value, as stored (a NATS creds file has several blocks).
+    pub fn read(&self) -> Result<String, String> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => {
+                std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
+            }
             (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-            _ => return Err("give exactly one of `env` or `file`".into()),
-        };
-        let secrets: Vec<Vec<u8>> = text
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            _ => Err("give exactly one of `env` or `file`".into()),
+        }
+    }
+
+    /// The valid secrets (non-empty lines), for checking what senders present.
+    pub fn resolve(&self) -> Result<Vec<Vec<u8>>, String> {
+        let secrets: Vec<Vec<u8>> = self
+            .read()?
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
@@ -87,6 +93,12 @@ impl SecretRef {
             return Err("the secret is empty".into());
         }
         Ok(secrets)
+    }
+
+    /// The first secret, for credentials tripline itself presents (to a
+    /// broker); rotation is then the broker's matter.
+    pub fn first(&self) -> Result<String, String> {
+        Ok(String::from_utf8_lossy(&self.resolve()?[0]).into_owned())
     }
 }
 
