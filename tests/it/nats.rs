@@ -833,3 +833,333 @@ async fn example_data_arrival_nats_starts_a_workflow_per_new_csv() {
         "print('processing s3://{{inputs.parameters.bucket}}/{{inputs.parameters.key}} ({{inputs.parameters.size}} bytes)')"
     );
 }
+
+// ---- authentication and TLS --------------------------------------------------
+
+/// `tripline serve` started without waiting for `/readyz` (for a source that
+/// must stay not ready); killed by PID on drop. Logs to `<dir>/tripline.log`.
+struct Unready {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Unready {
+    fn start(config: &str, sensors: &[(&str, &str)], env: &[(&str, &str)]) -> Unready {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sensors")).unwrap();
+        for (name, text) in sensors {
+            std::fs::write(dir.path().join("sensors").join(name), text).unwrap();
+        }
+        std::fs::write(dir.path().join("tripline.yaml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("tripline.log")).unwrap();
+        let port = crate::support::brokers::free_port();
+        let child = std::process::Command::new(crate::support::tripline::BIN)
+            .args(["serve", "--config"])
+            .arg(dir.path().join("tripline.yaml"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
+            .env("TRIPLINE_LOG", "info,tripline=debug")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Unready { dir, port, child }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tripline.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Unready {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `/readyz` of tripline on `port` answers 503 with a detail for
+/// source `queue` containing `needle`; returns that detail.
+async fn wait_not_ready(t: &Unready, needle: &str) -> String {
+    let url = t.url("/readyz");
+    let needle = needle.to_string();
+    wait_async(&format!("/readyz 503 saying `{needle}`"), || {
+        let (url, needle) = (url.clone(), needle.clone());
+        async move {
+            let r = reqwest::get(&url).await.ok()?;
+            let code = r.status().as_u16();
+            let body: Value = r.json().await.ok()?;
+            assert_eq!(body["sources"]["queue"]["ready"], code == 200, "{body}");
+            let detail = body["sources"]["queue"]["detail"].as_str()?.to_string();
+            (code == 503 && detail.contains(&needle)).then_some(detail)
+        }
+    })
+    .await
+}
+
+/// How many lines of the nats-server log contain `needle`.
+fn server_log_count(nats: &Nats, needle: &str) -> usize {
+    std::fs::read_to_string(nats.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Lines of the nats-server log that report a client refused for its credentials.
+fn auth_errors(nats: &Nats) -> usize {
+    server_log_count(nats, "authentication error")
+}
+
+/// Core NATS config with `auth` (YAML flow-map entries) added to the source.
+fn core_auth_config(url: &str, auth: &str) -> String {
+    core_config(url, "[jobs.>]", OUTBOX, &format!(", {auth}"))
+}
+
+/// Publishes jobs `range` on core NATS with `client` (authenticated as the
+/// server requires) and waits for one outbox file per key.
+async fn publish_and_expect_objects(
+    client: &async_nats::Client,
+    t: &Tripline,
+    range: std::ops::Range<usize>,
+) {
+    for i in range.clone() {
+        client
+            .publish(SUBJECT.to_string(), job(i).into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let n = range.len();
+    wait(&format!("{n} outbox files"), || {
+        (outbox_count(t) >= n).then_some(())
+    })
+    .await;
+    let files = t.outbox();
+    let expected: BTreeSet<String> = range.map(key).collect();
+    assert_one_per_key(files.iter().map(|(_, wf)| wf), &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_from_env_connects_and_submits() {
+    let nats = Nats::start_with(&["--auth", "s3cret-t0ken"]).await;
+    // Without credentials the server refuses a client: the token matters.
+    assert!(async_nats::connect(nats.url()).await.is_err());
+    let t = Tripline::start(
+        &core_auth_config(&nats.url(), "token: {env: NATS_TOKEN}"),
+        &[("jobs.yaml", JOB_SENSOR)],
+        &[("NATS_TOKEN", "s3cret-t0ken")],
+    )
+    .await;
+    let (code, ready) = readyz(&t).await;
+    assert_eq!(code, 200, "{ready}");
+    publish_and_expect_objects(&nats.client().await, &t, 0..20).await;
+    assert_eq!(metric(&t, "tripline_events_total").await, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_is_not_ready_and_submits_nothing() {
+    let nats = Nats::start_with(&["--auth", "s3cret-t0ken"]).await;
+    // Work is waiting in a stream, for durable `tripline` (which tripline
+    // would create on its first connection).
+    let js = jetstream::new(nats.client().await);
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["jobs.>".into()],
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for i in 0..5 {
+        js.publish(SUBJECT, job(i).into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let config = js_config(&nats.url(), OUTBOX, &[]).replace(
+        "    subjects: [jobs.>]\n",
+        "    subjects: [jobs.>]\n    token: {env: NATS_TOKEN}\n",
+    );
+    assert!(config.contains("token: {env: NATS_TOKEN}"), "{config}");
+    let errors_before = auth_errors(&nats);
+    let t = Unready::start(
+        &config,
+        &[("jobs.yaml", JOB_SENSOR)],
+        &[("NATS_TOKEN", "wrong-token")],
+    );
+
+    let detail = wait_not_ready(&t, "not connected").await;
+    assert!(detail.contains(&nats.url()), "{detail}");
+    // The server refused it several times (it keeps retrying), and it stays
+    // not ready throughout.
+    wait("three refused connections", || {
+        (auth_errors(&nats) >= errors_before + 3).then_some(())
+    })
+    .await;
+    wait_not_ready(&t, "not connected").await;
+
+    // Nothing was consumed or submitted.
+    assert_eq!(yaml_count(&t.dir.path().join("outbox")), 0, "{}", t.log());
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    assert!(
+        stream.consumer_info(DURABLE).await.is_err(),
+        "tripline created its consumer with a wrong token"
+    );
+    assert_eq!(stream.info().await.unwrap().state.messages, 5);
+    let metrics = reqwest::get(t.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tripline_events_total ")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert_eq!(events, 0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_from_file_connects_and_submits() {
+    let nats = Nats::start_with(&["--user", "tripline", "--pass", "p4ss-w0rd"]).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let password = secrets.path().join("nats-password");
+    // A trailing newline, as `echo` or a mounted Secret leaves it.
+    std::fs::write(&password, "p4ss-w0rd\n").unwrap();
+    let t = Tripline::start(
+        &core_auth_config(
+            &nats.url(),
+            &format!("user: tripline, password: {{file: {}}}", password.display()),
+        ),
+        &[("jobs.yaml", JOB_SENSOR)],
+        &[],
+    )
+    .await;
+    publish_and_expect_objects(&nats.client().await, &t, 0..20).await;
+    assert_eq!(metric(&t, "tripline_events_total").await, 20);
+}
+
+/// Runs `openssl` with `args` (split at whitespace) in `dir`; panics with
+/// its stderr if it fails.
+fn openssl(dir: &Path, args: &str) {
+    let out = std::process::Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (is the openssl CLI installed?)");
+    assert!(
+        out.status.success(),
+        "openssl {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed CA (`ca.pem`) and a server certificate for 127.0.0.1
+/// signed by it (`server.pem`, `server.key`), made in `dir`.
+fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=tripline-test-ca \
+         -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE \
+         -addext keyUsage=critical,keyCertSign,cRLSign",
+    );
+    openssl(
+        dir,
+        "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr",
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\n\
+         subjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+         -extfile server.ext -out server.pem",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_connects_and_submits() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let nats = Nats::start_with(&[
+        "--tls",
+        "--tlscert",
+        &file("server.pem"),
+        "--tlskey",
+        &file("server.key"),
+        // Lets the test's own client trust the server (no client certificates asked).
+        "--tlscacert",
+        &file("ca.pem"),
+    ])
+    .await;
+    let tls_url = format!("tls://127.0.0.1:{}", nats.port);
+
+    // Without the CA the server's certificate is not trusted: not ready.
+    let untrusting = Unready::start(
+        &core_config(&tls_url, "[jobs.>]", OUTBOX, ""),
+        &[("jobs.yaml", JOB_SENSOR)],
+        &[],
+    );
+    wait_not_ready(&untrusting, "not connected").await;
+    // ... because it rejected the server's certificate.
+    wait("a failed TLS handshake in the server log", || {
+        (server_log_count(&nats, "TLS handshake error") >= 1).then_some(())
+    })
+    .await;
+
+    let t = Tripline::start(
+        &core_config(
+            &tls_url,
+            "[jobs.>]",
+            OUTBOX,
+            &format!(", tls: {{caFile: {}}}", file("ca.pem")),
+        ),
+        &[("jobs.yaml", JOB_SENSOR)],
+        &[],
+    )
+    .await;
+    publish_and_expect_objects(&nats.client().await, &t, 0..20).await;
+    assert_eq!(metric(&t, "tripline_events_total").await, 20);
+
+    // nats:// with requireTls: TLS as well.
+    let t2 = Tripline::start(
+        &core_config(
+            &nats.url(),
+            "[jobs.>]",
+            OUTBOX,
+            &format!(", tls: {{caFile: {}, requireTls: true}}", file("ca.pem")),
+        ),
+        &[("jobs.yaml", JOB_SENSOR)],
+        &[],
+    )
+    .await;
+    publish_and_expect_objects(&nats.client().await, &t2, 100..110).await;
+
+    // The one without the CA never got anything.
+    wait_not_ready(&untrusting, "not connected").await;
+    assert_eq!(
+        yaml_count(&untrusting.dir.path().join("outbox")),
+        0,
+        "{}",
+        untrusting.log()
+    );
+}

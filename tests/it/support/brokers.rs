@@ -98,12 +98,24 @@ pub struct Nats {
     dir: TempDir,
     /// The server process, `None` once stopped or killed.
     child: Option<Child>,
+    /// Extra `nats-server` arguments ([`Nats::start_with`]), kept across restarts.
+    args: Vec<String>,
 }
 
 impl Nats {
     /// Starts a server on a free port and waits until a NATS client can connect and
     /// JetStream answers. Retries on another port if the chosen one was taken meanwhile.
     pub async fn start() -> Nats {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Nats::start`], with extra `nats-server` arguments, e.g.
+    /// `["--auth", TOKEN]`, `["--user", U, "--pass", P]` or
+    /// `["--tls", "--tlscert", CERT, "--tlskey", KEY, "--tlscacert", CA]`. The readiness
+    /// check (and [`Nats::client`]) authenticate with what these arguments configure; with
+    /// `--tls`, pass `--tlscacert` (the CA that signed the server's certificate; without
+    /// `--tlsverify` the server asks clients for no certificate) so the client trusts it.
+    pub async fn start_with(args: &[&str]) -> Nats {
         let mut last_error = String::new();
         for _attempt in 0..3 {
             let dir = tempfile::Builder::new()
@@ -115,6 +127,7 @@ impl Nats {
                 pid: 0,
                 dir,
                 child: None,
+                args: args.iter().map(|a| a.to_string()).collect(),
             };
             match nats.spawn().await {
                 Ok(()) => return nats,
@@ -128,6 +141,38 @@ impl Nats {
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The value after `flag` in the extra arguments, if any.
+    fn arg(&self, flag: &str) -> Option<&str> {
+        let i = self.args.iter().position(|a| a == flag)?;
+        self.args.get(i + 1).map(String::as_str)
+    }
+
+    /// Client options matching the extra arguments: `--auth` → token, `--user` and
+    /// `--pass` → user and password, `--tlscacert` → that CA as root and TLS required.
+    pub fn connect_options(&self) -> async_nats::ConnectOptions {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(token) = self.arg("--auth") {
+            options = options.token(token.to_string());
+        }
+        if let (Some(user), Some(pass)) = (self.arg("--user"), self.arg("--pass")) {
+            options = options.user_and_password(user.to_string(), pass.to_string());
+        }
+        if let Some(ca) = self.arg("--tlscacert") {
+            options = options
+                .add_root_certificates(PathBuf::from(ca))
+                .require_tls(true);
+        }
+        options
+    }
+
+    /// A client connected with [`Nats::connect_options`]; panics if it cannot connect.
+    pub async fn client(&self) -> async_nats::Client {
+        self.connect_options()
+            .connect(self.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect to nats-server on port {}: {e}", self.port))
     }
 
     /// PID of the server process (of the last one if it is stopped).
@@ -197,6 +242,7 @@ impl Nats {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(self.store_dir())
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -217,7 +263,7 @@ impl Nats {
                 // A raw `$JS.API.INFO` request: answered only once JetStream is up, and
                 // (unlike `query_account`) parsed the same way by every server version.
                 let ready = tokio::time::timeout(Duration::from_secs(5), async {
-                    let client = async_nats::connect(self.url()).await.ok()?;
+                    let client = self.connect_options().connect(self.url()).await.ok()?;
                     let info = client.request("$JS.API.INFO", "".into()).await.ok()?;
                     let info: serde_json::Value = serde_json::from_slice(&info.payload).ok()?;
                     info.get("error").is_none().then_some(())
