@@ -665,3 +665,124 @@ async fn readiness_reflects_a_missing_topic_and_a_lost_broker() {
     let mut t = t;
     assert_eq!(t.terminate(), Some(0), "{}", t.log());
 }
+
+/// Carries the event's topic (`meta.topic`) and id into the Job.
+const TOPIC_SENSOR: &str = r#"
+apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {name: kafka-topics}
+spec:
+  dependencies:
+    - {name: msg, source: queue}
+  triggers:
+    - name: job
+      workflow:
+        manifest:
+          apiVersion: batch/v1
+          kind: Job
+          spec:
+            template:
+              spec:
+                restartPolicy: Never
+                containers:
+                  - name: main
+                    image: busybox:1.36
+                    env:
+                      - {name: TOPIC, value: ""}
+                      - {name: EVENT, value: ""}
+      parameters:
+        - {name: topic, value: "{{meta.topic}}", dest: spec.template.spec.containers.0.env.0.value}
+        - {name: event, value: "{{id}}", dest: spec.template.spec.containers.0.env.1.value}
+"#;
+
+#[tokio::test]
+async fn a_regex_subscription_takes_matching_topics_including_new_ones() {
+    let kafka = Kafka::start(&[("ingest.a", 2), ("ingest.b", 1), ("other", 1)]).await;
+    let bootstrap = kafka.bootstrap();
+    // Produced before tripline starts: must never be consumed.
+    kafka_produce(&bootstrap, "other", &messages(900, 3)).await;
+
+    // `'^ingest\..*'` in YAML single quotes is the regex `^ingest\..*`, which
+    // the source hands to librdkafka as is. A short metadata refresh makes
+    // librdkafka notice a new matching topic within about a second.
+    let config = format!(
+        "sensors: sensors/
+submit: {{type: outbox, dir: outbox/}}
+limits: {{shutdownDeadline: 20s}}
+sources:
+  - type: kafka
+    name: queue
+    brokers: {bootstrap}
+    topics: ['^ingest\\..*']
+    groupId: g-regex
+    commitInterval: 200ms
+    properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 1000, topic.metadata.refresh.interval.ms: 1000}}
+"
+    );
+    let mut t = Tripline::start(&config, &[("topics.yaml", TOPIC_SENSOR)], &[]).await;
+    let (_, detail) = eventually("the source to own ingest.a and ingest.b", || async {
+        readiness(&t).await.filter(|(r, d)| {
+            *r && ["ingest.a/0", "ingest.a/1", "ingest.b/0"]
+                .iter()
+                .all(|p| d.contains(p))
+        })
+    })
+    .await;
+    assert!(!detail.contains("other"), "{detail}");
+
+    let a = kafka_produce(&bootstrap, "ingest.a", &messages(0, 10)).await;
+    let b = kafka_produce(&bootstrap, "ingest.b", &messages(10, 5)).await;
+    kafka_produce(&bootstrap, "other", &messages(903, 3)).await;
+    let mut expected = ids("ingest.a", &a);
+    expected.extend(ids("ingest.b", &b));
+    let outbox = t.dir.path().join("outbox");
+    wait_outbox(&outbox, &expected).await;
+
+    // A matching topic created while tripline runs is picked up on the next
+    // metadata refresh (a rebalance adds its partition).
+    kafka.create_topic("ingest.c", 1).await;
+    let c = kafka_produce(&bootstrap, "ingest.c", &messages(15, 4)).await;
+    eventually("the source to own ingest.c/0", || async {
+        readiness(&t)
+            .await
+            .filter(|(r, d)| *r && d.contains("ingest.c/0"))
+    })
+    .await;
+    expected.extend(ids("ingest.c", &c));
+    wait_outbox(&outbox, &expected).await;
+    wait_committed(&kafka, "g-regex", "ingest.a", 10).await;
+    wait_committed(&kafka, "g-regex", "ingest.b", 5).await;
+    wait_committed(&kafka, "g-regex", "ingest.c", 4).await;
+
+    // Each object carries its own message's topic, in `meta.topic` and in
+    // the event id.
+    let objects = t.outbox();
+    assert_eq!(objects.len(), 19);
+    for (name, job) in &objects {
+        let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+        let topic = env[0]["value"].as_str().unwrap();
+        let event = env[1]["value"].as_str().unwrap();
+        assert!(
+            ["ingest.a", "ingest.b", "ingest.c"].contains(&topic),
+            "{name}: topic {topic}"
+        );
+        assert!(event.starts_with(&format!("{topic}/")), "{name}: {event}");
+        assert_eq!(
+            job["metadata"]["annotations"]["tripline.dev/event-id"], event,
+            "{name}"
+        );
+    }
+
+    // `other` was never consumed: no object, no commit, no assignment.
+    assert_eq!(
+        kafka_committed_offsets(&bootstrap, "g-regex", "other").await,
+        vec![(0, -1)]
+    );
+    assert!(!outbox_ids(&outbox)
+        .iter()
+        .any(|id| id.starts_with("other/")));
+    let log = strip_ansi(&t.log());
+    assert!(!log.contains("other/0"), "{log}");
+    assert_eq!(submissions(&log), (19, 0), "each message submitted once");
+    assert_eq!(t.terminate(), Some(0), "{}", t.log());
+}
