@@ -1132,6 +1132,9 @@ struct HealthState {
     consuming: Option<String>,
     /// Why it does not work although connected (stream missing…).
     problem: Option<String>,
+    /// The client's last error while not connected (auth, TLS, refused…),
+    /// so `/readyz` says why rather than only that.
+    last_error: Option<String>,
     stopping: bool,
 }
 
@@ -1156,7 +1159,10 @@ impl Health {
         match &event {
             E::Connected => {
                 info!(source = %self.source, servers = %self.servers, "connected to NATS");
-                self.update(|s| s.connected = true);
+                self.update(|s| {
+                    s.connected = true;
+                    s.last_error = None;
+                });
                 self.reconnects.send_modify(|n| *n += 1);
             }
             E::Disconnected => {
@@ -1172,8 +1178,12 @@ impl Health {
             E::LameDuckMode | E::Draining => info!(source = %self.source, %event, "NATS"),
             // While disconnected, every failed reconnect attempt is a client
             // error: not worth a warning each.
-            E::ClientError(_) if !self.state.lock().expect("health lock").connected => {
-                debug!(source = %self.source, %event, "NATS")
+            E::ClientError(_) | E::ServerError(_)
+                if !self.state.lock().expect("health lock").connected =>
+            {
+                debug!(source = %self.source, %event, "NATS");
+                let error = event.to_string();
+                self.update(|s| s.last_error = Some(error));
             }
             E::ServerError(_) | E::ClientError(_) => {
                 warn!(source = %self.source, %event, "NATS")
@@ -1203,7 +1213,13 @@ impl Health {
             let s = self.state.lock().expect("health lock");
             match (&s.consuming, &s.problem) {
                 _ if s.stopping => (false, "shutting down".to_string()),
-                _ if !s.connected => (false, format!("not connected to NATS ({})", self.servers)),
+                _ if !s.connected => match &s.last_error {
+                    Some(e) => (
+                        false,
+                        format!("not connected to NATS ({}): {e}", self.servers),
+                    ),
+                    None => (false, format!("not connected to NATS ({})", self.servers)),
+                },
                 (_, Some(p)) => (false, p.clone()),
                 (None, None) => (false, "connected; binding".to_string()),
                 (Some(c), None) => (true, c.clone()),

@@ -1004,7 +1004,9 @@ async fn wrong_token_is_not_ready_and_submits_nothing() {
         (auth_errors(&nats) >= errors_before + 3).then_some(())
     })
     .await;
-    wait_not_ready(&t, "not connected").await;
+    // ... and /readyz says why, not only that.
+    let detail = wait_not_ready(&t, "not connected").await;
+    assert!(detail.to_lowercase().contains("authorization"), "{detail}");
 
     // Nothing was consumed or submitted.
     assert_eq!(yaml_count(&t.dir.path().join("outbox")), 0, "{}", t.log());
