@@ -556,8 +556,11 @@ impl Source for NatsSource {
         };
         health.set_stopping();
         // Acks and replies are written by the client's task: make sure they
-        // left before the connection goes.
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
+        // left before the connection goes (nothing to flush if never connected).
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        if !connected {
+            debug!(source = %self.name, "not connected at shutdown; nothing to flush");
+        } else if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
             warn!(source = %self.name, error = %e, "flush on shutdown timed out");
         }
         info!(source = %self.name, "NATS source stopped");
