@@ -11,6 +11,7 @@
 pub mod kube;
 pub mod outbox;
 
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -120,14 +121,38 @@ pub fn backoff(policy: &RetrySpec, attempt: u32, retry_after: Option<Duration>) 
 pub struct DeadLetter {
     path: PathBuf,
     file: Mutex<Option<std::fs::File>>,
+    /// Recently recorded `(sensor, trigger, event ids)`: an event redelivered
+    /// because a sibling trigger was unavailable renders the same invalid
+    /// object again, and is recorded once, not on every retry.
+    recent: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
+
+/// How many recent records [`DeadLetter`] remembers for de-duplication.
+const RECENT: usize = 10_000;
 
 impl DeadLetter {
     pub fn new(path: &Path) -> Self {
         DeadLetter {
             path: path.to_path_buf(),
             file: Mutex::new(None),
+            recent: Mutex::default(),
         }
+    }
+
+    /// True the first time `key` is seen (within the last [`RECENT`]).
+    fn first_time(&self, key: String) -> bool {
+        let mut guard = self.recent.lock().expect("dead-letter lock");
+        let (seen, order) = &mut *guard;
+        if !seen.insert(key.clone()) {
+            return false;
+        }
+        order.push_back(key);
+        if order.len() > RECENT {
+            if let Some(old) = order.pop_front() {
+                seen.remove(&old);
+            }
+        }
+        true
     }
 
     pub fn path(&self) -> &Path {
@@ -146,11 +171,16 @@ impl DeadLetter {
         object: &Value,
         error: &SubmitError,
     ) {
+        let ids: Vec<&str> = events.iter().map(|(_, e)| e.id.as_str()).collect();
+        if !self.first_time(format!("{sensor}\0{trigger}\0{}", ids.join("\0"))) {
+            tracing::debug!(sensor, trigger, event_ids = ?ids, "already dead-lettered");
+            return;
+        }
         let line = json!({
             "time": crate::event::now_rfc3339(),
             "sensor": sensor,
             "trigger": trigger,
-            "eventIds": events.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>(),
+            "eventIds": ids,
             "events": events.iter().map(|(d, e)| (d.to_string(), e.to_json())).collect::<serde_json::Map<_, _>>(),
             "error": error.to_string(),
             "status": error.status(),
@@ -316,14 +346,22 @@ mod tests {
             message: "no field".into(),
             status: Value::Null,
         };
-        dl.record("s", "t", &[("dep", &e1)], &json!({}), &render);
+        let mut e2 = e1.clone();
+        e2.id = "e2".into();
+        dl.record("s", "t", &[("dep", &e2)], &json!({}), &render);
+        // The same event and trigger again (a redelivery): not recorded twice;
+        // another trigger for the same event is.
+        dl.record("s", "t", &[("dep", &e2)], &json!({}), &render);
+        dl.record("s", "t2", &[("dep", &e2)], &json!({}), &render);
         let text = std::fs::read_to_string(dl.path()).unwrap();
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["eventIds"], json!(["e1"]));
+        assert_eq!(lines[1]["eventIds"], json!(["e2"]));
+        assert_eq!(lines[2]["trigger"], "t2");
         assert_eq!(lines[0]["events"]["dep"]["body"], json!({"k": 1}));
         assert_eq!(lines[0]["status"]["code"], 422);
         assert_eq!(lines[0]["object"]["kind"], "Workflow");
