@@ -7,15 +7,16 @@
 //!
 //! * [`sources`] — produce [`event::Event`]s and own acknowledgement:
 //!   [`sources::webhook`] (GitHub, GitLab, generic HMAC, CloudEvents, plain
-//!   HTTP; one axum server), NATS and Kafka.
+//!   HTTP; one axum server), [`sources::nats`] (core and JetStream: ack, nak,
+//!   term) and [`sources::kafka`] (consumer group, commit watermark).
 //! * [`event`] — the envelope every source produces.
 //! * [`sensor`] — sensor files: [`sensor::spec`] (what users write),
 //!   [`sensor::load`] (validation and compilation, once),
-//!   [`sensor::filter`] and [`sensor::condition`] (pure matching),
+//!   [`sensor::filter`], [`sensor::index`] and [`sensor::condition`] (pure matching),
 //!   [`sensor::correlate`] (multi-dependency triggers),
 //!   [`sensor::render`] (parameters into manifests, deterministic names).
 //! * [`submit`] — the [`submit::Submitter`] trait, retries, dead-letter log;
-//!   [`submit::outbox`] (YAML files) and the Kubernetes API.
+//!   [`submit::outbox`] (YAML files) and [`submit::kube`] (the Kubernetes API).
 //! * [`app`] — the [`app::Engine`] tying matcher, correlator, renderer and
 //!   submitter together, and the run loop with shutdown.
 //! * [`config`] — `tripline.yaml`; [`cli`] — the commands.
