@@ -11,7 +11,7 @@
 //!   term) and [`sources::kafka`] (consumer group, commit watermark).
 //! * [`event`] — the envelope every source produces.
 //! * [`sensor`] — sensor files: [`sensor::spec`] (what users write),
-//!   [`sensor::load`] (validation and compilation, once),
+//!   [`mod@sensor::load`] (validation and compilation, once),
 //!   [`sensor::filter`], [`sensor::index`] and [`sensor::condition`] (pure matching),
 //!   [`sensor::correlate`] (multi-dependency triggers),
 //!   [`sensor::render`] (parameters into manifests, deterministic names).

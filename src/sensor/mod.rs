@@ -1,7 +1,7 @@
 //! Sensors: loading, compiling and matching.
 //!
 //! * [`spec`] — the YAML a user writes (serde, strict).
-//! * [`load`] — reads files, validates everything, compiles filters, CEL,
+//! * [`mod@load`] — reads files, validates everything, compiles filters, CEL,
 //!   conditions and templates **once**; errors name file, document and field.
 //! * [`SensorSet::match_event`] — the pure matcher: `(sensors, event) ->
 //!   which dependencies matched`, indexed by source so sensors on other

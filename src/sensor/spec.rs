@@ -1,5 +1,5 @@
 //! What a user writes in `sensors/*.yaml`: serde types, strict (unknown
-//! fields are errors). Compiled into [`super::Sensor`] by [`super::load`].
+//! fields are errors). Compiled into [`super::Sensor`] by [`super::load()`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
