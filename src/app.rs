@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use futures::future::join_all;
@@ -92,6 +92,8 @@ pub struct Stats {
     pub existing: AtomicU64,
     pub invalid: AtomicU64,
     pub unavailable: AtomicU64,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
 }
 
 impl Stats {
@@ -136,6 +138,16 @@ impl Stats {
                 "Submissions that ran out of retries.",
                 &self.unavailable,
             ),
+            (
+                "tripline_sensor_reloads_total",
+                "Sensor reloads (SIGHUP) that took effect.",
+                &self.reloads,
+            ),
+            (
+                "tripline_sensor_reload_failures_total",
+                "Sensor reloads refused because the files did not load.",
+                &self.reload_failures,
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
@@ -170,18 +182,16 @@ impl Readiness {
     }
 }
 
-pub struct Engine {
+/// The sensors and the state that belongs to them (correlation, rate-limit
+/// buckets): replaced as a whole when sensors are reloaded.
+pub struct Loaded {
     pub sensors: SensorSet,
     correlator: Correlator,
-    pub submitter: Arc<dyn Submitter>,
-    pub dead_letter: DeadLetter,
     limiters: HashMap<(usize, usize), DefaultDirectRateLimiter>,
-    pub stats: Stats,
-    pub readiness: Readiness,
 }
 
-impl Engine {
-    pub fn new(sensors: SensorSet, submitter: Arc<dyn Submitter>, dead_letter: DeadLetter) -> Self {
+impl Loaded {
+    fn new(sensors: SensorSet) -> Self {
         let mut limiters = HashMap::new();
         for (si, s) in sensors.sensors.iter().enumerate() {
             for (ti, t) in s.triggers.iter().enumerate() {
@@ -195,15 +205,42 @@ impl Engine {
                 }
             }
         }
-        Engine {
+        Loaded {
             sensors,
             correlator: Correlator::default(),
+            limiters,
+        }
+    }
+}
+
+pub struct Engine {
+    loaded: RwLock<Arc<Loaded>>,
+    pub submitter: Arc<dyn Submitter>,
+    pub dead_letter: DeadLetter,
+    pub stats: Stats,
+    pub readiness: Readiness,
+}
+
+impl Engine {
+    pub fn new(sensors: SensorSet, submitter: Arc<dyn Submitter>, dead_letter: DeadLetter) -> Self {
+        Engine {
+            loaded: RwLock::new(Arc::new(Loaded::new(sensors))),
             submitter,
             dead_letter,
-            limiters,
             stats: Stats::default(),
             readiness: Readiness::default(),
         }
+    }
+
+    /// The current sensors (a snapshot: a reload does not change it).
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded.read().expect("sensors lock").clone()
+    }
+
+    /// Swaps in a new sensor set. Events in flight finish with the old one;
+    /// correlation state and rate-limit buckets start afresh.
+    pub fn reload(&self, sensors: SensorSet) {
+        *self.loaded.write().expect("sensors lock") = Arc::new(Loaded::new(sensors));
     }
 
     /// Matches, correlates, renders and submits. Returns once every fired
@@ -211,25 +248,26 @@ impl Engine {
     #[instrument(skip_all, fields(event_id = %event.id, source = %event.source))]
     pub async fn process(&self, event: Event) -> Outcome {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
-        let matches = self.sensors.match_event(&event);
+        let loaded = self.loaded();
+        let matches = loaded.sensors.match_event(&event);
         let event = Arc::new(event);
-        let steps = self
+        let steps = loaded
             .correlator
-            .offer(&self.sensors, &matches, &event, Instant::now());
+            .offer(&loaded.sensors, &matches, &event, Instant::now());
         let why_not = if steps.is_empty() {
             self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
-            let why = self.sensors.why_not(&event, WHY_NOT_LIMIT);
+            let why = loaded.sensors.why_not(&event, WHY_NOT_LIMIT);
             tracing::debug!(why_not = ?why, "matched no sensor");
             why
         } else {
             Vec::new()
         };
-        let primary = &event;
+        let (primary, loaded) = (&event, &*loaded);
         let futures = steps.into_iter().map(|step| async move {
             match step {
-                Step::Fire(f) => self.fire(primary, f).await,
+                Step::Fire(f) => self.fire(loaded, primary, f).await,
                 Step::Waiting { sensor, trigger } => {
-                    let s = &self.sensors.sensors[sensor];
+                    let s = &loaded.sensors.sensors[sensor];
                     TriggerOutcome {
                         sensor: s.name.clone(),
                         trigger: s.triggers[trigger].name.clone(),
@@ -251,8 +289,8 @@ impl Engine {
         }
     }
 
-    async fn fire(&self, primary: &Event, f: Firing) -> TriggerOutcome {
-        let sensor = &self.sensors.sensors[f.sensor];
+    async fn fire(&self, loaded: &Loaded, primary: &Event, f: Firing) -> TriggerOutcome {
+        let sensor = &loaded.sensors.sensors[f.sensor];
         let trigger = &sensor.triggers[f.trigger];
         let span = tracing::info_span!("trigger", sensor = %sensor.name, trigger = %trigger.name);
         async move {
@@ -269,30 +307,35 @@ impl Engine {
                 message: None,
             };
             let ns = self.submitter.default_namespace();
-            let (name, obj) =
-                match trigger.render(&self.sensors.templates, &sensor.name, primary, &events, ns) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let error = SubmitError::Permanent {
-                            code: 0,
-                            reason: "RenderFailed".into(),
-                            message: e.to_string(),
-                            status: Value::Null,
-                        };
-                        warn!(error = %e, "render failed; dead-lettered");
-                        self.dead_letter.record(
-                            &sensor.name,
-                            &trigger.name,
-                            &events,
-                            &trigger.manifest,
-                            &error,
-                        );
-                        out.message = Some(e.to_string());
-                        return out;
-                    }
-                };
+            let (name, obj) = match trigger.render(
+                &loaded.sensors.templates,
+                &sensor.name,
+                primary,
+                &events,
+                ns,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    let error = SubmitError::Permanent {
+                        code: 0,
+                        reason: "RenderFailed".into(),
+                        message: e.to_string(),
+                        status: Value::Null,
+                    };
+                    warn!(error = %e, "render failed; dead-lettered");
+                    self.dead_letter.record(
+                        &sensor.name,
+                        &trigger.name,
+                        &events,
+                        &trigger.manifest,
+                        &error,
+                    );
+                    out.message = Some(e.to_string());
+                    return out;
+                }
+            };
             out.name = Some(name.clone());
-            if let Some(l) = self.limiters.get(&(f.sensor, f.trigger)) {
+            if let Some(l) = loaded.limiters.get(&(f.sensor, f.trigger)) {
                 l.until_ready().await;
             }
             match submit_with_retry(self.submitter.as_ref(), &obj, &trigger.retry).await {
@@ -324,10 +367,11 @@ impl Engine {
     /// Why the event matches or not, and what each trigger that would fire
     /// on this event alone would submit. Submits nothing.
     pub fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>) {
-        let explanation = self.sensors.explain(event);
+        let loaded = self.loaded();
+        let explanation = loaded.sensors.explain(event);
         (
             explanation,
-            preview(&self.sensors, event, self.submitter.default_namespace()),
+            preview(&loaded.sensors, event, self.submitter.default_namespace()),
         )
     }
 }

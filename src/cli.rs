@@ -185,6 +185,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
+    tokio::spawn(reload_on_sighup(
+        engine.clone(),
+        cfg.sensors.clone(),
+        cfg.source_names(),
+        shutdown.clone(),
+    ));
     app::run_sources(engine, sources, shutdown, cfg.limits.shutdown_deadline).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -225,6 +231,46 @@ async fn build_submitter(
             Ok(Arc::new(k))
         }
     }
+}
+
+/// Reloads the sensors on SIGHUP. A set that does not load is refused whole
+/// (the running sensors stay) and its errors are logged, as `validate`
+/// prints them.
+async fn reload_on_sighup(
+    engine: Arc<Engine>,
+    path: PathBuf,
+    sources: std::collections::HashSet<String>,
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use std::sync::atomic::Ordering;
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("no SIGHUP handler: sensors cannot be reloaded");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            match sensor::load(std::slice::from_ref(&path), Some(&sources)) {
+                Ok(set) => {
+                    let n = set.sensors.len();
+                    engine.reload(set);
+                    engine.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(sensors = n, path = %path.display(), "sensors reloaded");
+                }
+                Err(e) => {
+                    engine.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(errors = %e, "sensor reload refused; the running sensors stay");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (engine, path, sources, shutdown);
 }
 
 /// Cancels `token` on SIGTERM or Ctrl-C.

@@ -412,3 +412,87 @@ fn raw_chunked_status(port: u16, total: usize) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+#[tokio::test]
+async fn sighup_reloads_sensors_and_refuses_a_broken_set() {
+    let t = Tripline::start(
+        CONFIG,
+        &[("on-push.yaml", &repo_sensor("on-push.yaml"))],
+        &[],
+    )
+    .await;
+    let issues = || {
+        post(
+            &t,
+            "/events/events",
+            &[
+                ("X-GitHub-Event", "issues"),
+                ("Content-Type", "application/json"),
+            ],
+            fixture("github/push.payload.json"),
+        )
+    };
+    let (_, reply) = issues().await;
+    assert_eq!(
+        reply["matched"],
+        json!([]),
+        "push-only sensor ignores `issues`"
+    );
+
+    let metric = |name: &'static str| {
+        let url = t.url("/metrics");
+        async move {
+            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("{name} "))
+                        .map(|v| v.parse::<u64>().unwrap())
+                })
+                .unwrap()
+        }
+    };
+    let hup = |t: &Tripline| {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &t.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    let wait_metric = |name: &'static str, want: u64| {
+        let metric = &metric;
+        async move {
+            for _ in 0..200 {
+                if metric(name).await == want {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("{name} never reached {want}");
+        }
+    };
+
+    // Widen the sensor to `issues` events and reload.
+    let sensors = t.dir.path().join("sensors/on-push.yaml");
+    let widened = repo_sensor("on-push.yaml").replace("equals: push }", "in: [push, issues] }");
+    std::fs::write(&sensors, &widened).unwrap();
+    hup(&t);
+    wait_metric("tripline_sensor_reloads_total", 1).await;
+    let (code, reply) = issues().await;
+    assert_eq!(code, 200);
+    assert_eq!(reply["matched"][0]["status"], "created", "{reply}");
+
+    // A broken file is refused whole; the running sensors stay.
+    std::fs::write(
+        &sensors,
+        widened.replace("source: events", "source: nowhere"),
+    )
+    .unwrap();
+    hup(&t);
+    wait_metric("tripline_sensor_reload_failures_total", 1).await;
+    assert!(t.log().contains("unknown source `nowhere`"), "{}", t.log());
+    let (_, reply) = issues().await;
+    assert_eq!(
+        reply["matched"][0]["status"], "existing",
+        "still the widened sensor: {reply}"
+    );
+}
