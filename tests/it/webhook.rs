@@ -36,6 +36,29 @@ sources:
     )
 }
 
+/// A Job (not a Workflow: any kind goes through discovery) created in `ns`.
+fn namespaced(ns: &str) -> String {
+    format!(
+        "apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {{name: job-in-{ns}}}
+spec:
+  dependencies:
+    - {{name: ev, source: tokened, filters: {{path: body.target, equals: {ns}}}}}
+  triggers:
+    - name: job
+      namespace: {ns}
+      workflow:
+        manifest:
+          apiVersion: batch/v1
+          kind: Job
+          spec: {{template: {{spec: {{restartPolicy: Never, containers: [{{name: c, image: busybox}}]}}}}}}
+      parameters:
+        - {{name: who, value: '{{{{body.who}}}}', dest: spec.template.spec.containers.0.args.0}}
+"
+    )
+}
+
 /// The example's sensor with a fast retry policy, plus one sensor per other source.
 fn sensors() -> Vec<(&'static str, String)> {
     let retrain = std::fs::read_to_string(repo(
@@ -108,6 +131,8 @@ spec:
             any("ce", "ce", "{path: type, equals: com.example.file.created}"),
         ),
         ("broken.yaml", invalid),
+        ("namespaced.yaml", namespaced("ml")),
+        ("missing-ns.yaml", namespaced("missing")),
     ]
 }
 
@@ -755,4 +780,54 @@ async fn sigterm_finishes_in_flight_submissions_before_exiting() {
     assert_eq!(api.objects("workflows").len(), 1);
     // New connections are refused once it stopped.
     assert!(reqwest::get(code.1.url("/healthz")).await.is_err());
+}
+
+#[tokio::test]
+async fn triggers_choose_their_namespace_and_a_missing_one_is_a_rejection() {
+    let Rig { api, t, .. } = rig().await;
+    api.add_namespace("ml");
+    let auth = || {
+        vec![
+            ("Authorization", "Bearer tok-123".to_string()),
+            ("Content-Type", "application/json".to_string()),
+        ]
+    };
+
+    let (code, reply, _) = send(
+        &t,
+        "/events/tokened",
+        &auth(),
+        b"{\"target\":\"ml\",\"who\":\"ana\"}".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 200, "{reply}");
+    let name = reply["matched"][0]["name"].as_str().unwrap();
+    let job = api
+        .object("ml", "jobs", name)
+        .expect("the Job is in namespace ml");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["args"][0],
+        "ana"
+    );
+
+    // The API answers 404 for a namespace that does not exist: permanent, not retried.
+    let before = api.create_attempts();
+    let (code, reply, _) = send(
+        &t,
+        "/events/tokened",
+        &auth(),
+        b"{\"target\":\"missing\",\"who\":\"bo\"}".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 422, "{reply}");
+    assert!(
+        reply["matched"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not found"),
+        "{reply}"
+    );
+    assert_eq!(api.create_attempts(), before + 1, "a 404 is not retried");
+    assert_eq!(t.dead_letters().len(), 1);
+    assert_eq!(t.dead_letters()[0]["status"]["code"], 404);
 }
