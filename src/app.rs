@@ -1,7 +1,7 @@
 //! The engine (event → matches → firings → rendered objects → submissions)
 //! and `serve`, which wires sources to it and handles shutdown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -31,7 +31,7 @@ pub struct TriggerOutcome {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Created,
@@ -94,11 +94,19 @@ pub struct Stats {
     pub unavailable: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Outcomes per `(sensor, trigger, status)`, for which trigger does what.
+    per_trigger: Mutex<BTreeMap<(String, String, Status), u64>>,
 }
 
 impl Stats {
-    fn count(&self, s: Status) {
-        let c = match s {
+    fn count(&self, t: &TriggerOutcome) {
+        *self
+            .per_trigger
+            .lock()
+            .expect("stats lock")
+            .entry((t.sensor.clone(), t.trigger.clone(), t.status))
+            .or_default() += 1;
+        let c = match t.status {
             Status::Created => &self.created,
             Status::Existing => &self.existing,
             Status::Invalid => &self.invalid,
@@ -152,6 +160,15 @@ impl Stats {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
                 v.load(Ordering::Relaxed)
+            ));
+        }
+        let name = "tripline_trigger_outcomes_total";
+        out.push_str(&format!("# HELP {name} Trigger outcomes by sensor, trigger and status.\n# TYPE {name} counter\n"));
+        for ((sensor, trigger, status), n) in self.per_trigger.lock().expect("stats lock").iter() {
+            let status = serde_json::to_value(status).unwrap_or_default();
+            let status = status.as_str().unwrap_or_default();
+            out.push_str(&format!(
+                "{name}{{sensor=\"{sensor}\",trigger=\"{trigger}\",status=\"{status}\"}} {n}\n"
             ));
         }
         out
@@ -280,7 +297,7 @@ impl Engine {
         });
         let matched = join_all(futures).await;
         for m in &matched {
-            self.stats.count(m.status);
+            self.stats.count(m);
         }
         Outcome {
             event_id: event.id.clone(),
@@ -670,6 +687,11 @@ spec:
         assert_eq!(out.disposition(), Disposition::Rejected);
         let dl = std::fs::read_to_string(dir.path().join("dl.jsonl")).unwrap();
         assert_eq!(dl.lines().count(), 1, "only the rejection is dead-lettered");
+        let metrics = engine.stats.render();
+        for status in ["unavailable", "invalid"] {
+            let line = format!("tripline_trigger_outcomes_total{{sensor=\"limited\",trigger=\"job\",status=\"{status}\"}} 1");
+            assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+        }
         assert!(dl.contains("spec.templates: Required value"));
 
         // A render failure (missing field, no default) is a rejection too.
