@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::tripline::{fixture, repo, run_cli, Tripline};
+use crate::support::tripline::{fixture, raw_status_line, repo, run_cli, Tripline};
 
 const CONFIG: &str = "
 sensors: sensors/
@@ -134,7 +134,10 @@ async fn replies_for_no_match_bad_bodies_and_unknown_routes() {
     let (code, reply) = post(&t, "/events/events", &json_ct, vec![b' '; 65537]).await;
     assert_eq!(code, 413, "{reply}");
     // Chunked (no Content-Length): refused once the limit is crossed, before the end.
-    assert!(raw_chunked_status(t.port, 200 * 1024).starts_with("HTTP/1.1 413"));
+    let head = "POST /events/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let chunks = (0..25).map(|_| [b"2000\r\n".as_slice(), &[b' '; 0x2000], b"\r\n"].concat());
+    let status = raw_status_line(t.port, head, chunks.chain([b"0\r\n\r\n".to_vec()]));
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
 
     // Unsupported content type.
     let (code, _) = post(
@@ -166,16 +169,7 @@ async fn replies_for_no_match_bad_bodies_and_unknown_routes() {
     assert!(t.outbox().is_empty(), "nothing may be submitted");
     let r = reqwest::get(t.url("/healthz")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let metrics = reqwest::get(t.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("tripline_events_unmatched_total 2"),
-        "{metrics}"
-    );
+    assert_eq!(t.metric("tripline_events_unmatched_total").await, 2);
 }
 
 #[tokio::test]
@@ -382,37 +376,6 @@ fn test_command_explains_and_renders() {
     );
 }
 
-/// Sends a chunked body of `total` bytes over a raw socket (ignoring write
-/// errors once the server has answered) and returns the status line.
-fn raw_chunked_status(port: u16, total: usize) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let head = "POST /events/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-    s.write_all(head.as_bytes()).unwrap();
-    let chunk = vec![b' '; 8192];
-    let mut sent = 0;
-    while sent < total {
-        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .and_then(|_| s.write_all(&chunk))
-            .and_then(|_| s.write_all(b"\r\n"))
-            .is_err()
-        {
-            break;
-        }
-        sent += chunk.len();
-    }
-    let _ = s.write_all(b"0\r\n\r\n");
-    let mut buf = vec![0u8; 512];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[tokio::test]
 async fn sighup_reloads_sensors_and_refuses_a_broken_set() {
     let t = Tripline::start(
@@ -439,18 +402,6 @@ async fn sighup_reloads_sensors_and_refuses_a_broken_set() {
         "push-only sensor ignores `issues`"
     );
 
-    let metric = |name: &'static str| {
-        let url = t.url("/metrics");
-        async move {
-            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-            text.lines()
-                .find_map(|l| {
-                    l.strip_prefix(&format!("{name} "))
-                        .map(|v| v.parse::<u64>().unwrap())
-                })
-                .unwrap()
-        }
-    };
     let hup = |t: &Tripline| {
         let ok = std::process::Command::new("kill")
             .args(["-HUP", &t.pid().to_string()])
@@ -459,10 +410,10 @@ async fn sighup_reloads_sensors_and_refuses_a_broken_set() {
         assert!(ok.success());
     };
     let wait_metric = |name: &'static str, want: u64| {
-        let metric = &metric;
+        let t = &t;
         async move {
             for _ in 0..200 {
-                if metric(name).await == want {
+                if t.metric(name).await == want {
                     return;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;

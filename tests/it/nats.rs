@@ -201,19 +201,6 @@ async fn wait_async<T, F: Future<Output = Option<T>>>(
     }
 }
 
-/// The value of a counter on `/metrics`.
-async fn metric(t: &Tripline, name: &str) -> u64 {
-    let text = reqwest::get(t.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 /// `(status, body)` of `/readyz`.
 async fn readyz(t: &Tripline) -> (u16, Value) {
     let r = reqwest::get(t.url("/readyz")).await.unwrap();
@@ -287,8 +274,8 @@ async fn jetstream_thousand_messages_make_a_thousand_objects() {
     let files = t.outbox();
     assert_one_per_key(files.iter().map(|(_, wf)| wf), &keys(1000));
     assert_eq!(info.num_redelivered, 0, "nothing needed redelivery");
-    assert_eq!(metric(&t, "tripline_objects_created_total").await, 1000);
-    assert_eq!(metric(&t, "tripline_objects_existing_total").await, 0);
+    assert_eq!(t.metric("tripline_objects_created_total").await, 1000);
+    assert_eq!(t.metric("tripline_objects_existing_total").await, 0);
 
     // The envelope: id <stream>:<seq>, annotation carries it; meta is templated.
     let (_, first) = files
@@ -367,7 +354,7 @@ async fn tripline_killed_mid_stream_resumes_without_duplicates() {
     );
     assert_eq!(api.create_attempts(), 1000 + conflicts);
     assert_eq!(
-        metric(&t, "tripline_objects_existing_total").await,
+        t.metric("tripline_objects_existing_total").await,
         conflicts as u64
     );
 }
@@ -417,7 +404,7 @@ async fn nats_server_restart_mid_stream_loses_and_duplicates_nothing() {
     wait_all_settled(&nats.url(), *seqs.last().unwrap()).await;
     let files = t.outbox();
     assert_one_per_key(files.iter().map(|(_, wf)| wf), &keys(1000));
-    let created = metric(&t, "tripline_objects_created_total").await;
+    let created = t.metric("tripline_objects_created_total").await;
     assert_eq!(created, 1000, "each object created once");
 }
 
@@ -442,7 +429,7 @@ async fn api_unavailable_naks_and_redelivers_then_submits_once() {
     assert!(api.objects("workflows").is_empty());
     let info = consumer_info(&nats.url()).await;
     assert!(info.num_redelivered > 0, "{info:?}");
-    assert!(metric(&t, "tripline_submit_unavailable_total").await >= 40);
+    assert!(t.metric("tripline_submit_unavailable_total").await >= 40);
 
     api.set_down(false);
     wait("20 objects", || {
@@ -530,7 +517,7 @@ async fn long_submissions_send_progress_and_are_not_redelivered() {
     let info = wait_all_settled(&nats.url(), *seqs.last().unwrap()).await;
     assert_eq!(info.num_redelivered, 0, "progress acks kept them");
     assert_eq!(api.create_attempts(), 3);
-    assert_eq!(metric(&t, "tripline_objects_existing_total").await, 0);
+    assert_eq!(t.metric("tripline_objects_existing_total").await, 0);
     assert!(t.log().contains("progress ack"), "{}", t.log());
 }
 
@@ -582,13 +569,12 @@ async fn two_processes_on_one_durable_consumer_split_the_work() {
     let files = yaml_files(shared.path());
     assert_one_per_key(&files, &keys(400));
     let (ca, cb) = (
-        metric(&a, "tripline_objects_created_total").await,
-        metric(&b, "tripline_objects_created_total").await,
+        a.metric("tripline_objects_created_total").await,
+        b.metric("tripline_objects_created_total").await,
     );
     assert!(ca > 0 && cb > 0, "work not split: {ca} / {cb}");
     assert_eq!(ca + cb, 400, "a message was processed twice");
-    let events =
-        metric(&a, "tripline_events_total").await + metric(&b, "tripline_events_total").await;
+    let events = a.metric("tripline_events_total").await + b.metric("tripline_events_total").await;
     assert_eq!(events, 400, "a message was delivered twice");
 }
 
@@ -721,7 +707,7 @@ spec:
     assert_eq!(outcome["matched"][0]["status"], "created", "{outcome}");
 
     wait_async("5 events", || async {
-        (metric(&t, "tripline_events_total").await >= 5).then_some(())
+        (t.metric("tripline_events_total").await >= 5).then_some(())
     })
     .await;
     wait("3 outbox files", || (outbox_count(&t) >= 3).then_some(())).await;
@@ -739,10 +725,10 @@ spec:
         ]
         .into()
     );
-    assert_eq!(metric(&t, "tripline_events_unmatched_total").await, 2);
+    assert_eq!(t.metric("tripline_events_unmatched_total").await, 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        metric(&t, "tripline_events_total").await,
+        t.metric("tripline_events_total").await,
         5,
         "other.new was delivered"
     );
@@ -766,8 +752,8 @@ async fn core_queue_group_splits_the_work_between_processes() {
     let files = yaml_files(shared.path());
     assert_one_per_key(&files, &keys(200));
     let (ea, eb) = (
-        metric(&a, "tripline_events_total").await,
-        metric(&b, "tripline_events_total").await,
+        a.metric("tripline_events_total").await,
+        b.metric("tripline_events_total").await,
     );
     assert!(ea > 0 && eb > 0, "work not split: {ea} / {eb}");
     assert_eq!(ea + eb, 200, "a message went to both");
@@ -817,7 +803,7 @@ async fn example_data_arrival_nats_starts_a_workflow_per_new_csv() {
     )
     .await;
     wait_async("4 events", || async {
-        (metric(&t, "tripline_events_total").await >= 4).then_some(())
+        (t.metric("tripline_events_total").await >= 4).then_some(())
     })
     .await;
     wait("2 workflows", || (outbox_count(&t) >= 2).then_some(())).await;
@@ -960,7 +946,7 @@ async fn token_auth_from_env_connects_and_submits() {
     let (code, ready) = readyz(&t).await;
     assert_eq!(code, 200, "{ready}");
     publish_and_expect_objects(&nats.client().await, &t, 0..20).await;
-    assert_eq!(metric(&t, "tripline_events_total").await, 20);
+    assert_eq!(t.metric("tripline_events_total").await, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1051,7 +1037,7 @@ async fn user_and_password_from_file_connects_and_submits() {
     )
     .await;
     publish_and_expect_objects(&nats.client().await, &t, 0..20).await;
-    assert_eq!(metric(&t, "tripline_events_total").await, 20);
+    assert_eq!(t.metric("tripline_events_total").await, 20);
 }
 
 /// Runs `openssl` with `args` (split at whitespace) in `dir`; panics with
@@ -1140,7 +1126,7 @@ async fn tls_with_a_private_ca_connects_and_submits() {
     )
     .await;
     publish_and_expect_objects(&nats.client().await, &t, 0..20).await;
-    assert_eq!(metric(&t, "tripline_events_total").await, 20);
+    assert_eq!(t.metric("tripline_events_total").await, 20);
 
     // nats:// with requireTls: TLS as well.
     let t2 = Tripline::start(

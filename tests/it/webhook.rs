@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::support::kube_api::{Fault, KubeApi};
-use crate::support::tripline::{fixture, github_signature, repo, Tripline};
+use crate::support::tripline::{fixture, github_signature, raw_status_line, repo, Tripline};
 
 const GH_SECRET: &str = "gh-s3cret";
 const SIGNED_SECRET: &str = "generic-s3cret";
@@ -597,7 +597,7 @@ async fn oversized_malformed_ping_and_overload() {
     let Rig { api, t, .. } = rig().await;
 
     // 10 MB declared: 413 before the body is read (none of it is sent).
-    let status = raw_status(t.port, "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n");
+    let status = raw_status_line(t.port, "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n", []);
     assert!(status.starts_with("HTTP/1.1 413"), "{status}");
 
     // Malformed JSON (correctly signed): 400 with the position.
@@ -733,21 +733,6 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
-}
-
-/// Sends a raw request head (no body) and returns the reply's status line.
-fn raw_status(port: u16, head: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    let mut buf = vec![0u8; 512];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[tokio::test]

@@ -155,6 +155,19 @@ impl Tripline {
         out
     }
 
+    /// The value of a counter on `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
     /// Parsed lines of `<dir>/dead-letter.jsonl`.
     pub fn dead_letters(&self) -> Vec<Value> {
         std::fs::read_to_string(self.dir.path().join("dead-letter.jsonl"))
@@ -228,4 +241,28 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+/// Sends a raw HTTP/1.1 request head and then `body` piece by piece over a
+/// plain socket, stopping quietly when the server has closed (a 413 sent
+/// early), and returns the reply's status line. For what an HTTP client
+/// library would not send: a declared 10 MB body that never comes, an
+/// endless chunked body.
+pub fn raw_status_line(port: u16, head: &str, body: impl IntoIterator<Item = Vec<u8>>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    for piece in body {
+        if s.write_all(&piece).is_err() {
+            break;
+        }
+    }
+    let mut buf = vec![0u8; 512];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
