@@ -86,6 +86,29 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // A CEL filter: the activation (the event as CEL values) is built once
+    // per event; the standard environment once per thread.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cel.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {name: cel}
+spec:
+  dependencies:
+    - name: push
+      source: src-0
+      filters: {expr: "body.commits.exists(c, c.modified.exists(f, f.startsWith('models/')))"}
+  triggers:
+    - {name: t, workflow: {workflowTemplateRef: x}}
+"#,
+    )
+    .unwrap();
+    let set = load(&[file], Some(&["src-0".to_string()].into())).unwrap();
+    let e = event("src-0");
+    c.bench_function("cel-filter/match", |b| b.iter(|| set.match_event(&e)));
 }
 
 criterion_group!(benches, bench);

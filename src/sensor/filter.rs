@@ -7,6 +7,7 @@
 //! `tripline test` and the `/explain` endpoint print.
 
 use std::cell::OnceCell;
+use std::sync::Arc;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -158,7 +159,7 @@ impl<'e> EvalCtx<'e> {
     fn cel(&self) -> &cel::Context<'static, 'static> {
         self.cel.get_or_init(|| {
             let e = self.event;
-            let mut ctx = cel::Context::default();
+            let mut ctx = cel::Context::with_env(CEL_ENV.with(Arc::clone));
             let vars: [(&str, Value); 8] = [
                 ("id", Value::String(e.id.clone())),
                 ("source", Value::String(e.source.clone())),
@@ -177,6 +178,12 @@ impl<'e> EvalCtx<'e> {
             ctx
         })
     }
+}
+
+thread_local! {
+    /// CEL's standard environment, built once per thread instead of once
+    /// per event.
+    static CEL_ENV: Arc<cel::Env> = Arc::new(cel::Env::stdlib());
 }
 
 /// Splits and checks a dotted path. The first segment must be an envelope field.
