@@ -1244,7 +1244,6 @@ async fn run_partition(
 /// the Kubernetes API is unavailable; `false` if `stop` came first (the
 /// message stays uncommitted and will be delivered again).
 async fn process_until_final(work: &WorkContext, event: Event, stop: &CancellationToken) -> bool {
-    let mut delay = work.retry_backoff;
     let mut attempt = 1u32;
     loop {
         let outcome = work.engine.process(event.clone()).await;
@@ -1258,8 +1257,11 @@ async fn process_until_final(work: &WorkContext, event: Event, stop: &Cancellati
                 return true;
             }
             Disposition::Retry => {
-                // ±20 % jitter, so retries of many messages spread out.
-                let wait = delay.mul_f64(0.8 + rand::random::<f64>() * 0.4);
+                let wait = crate::submit::jittered(crate::submit::exponential(
+                    work.retry_backoff,
+                    work.max_retry_backoff,
+                    attempt,
+                ));
                 warn!(
                     attempt,
                     retry_in_ms = wait.as_millis() as u64,
@@ -1272,7 +1274,6 @@ async fn process_until_final(work: &WorkContext, event: Event, stop: &Cancellati
                     }
                     _ = tokio::time::sleep(wait) => {}
                 }
-                delay = (delay * 2).min(work.max_retry_backoff);
                 attempt += 1;
             }
         }

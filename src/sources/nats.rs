@@ -391,8 +391,7 @@ fn check_subject(s: &str) -> Result<(), &'static str> {
 /// Delay of the `-NAK` for a message delivered `delivered` times (1-based):
 /// `base · 2^(delivered−1)`, at most `max`.
 pub fn nak_delay(base: Duration, max: Duration, delivered: i64) -> Duration {
-    let exp = (delivered - 1).clamp(0, 20) as u32;
-    base.saturating_mul(1 << exp).min(max)
+    crate::submit::exponential(base, max, delivered.clamp(1, 21) as u32)
 }
 
 // ---- the source ------------------------------------------------------------
@@ -1100,9 +1099,7 @@ async fn handle_core(
             return;
         }
         attempt += 1;
-        let delay = CORE_RETRY_BASE
-            .saturating_mul(1 << (attempt - 1).min(10))
-            .min(CORE_RETRY_MAX);
+        let delay = crate::submit::exponential(CORE_RETRY_BASE, CORE_RETRY_MAX, attempt);
         warn!(
             attempt,
             delay_ms = delay.as_millis() as u64,
@@ -1243,9 +1240,7 @@ struct Backoff {
 impl Backoff {
     fn next(&mut self) -> Duration {
         self.failures += 1;
-        RETRY_MIN
-            .saturating_mul(1 << (self.failures - 1).min(10))
-            .min(RETRY_MAX)
+        crate::submit::exponential(RETRY_MIN, RETRY_MAX, self.failures)
     }
 
     fn reset(&mut self) {

@@ -105,16 +105,24 @@ pub async fn submit_with_retry(
 /// Delay before retry number `attempt` (1-based): `backoff * 2^(attempt-1)`
 /// capped at `maxBackoff`, ±20 % jitter; a server's `Retry-After` wins when longer.
 pub fn backoff(policy: &RetrySpec, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = policy
-        .backoff
-        .saturating_mul(1u32 << (attempt - 1).min(16))
-        .min(policy.max_backoff);
-    let jitter = 0.8 + rand::random::<f64>() * 0.4;
-    let d = exp.mul_f64(jitter);
+    let d = jittered(exponential(policy.backoff, policy.max_backoff, attempt));
     match retry_after {
         Some(ra) if ra > d => ra,
         _ => d,
     }
+}
+
+/// `base * 2^(attempt-1)` for a 1-based `attempt`, at most `max`: the one
+/// backoff curve every retry loop uses (submissions, NATS naks and
+/// reconnects, Kafka message retries).
+pub fn exponential(base: Duration, max: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(max)
+}
+
+/// `d` ±20 %, so many retries that failed together do not return together.
+pub fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.8 + rand::random::<f64>() * 0.4)
 }
 
 /// JSON-lines log of objects the API rejected, with its reason.
@@ -295,6 +303,22 @@ mod tests {
             .unwrap_err()
             .is_transient());
         assert_eq!(s.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn exponential_doubles_from_base_up_to_max() {
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let d: Vec<u64> = (1..=8)
+            .map(|n| exponential(base, max, n).as_secs())
+            .collect();
+        assert_eq!(d, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(exponential(base, max, 0), base);
+        assert_eq!(exponential(base, max, u32::MAX), max);
+        let j = jittered(Duration::from_secs(10));
+        assert!(
+            j >= Duration::from_secs(8) && j <= Duration::from_secs(12),
+            "{j:?}"
+        );
     }
 
     #[test]
