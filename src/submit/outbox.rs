@@ -75,9 +75,15 @@ fn write_once(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<Submitte
     if path.exists() {
         return Ok(Submitted::Existing);
     }
-    // Recreated if someone removed it while we run.
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = match tempfile::NamedTempFile::new_in(dir) {
+        // The directory was removed while we run: make it again (only then,
+        // not on every write).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            tempfile::NamedTempFile::new_in(dir)?
+        }
+        other => other?,
+    };
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     match std::fs::hard_link(tmp.path(), path) {
@@ -117,6 +123,12 @@ mod tests {
             serde_yaml_ng::from_str(&std::fs::read_to_string(outbox.file_for(&obj)).unwrap())
                 .unwrap();
         assert_eq!(back, obj, "the first write wins and is intact");
+
+        // A removed outbox directory is made again on the next write.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let other = json!({"kind": "Workflow", "metadata": {"name": "after-rm"}});
+        assert_eq!(outbox.submit(&other).await.unwrap(), Submitted::Created);
+        assert!(outbox.file_for(&other).exists());
     }
 
     #[tokio::test]
