@@ -137,16 +137,12 @@ pub fn build(config: &crate::config::Config) -> Result<Vec<Box<dyn Source>>, Sou
     let mut out: Vec<Box<dyn Source>> = Vec::new();
     let mut endpoints = Vec::new();
     for s in &config.sources {
-        if let Some(e) = webhook::Endpoint::from_config(s)? {
-            endpoints.push(e);
-            continue;
-        }
-        // Broker sources: one arm per kind.
-        if let SourceConfig::Kafka(c) = s {
-            out.push(Box::new(kafka::KafkaSource::new(c, &config.limits)?));
-        }
-        if let SourceConfig::Nats(c) = s {
-            out.push(Box::new(nats::NatsSource::new(c, &config.limits)?));
+        match s {
+            SourceConfig::Nats(c) => out.push(Box::new(nats::NatsSource::new(c, &config.limits)?)),
+            SourceConfig::Kafka(c) => {
+                out.push(Box::new(kafka::KafkaSource::new(c, &config.limits)?))
+            }
+            webhook_kind => endpoints.extend(webhook::Endpoint::from_config(webhook_kind)?),
         }
     }
     out.insert(

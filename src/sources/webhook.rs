@@ -315,8 +315,7 @@ impl Endpoint {
                 },
                 Kind::CloudEvents,
             ),
-            #[allow(unreachable_patterns)] // broker sources
-            _ => return Ok(None),
+            SourceConfig::Nats(_) | SourceConfig::Kafka(_) => return Ok(None),
         };
         let path = cfg
             .webhook_path()
