@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tripline::app::preview;
 use tripline::event::Event;
 use tripline::sensor::{load, SensorSet};
 
@@ -73,12 +72,12 @@ fn bench(c: &mut Criterion) {
         let (_dir, set) = sensors(n);
         let hit = event("src-0");
         assert_eq!(
-            preview(&set, &hit, Some("default")).len(),
+            set.preview(&hit, Some("default")).len(),
             1,
             "exactly one sensor matches"
         );
         group.bench_with_input(BenchmarkId::new("match+render", n), &n, |b, _| {
-            b.iter(|| preview(&set, &hit, Some("default")))
+            b.iter(|| set.preview(&hit, Some("default")))
         });
         let miss = event("elsewhere");
         group.bench_with_input(BenchmarkId::new("other-source", n), &n, |b, _| {

@@ -1,24 +1,21 @@
 //! Command line: `serve`, `validate`, `test`. Parsing is clap derive; each
-//! command is a function returning an exit code.
+//! command is a function returning an exit code; `serve` hands over to
+//! [`crate::serve`].
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, Engine};
-use crate::config::{Config, ConfigError, SubmitConfig};
+use crate::config::{Config, ConfigError};
 use crate::event::Event;
 use crate::sensor::filter::Trace;
-use crate::sensor::{self, Explanation, LoadErrors};
-use crate::sources::{self, SourceError};
-use crate::submit::outbox::Outbox;
-use crate::submit::{DeadLetter, Submitter};
+use crate::sensor::{self, Explanation, LoadErrors, Rendered};
+use crate::serve::{self, ServeError};
+use crate::sources::SourceError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -111,8 +108,8 @@ pub enum CliError {
     Sensors(#[from] LoadErrors),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("{0}")]
-    Submit(String),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -143,7 +140,7 @@ fn validate(args: ConfigArgs) -> Result<ExitCode, CliError> {
         Some(&cfg.source_names()),
     )?;
     // Secrets must resolve too: a missing env var is a config error.
-    sources::build(&cfg)?;
+    cfg.build_sources()?;
     let triggers: usize = set.sensors.iter().map(|s| s.triggers.len()).sum();
     println!(
         "ok: {} source(s), {} sensor(s), {} trigger(s) in {}",
@@ -160,134 +157,13 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
-    let set = sensor::load(
-        std::slice::from_ref(&cfg.sensors),
-        Some(&cfg.source_names()),
-    )?;
-    let submitter = build_submitter(&cfg, args.dry_run, args.kubeconfig.as_deref()).await?;
-    tracing::info!(
-        sensors = set.sensors.len(),
-        sources = cfg.sources.len(),
-        submit = %submitter.describe(),
-        dead_letter = %cfg.dead_letter.display(),
-        "starting"
-    );
-    let engine = Arc::new(Engine::new(
-        set,
-        submitter,
-        DeadLetter::new(&cfg.dead_letter),
-    ));
-    let sources = sources::build(&cfg)?;
-    // Every source is "not ready" until it says otherwise, so /readyz never
-    // answers 200 before a broker source has connected.
-    for s in &cfg.sources {
-        engine.readiness.set(s.name(), false, "starting");
-    }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(wait_for_signal(shutdown.clone()));
-    tokio::spawn(reload_on_sighup(
-        engine.clone(),
-        cfg.sensors.clone(),
-        cfg.source_names(),
-        shutdown.clone(),
-    ));
-    app::run_sources(engine, sources, shutdown, cfg.limits.shutdown_deadline).await?;
+    let options = serve::Options {
+        dry_run: args.dry_run,
+        kubeconfig: args.kubeconfig,
+    };
+    serve::run(cfg, options).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn build_submitter(
-    cfg: &Config,
-    dry_run: bool,
-    kubeconfig: Option<&Path>,
-) -> Result<Arc<dyn Submitter>, CliError> {
-    let outbox = |dir: &Path, ns: &str| -> Result<Arc<dyn Submitter>, CliError> {
-        let o = Outbox::new(dir, ns).map_err(|source| CliError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        Ok(Arc::new(o))
-    };
-    match &cfg.submit {
-        SubmitConfig::Outbox { dir, namespace } => outbox(dir, namespace),
-        SubmitConfig::Kubernetes { namespace, .. } if dry_run => {
-            outbox(Path::new("outbox"), namespace)
-        }
-        SubmitConfig::Kubernetes {
-            namespace,
-            kubeconfig: from_config,
-            context,
-            timeout,
-        } => {
-            let path = kubeconfig.or(from_config.as_deref());
-            let k = crate::submit::kube::KubeSubmitter::connect(
-                path,
-                context.as_deref(),
-                namespace,
-                *timeout,
-            )
-            .await
-            .map_err(|e| CliError::Submit(e.to_string()))?;
-            Ok(Arc::new(k))
-        }
-    }
-}
-
-/// Reloads the sensors on SIGHUP. A set that does not load is refused whole
-/// (the running sensors stay) and its errors are logged, as `validate`
-/// prints them.
-async fn reload_on_sighup(
-    engine: Arc<Engine>,
-    path: PathBuf,
-    sources: std::collections::HashSet<String>,
-    shutdown: CancellationToken,
-) {
-    #[cfg(unix)]
-    {
-        use std::sync::atomic::Ordering;
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("no SIGHUP handler: sensors cannot be reloaded");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                got = hup.recv() => if got.is_none() { return },
-            }
-            match sensor::load(std::slice::from_ref(&path), Some(&sources)) {
-                Ok(set) => {
-                    let n = set.sensors.len();
-                    engine.reload(set);
-                    engine.stats.reloads.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(sensors = n, path = %path.display(), "sensors reloaded");
-                }
-                Err(e) => {
-                    engine.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(errors = %e, "sensor reload refused; the running sensors stay");
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (engine, path, sources, shutdown);
-}
-
-/// Cancels `token` on SIGTERM or Ctrl-C.
-async fn wait_for_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutdown requested: no new events; finishing in-flight work");
-    token.cancel();
 }
 
 fn test(args: TestArgs) -> Result<ExitCode, CliError> {
@@ -321,7 +197,7 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
         event.kind = t.to_string();
     }
     let explanation = set.explain(&event);
-    let rendered = app::preview(&set, &event, Some("default"));
+    let rendered = set.preview(&event, Some("default"));
     let fired = !rendered.is_empty();
     let mut out = std::io::stdout().lock();
     let _ = match args.output {
@@ -344,7 +220,7 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
 
 /// Human-readable explanation: a tree of filters with ✓/✗, the value seen
 /// and the reason, then each rendered object as YAML.
-pub fn text_report(e: &Explanation, rendered: &[app::Rendered]) -> String {
+pub fn text_report(e: &Explanation, rendered: &[Rendered]) -> String {
     let mut s = format!("event {} from source `{}`\n", e.event_id, e.source);
     if let Some(n) = &e.note {
         s.push_str(&format!("  {n}\n"));

@@ -1,6 +1,11 @@
 //! `tripline.yaml`: server settings, sources, submit target. Strict: unknown
 //! fields are errors, reported with their path. Relative paths are relative
 //! to the config file.
+//!
+//! The root config gathers every source's own config type into one tagged
+//! enum ([`SourceConfig`], `type: github`) and builds the running sources
+//! from it ([`Config::build_sources`]): webhook endpoints for the HTTP
+//! server, one task per broker source.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -9,7 +14,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sources::SourceConfig;
+pub use crate::limits::Limits;
+use crate::sources::kafka::{KafkaConfig, KafkaSource};
+use crate::sources::nats::{NatsConfig, NatsSource};
+use crate::sources::webhook::{self, Endpoint};
+use crate::sources::{Source, SourceError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -29,31 +38,6 @@ pub struct Config {
     pub dead_letter: PathBuf,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Limits {
-    /// Largest accepted webhook body (default 1 MiB); larger gets 413.
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
-    /// Events processed at once per source; past it webhooks get 503 and
-    /// brokers stop fetching (no unbounded queue).
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    /// On SIGTERM, how long in-flight submissions may take to finish.
-    #[serde(default = "default_deadline", with = "humantime_serde")]
-    pub shutdown_deadline: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: default_max_body(),
-            max_in_flight: default_max_in_flight(),
-            shutdown_deadline: default_deadline(),
-        }
-    }
 }
 
 /// Where objects go.
@@ -104,15 +88,6 @@ fn default_outbox() -> PathBuf {
 }
 fn default_namespace() -> String {
     "default".into()
-}
-fn default_max_body() -> usize {
-    1024 * 1024
-}
-fn default_max_in_flight() -> usize {
-    64
-}
-fn default_deadline() -> Duration {
-    Duration::from_secs(30)
 }
 fn default_api_timeout() -> Duration {
     Duration::from_secs(10)
@@ -186,8 +161,19 @@ impl Config {
             s.validate()
                 .map_err(|(f, m)| (format!("sources[{i}].{f}"), m))?;
         }
-        if self.limits.max_in_flight == 0 {
-            return Err(("limits.maxInFlight".into(), "must be at least 1".into()));
+        self.limits
+            .validate()
+            .map_err(|(f, m)| (format!("limits.{f}"), m))?;
+        let mut paths = std::collections::HashMap::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if let Some(p) = s.webhook_path() {
+                if let Some(other) = paths.insert(p.to_string(), s.name()) {
+                    return Err((
+                        format!("sources[{i}].path"),
+                        format!("`{p}` is already the path of source `{other}`"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -219,6 +205,123 @@ impl Config {
     }
 }
 
+/// One entry of `sources:` in `tripline.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// Plain HTTP: `POST <path>` with a JSON or text body, no signature.
+    Http(webhook::HttpConfig),
+    /// GitHub webhooks, `X-Hub-Signature-256` verified.
+    Github(webhook::GithubConfig),
+    /// GitLab webhooks, `X-Gitlab-Token` verified.
+    Gitlab(webhook::GitlabConfig),
+    /// Any sender: HMAC (configurable header, algorithm, encoding, replay
+    /// window) or bearer token.
+    Generic(webhook::GenericConfig),
+    /// CloudEvents over HTTP, binary and structured mode.
+    Cloudevents(webhook::CloudEventsConfig),
+    /// A Kafka consumer group member; commits offsets behind finished messages.
+    Kafka(KafkaConfig),
+    /// A JetStream durable pull consumer (acks after the submission), or core
+    /// NATS subscriptions (at most once).
+    Nats(NatsConfig),
+}
+
+/// What a source config builds.
+pub enum Built {
+    /// A webhook endpoint, served by the HTTP server.
+    Endpoint(Endpoint),
+    /// A broker source, run as a task of its own.
+    Task(Box<dyn Source>),
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SourceConfig::Http(c) => &c.name,
+            SourceConfig::Github(c) => &c.name,
+            SourceConfig::Gitlab(c) => &c.name,
+            SourceConfig::Generic(c) => &c.name,
+            SourceConfig::Cloudevents(c) => &c.name,
+            SourceConfig::Kafka(c) => &c.name,
+            SourceConfig::Nats(c) => &c.name,
+        }
+    }
+
+    /// Checks what serde cannot; errors are `(field, message)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        match self {
+            SourceConfig::Generic(c) => c.validate(),
+            SourceConfig::Kafka(c) => c.validate(),
+            SourceConfig::Nats(c) => c.validate(),
+            _ => Ok(()),
+        }?;
+        if let Some(p) = self.webhook_path() {
+            webhook::config::check_path(&p)?;
+        }
+        Ok(())
+    }
+
+    pub fn rebase(&mut self, base: &Path) {
+        match self {
+            SourceConfig::Github(c) => c.secret.rebase(base),
+            SourceConfig::Gitlab(c) => c.token.rebase(base),
+            SourceConfig::Generic(c) => c.rebase(base),
+            SourceConfig::Cloudevents(c) => {
+                if let Some(t) = &mut c.bearer {
+                    t.rebase(base)
+                }
+            }
+            SourceConfig::Http(_) => {}
+            SourceConfig::Kafka(c) => c.rebase(base),
+            SourceConfig::Nats(c) => c.rebase(base),
+        }
+    }
+
+    /// The HTTP path for webhook kinds (`/events/<name>` unless set),
+    /// `None` for broker sources.
+    pub fn webhook_path(&self) -> Option<String> {
+        let (name, path) = match self {
+            SourceConfig::Http(c) => (&c.name, &c.path),
+            SourceConfig::Github(c) => (&c.name, &c.path),
+            SourceConfig::Gitlab(c) => (&c.name, &c.path),
+            SourceConfig::Generic(c) => (&c.name, &c.path),
+            SourceConfig::Cloudevents(c) => (&c.name, &c.path),
+            SourceConfig::Kafka(_) | SourceConfig::Nats(_) => return None,
+        };
+        Some(path.clone().unwrap_or_else(|| format!("/events/{name}")))
+    }
+
+    /// Resolves secrets and checks settings; connects to nothing (that
+    /// happens when a task runs), so `tripline validate` uses it too.
+    pub fn build(&self, limits: &Limits) -> Result<Built, SourceError> {
+        Ok(match self {
+            SourceConfig::Http(c) => Built::Endpoint(c.endpoint()?),
+            SourceConfig::Github(c) => Built::Endpoint(c.endpoint()?),
+            SourceConfig::Gitlab(c) => Built::Endpoint(c.endpoint()?),
+            SourceConfig::Generic(c) => Built::Endpoint(c.endpoint()?),
+            SourceConfig::Cloudevents(c) => Built::Endpoint(c.endpoint()?),
+            SourceConfig::Nats(c) => Built::Task(Box::new(NatsSource::new(c, limits)?)),
+            SourceConfig::Kafka(c) => Built::Task(Box::new(KafkaSource::new(c, limits)?)),
+        })
+    }
+}
+
+impl Config {
+    /// Every source built: the webhook endpoints and the broker tasks.
+    #[allow(clippy::type_complexity)]
+    pub fn build_sources(&self) -> Result<(Vec<Endpoint>, Vec<Box<dyn Source>>), SourceError> {
+        let (mut endpoints, mut tasks) = (Vec::new(), Vec::new());
+        for s in &self.sources {
+            match s.build(&self.limits)? {
+                Built::Endpoint(e) => endpoints.push(e),
+                Built::Task(t) => tasks.push(t),
+            }
+        }
+        Ok((endpoints, tasks))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +349,18 @@ mod tests {
             Config::parse("sources: [{type: http, name: a}, {type: http, name: a}]").unwrap_err();
         assert_eq!(field, "sources[1].name");
         assert!(msg.contains("twice"));
+        let (field, msg) = Config::parse(
+            "sources: [{type: http, name: a, path: /x}, {type: http, name: b, path: /x}]",
+        )
+        .unwrap_err();
+        assert_eq!(field, "sources[1].path");
+        assert!(msg.contains("already the path of source `a`"), "{msg}");
+        let (field, msg) =
+            Config::parse("sources: [{type: http, name: a, path: '/x/{id}'}]").unwrap_err();
+        assert_eq!(field, "sources[0].path");
+        assert!(msg.contains("literal path"), "{msg}");
+        let (field, _) = Config::parse("limits: {maxInFlight: 0}").unwrap_err();
+        assert_eq!(field, "limits.maxInFlight");
     }
 
     #[test]

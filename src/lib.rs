@@ -4,30 +4,45 @@
 //!
 //! The flow is `source → Event → matcher → correlator → renderer → submitter`,
 //! and the source acknowledges only after the submitter's outcome is final.
+//! Modules are layered; each imports only from the layers below it.
 //!
-//! * [`sources`] — produce [`event::Event`]s and own acknowledgement:
-//!   [`sources::webhook`] (GitHub, GitLab, generic HMAC, CloudEvents, plain
-//!   HTTP; one axum server), [`sources::nats`] (core and JetStream: ack, nak,
-//!   term) and [`sources::kafka`] (consumer group, commit watermark).
-//! * [`event`] — the envelope every source produces.
-//! * [`sensor`] — sensor files: [`sensor::spec`] (what users write),
-//!   [`mod@sensor::load`] (validation and compilation, once),
-//!   [`sensor::filter`], [`sensor::index`] and [`sensor::condition`] (pure matching),
-//!   [`sensor::correlate`] (multi-dependency triggers),
-//!   [`sensor::render`] (parameters into manifests, deterministic names).
-//! * [`submit`] — the [`submit::Submitter`] trait, retries, dead-letter log;
-//!   [`submit::outbox`] (YAML files) and [`submit::kube`] (the Kubernetes API).
-//! * [`app`] — the [`app::Engine`] tying matcher, correlator, renderer and
-//!   submitter together, and the run loop with shutdown.
-//! * [`config`] — `tripline.yaml`; [`cli`] — the commands.
+//! * [`cli`] — the commands (`serve`, `validate`, `test`); `main` only parses.
+//! * [`serve`] — runs it all: builds the engine and the sources, the HTTP
+//!   server, signals (SIGTERM drains within the deadline, SIGHUP reloads).
+//!   [`config`] — `tripline.yaml`, gathering each source's own config type.
+//! * [`sources`] — produce [`event::Event`]s and own acknowledgement, each a
+//!   folder: [`sources::webhook`] (routes on the HTTP server),
+//!   [`sources::nats`] (JetStream and core) and [`sources::kafka`] (consumer
+//!   group, commit watermark). [`http`] — the HTTP server and the admin
+//!   endpoints (`/healthz`, `/readyz`, `/metrics`).
+//! * [`engine`] — match → correlate → render → submit for one event; it
+//!   implements the [`outcome::Process`] contract, which is all a source
+//!   knows of it; [`metrics`] — what it counts.
+//! * [`sensor`] — sensor files: spec, load (validate and compile once), the
+//!   pure matcher (filter, index, condition), correlation, rendering, preview.
+//!   [`submit`] — the [`submit::Submitter`] trait, retries, the answer
+//!   classification, the dead-letter log; outbox and Kubernetes API.
+//! * [`event`] — the envelope; shared plumbing: [`limits`], [`secret`],
+//!   [`tls`], [`backoff`], [`redact`], [`readiness`], [`shutdown`].
 
-pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod event;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod outcome;
+pub mod readiness;
+pub mod redact;
+pub mod secret;
 pub mod sensor;
+pub mod serve;
+pub mod shutdown;
 pub mod sources;
 pub mod submit;
+pub mod tls;
 
 /// Sets up logging to stderr: `filter` is an `EnvFilter` directive.
 pub fn init_tracing(filter: &str, json: bool) {

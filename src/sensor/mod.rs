@@ -8,12 +8,14 @@
 //!   sources cost nothing. [`SensorSet::explain`] tells why, per filter.
 //! * [`correlate`] — keeps dependency events for multi-dependency triggers.
 //! * [`render`] — parameters into the manifest, deterministic names.
+//! * [`preview`] — what an event would submit, for `test` and `/explain`.
 
 pub mod condition;
 pub mod correlate;
 pub mod filter;
 pub mod index;
 pub mod load;
+pub mod preview;
 pub mod render;
 pub mod spec;
 
@@ -24,12 +26,14 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::backoff::RetryPolicy;
 use crate::event::Event;
 use condition::Condition;
 use filter::{EvalCtx, Filter, Trace};
 pub use load::{load, LoadError, LoadErrors};
+pub use preview::Rendered;
 use render::Templates;
-pub use spec::{RateLimitSpec, RetrySpec};
+pub use spec::RateLimitSpec;
 
 /// A compiled sensor.
 #[derive(Debug)]
@@ -59,7 +63,7 @@ pub struct Trigger {
     pub manifest: Value,
     pub parameters: Vec<Param>,
     pub namespace: Option<String>,
-    pub retry: RetrySpec,
+    pub retry: RetryPolicy,
     pub rate_limit: Option<RateLimitSpec>,
     /// Whether a template refers to a dependency by name (`{{push.body.x}}`);
     /// if not, templates see only the envelope and rendering copies less.
@@ -82,6 +86,29 @@ pub struct SensorSet {
     pub sensors: Vec<Sensor>,
     by_source: HashMap<String, index::SourceIndex>,
     pub templates: Templates,
+}
+
+impl SensorSet {
+    /// Sensor `sensor` and its trigger `trigger` (indices as matches and
+    /// firings carry them).
+    pub fn trigger(&self, sensor: usize, trigger: usize) -> (&Sensor, &Trigger) {
+        let s = &self.sensors[sensor];
+        (s, &s.triggers[trigger])
+    }
+}
+
+impl Sensor {
+    /// Events keyed by dependency index → keyed by dependency name, as
+    /// templates and dead letters see them.
+    pub fn named<'e>(
+        &'e self,
+        events: &'e [(usize, std::sync::Arc<Event>)],
+    ) -> Vec<(&'e str, &'e Event)> {
+        events
+            .iter()
+            .map(|(d, e)| (self.dependencies[*d].name.as_str(), e.as_ref()))
+            .collect()
+    }
 }
 
 /// The dependencies of one sensor that an event satisfied.
@@ -283,7 +310,7 @@ impl Trigger {
         primary: &Event,
         events: &[(&str, &Event)],
         default_namespace: Option<&str>,
-    ) -> Result<(String, Value), render::RenderFailure> {
+    ) -> Result<(String, Value), render::RenderError> {
         let ctx = render::context(
             primary,
             if self.uses_dependency_names {
@@ -299,7 +326,7 @@ impl Trigger {
                 Err(reason) => match &p.default {
                     Some(d) => d.clone(),
                     None => {
-                        return Err(render::RenderFailure::Param {
+                        return Err(render::RenderError::Param {
                             param: p.name.clone(),
                             reason,
                         })
@@ -310,7 +337,7 @@ impl Trigger {
                 Some(dest) => render::insert(&mut obj, dest, Value::String(value)),
                 None => render::set_argument(&mut obj, &p.name, &value),
             };
-            placed.map_err(|reason| render::RenderFailure::Dest {
+            placed.map_err(|reason| render::RenderError::Dest {
                 dest: p
                     .dest
                     .as_ref()

@@ -11,7 +11,7 @@
 //! (`<trigger>-<hash of sensor, trigger, event ids>`), labels and annotation.
 
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError as HbError,
     RenderErrorReason,
 };
 use serde_json::{json, Map, Value};
@@ -24,7 +24,7 @@ pub const LABEL_TRIGGER: &str = "tripline.dev/trigger";
 pub const ANNOTATION_EVENT_ID: &str = "tripline.dev/event-id";
 
 #[derive(Debug, thiserror::Error)]
-pub enum RenderFailure {
+pub enum RenderError {
     #[error("template: {0}")]
     Template(String),
     #[error("parameter `{param}`: {reason}")]
@@ -55,10 +55,10 @@ impl Default for Templates {
 
 impl Templates {
     /// Compiles `src` under `key`. Errors carry the handlebars position.
-    pub fn add(&mut self, key: &str, src: &str) -> Result<(), RenderFailure> {
+    pub fn add(&mut self, key: &str, src: &str) -> Result<(), RenderError> {
         self.hb
             .register_template_string(key, src)
-            .map_err(|e| RenderFailure::Template(e.to_string()))
+            .map_err(|e| RenderError::Template(e.to_string()))
     }
 
     /// Renders `key` against `ctx`.
@@ -280,7 +280,7 @@ pub fn finalize(
 
 /// Argument `i` of helper `name`; a missing field is an error (strict mode
 /// applies inside helpers too), except where the helper says otherwise.
-fn arg<'a>(h: &'a Helper, i: usize, name: &'static str) -> Result<&'a Value, RenderError> {
+fn arg<'a>(h: &'a Helper, i: usize, name: &'static str) -> Result<&'a Value, HbError> {
     let p = h
         .param(i)
         .ok_or(RenderErrorReason::ParamNotFoundForIndex(name, i))?;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::filter::FilterSpec;
+pub use crate::backoff::RetryPolicy;
 
 pub const API_VERSION: &str = "tripline.dev/v1alpha1";
 pub const KIND: &str = "Sensor";
@@ -72,7 +73,7 @@ pub struct TriggerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<RetrySpec>,
+    pub retry: Option<RetryPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
 }
@@ -111,38 +112,6 @@ pub struct ParameterSpec {
     /// value becomes the Argo Workflow argument `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dest: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RetrySpec {
-    /// Total submission attempts (default 3).
-    #[serde(default = "default_attempts")]
-    pub attempts: u32,
-    #[serde(default = "default_backoff", with = "humantime_serde")]
-    pub backoff: Duration,
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
-    pub max_backoff: Duration,
-}
-
-impl Default for RetrySpec {
-    fn default() -> Self {
-        RetrySpec {
-            attempts: default_attempts(),
-            backoff: default_backoff(),
-            max_backoff: default_max_backoff(),
-        }
-    }
-}
-
-fn default_attempts() -> u32 {
-    3
-}
-fn default_backoff() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

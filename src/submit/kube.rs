@@ -3,12 +3,8 @@
 //! POST so the reply's status code, `Status` body and `Retry-After` header
 //! are all seen.
 //!
-//! | API reply | outcome |
-//! |---|---|
-//! | 201/200/202 | created |
-//! | 409 AlreadyExists | existing (the deterministic name did its job) |
-//! | 429, 5xx, timeout, connection error | transient (retried, `Retry-After` honoured) |
-//! | other 4xx (400, 403, 404, 422…) | permanent: dead-letter, never retried |
+//! What an answer means is [`classify`]'s decision; a timeout or a
+//! connection error is transient (retried, `Retry-After` honoured).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +19,7 @@ use kube::{Client, Config, Resource};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
+use super::classify::{classify, Verdict};
 use super::{SubmitError, Submitted, Submitter};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +118,12 @@ impl KubeSubmitter {
 
 fn classify_client_error(e: kube::Error) -> SubmitError {
     match e {
-        kube::Error::Api(s) if s.code == 429 || s.code >= 500 => SubmitError::Transient {
-            message: format!("{} {}", s.code, s.message),
-            retry_after: None,
-        },
+        kube::Error::Api(s) if classify(s.code, &s.reason) != Verdict::Permanent => {
+            SubmitError::Transient {
+                message: format!("{} {}", s.code, s.message),
+                retry_after: None,
+            }
+        }
         kube::Error::Api(s) => SubmitError::Permanent {
             code: s.code,
             reason: s.reason.clone(),
@@ -182,14 +181,14 @@ impl Submitter for KubeSubmitter {
             .unwrap_or_else(|_| json!({"message": String::from_utf8_lossy(&body)}));
         let reason = status["reason"].as_str().unwrap_or_default().to_string();
         let message = status["message"].as_str().unwrap_or_default().to_string();
-        match code {
-            200..=202 => Ok(Submitted::Created),
-            409 if reason == "AlreadyExists" => Ok(Submitted::Existing),
-            429 | 500..=599 | 409 => Err(SubmitError::Transient {
+        match classify(code, &reason) {
+            Verdict::Created => Ok(Submitted::Created),
+            Verdict::Existing => Ok(Submitted::Existing),
+            Verdict::Transient => Err(SubmitError::Transient {
                 message: format!("{code} {reason}: {message}"),
                 retry_after,
             }),
-            _ => Err(SubmitError::Permanent {
+            Verdict::Permanent => Err(SubmitError::Permanent {
                 code,
                 reason,
                 message,

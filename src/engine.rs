@@ -1,203 +1,29 @@
-//! The engine (event → matches → firings → rendered objects → submissions)
-//! and `serve`, which wires sources to it and handles shutdown.
+//! The engine: event → matches → firings → rendered objects → submissions.
+//!
+//! [`Engine::process`] is the whole flow for one event and implements the
+//! [`Process`] contract sources call. Matching and rendering are pure
+//! ([`crate::sensor`]); submitting is [`crate::submit`]; the engine ties them
+//! together, keeps the state that belongs to the loaded sensors (correlation,
+//! rate-limit buckets) and counts what happened ([`Stats`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use async_trait::async_trait;
 use futures::future::join_all;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::Serialize;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn, Instrument};
 
 use crate::event::Event;
+pub use crate::metrics::Stats;
+use crate::outcome::{Outcome, Process, Status, TriggerOutcome, WHY_NOT_LIMIT};
 use crate::sensor::correlate::{Correlator, Firing, Step};
-use crate::sensor::{Explanation, SensorSet};
+use crate::sensor::{Explanation, Rendered, SensorSet};
 use crate::submit::{submit_with_retry, DeadLetter, SubmitError, Submitted, Submitter};
-
-/// What happened to one trigger an event reached.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TriggerOutcome {
-    pub sensor: String,
-    pub trigger: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Created,
-    Existing,
-    /// Stored for correlation; the trigger waits for other dependencies.
-    Waiting,
-    /// Rendering failed or the API rejected the object: dead-lettered.
-    Invalid,
-    /// The API could not be reached within the retry budget.
-    Unavailable,
-}
-
-/// Everything that happened to one event.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    pub event_id: String,
-    pub matched: Vec<TriggerOutcome>,
-    /// When nothing matched: why not, per dependency on the event's source
-    /// (capped at [`WHY_NOT_LIMIT`]). A webhook sender's delivery log then
-    /// shows the reason.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub why_not: Vec<crate::sensor::Miss>,
-}
-
-/// How many non-matching dependencies an outcome explains.
-pub const WHY_NOT_LIMIT: usize = 10;
-
-/// What a source should do with the event it delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Every trigger has a final outcome: ack / commit / 200.
-    Done,
-    /// Some trigger could not be submitted yet: nak / do not commit / 503.
-    Retry,
-    /// Some object was rejected as invalid (and dead-lettered), the rest
-    /// is final: ack (a poison event must not block) / 422.
-    Rejected,
-}
-
-impl Outcome {
-    pub fn disposition(&self) -> Disposition {
-        if self.matched.iter().any(|t| t.status == Status::Unavailable) {
-            Disposition::Retry
-        } else if self.matched.iter().any(|t| t.status == Status::Invalid) {
-            Disposition::Rejected
-        } else {
-            Disposition::Done
-        }
-    }
-}
-
-/// Counters served at `/metrics`.
-#[derive(Default)]
-pub struct Stats {
-    pub events: AtomicU64,
-    pub unmatched: AtomicU64,
-    pub created: AtomicU64,
-    pub existing: AtomicU64,
-    pub invalid: AtomicU64,
-    pub unavailable: AtomicU64,
-    pub reloads: AtomicU64,
-    pub reload_failures: AtomicU64,
-    /// Outcomes per `(sensor, trigger, status)`, for which trigger does what.
-    per_trigger: Mutex<BTreeMap<(String, String, Status), u64>>,
-}
-
-impl Stats {
-    fn count(&self, t: &TriggerOutcome) {
-        *self
-            .per_trigger
-            .lock()
-            .expect("stats lock")
-            .entry((t.sensor.clone(), t.trigger.clone(), t.status))
-            .or_default() += 1;
-        let c = match t.status {
-            Status::Created => &self.created,
-            Status::Existing => &self.existing,
-            Status::Invalid => &self.invalid,
-            Status::Unavailable => &self.unavailable,
-            Status::Waiting => return,
-        };
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, help, v) in [
-            ("tripline_events_total", "Events received.", &self.events),
-            (
-                "tripline_events_unmatched_total",
-                "Events that matched no sensor.",
-                &self.unmatched,
-            ),
-            (
-                "tripline_objects_created_total",
-                "Objects created.",
-                &self.created,
-            ),
-            (
-                "tripline_objects_existing_total",
-                "Submissions that found the object already there.",
-                &self.existing,
-            ),
-            (
-                "tripline_objects_invalid_total",
-                "Objects rejected (dead-lettered).",
-                &self.invalid,
-            ),
-            (
-                "tripline_submit_unavailable_total",
-                "Submissions that ran out of retries.",
-                &self.unavailable,
-            ),
-            (
-                "tripline_sensor_reloads_total",
-                "Sensor reloads (SIGHUP) that took effect.",
-                &self.reloads,
-            ),
-            (
-                "tripline_sensor_reload_failures_total",
-                "Sensor reloads refused because the files did not load.",
-                &self.reload_failures,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
-        let name = "tripline_trigger_outcomes_total";
-        out.push_str(&format!("# HELP {name} Trigger outcomes by sensor, trigger and status.\n# TYPE {name} counter\n"));
-        for ((sensor, trigger, status), n) in self.per_trigger.lock().expect("stats lock").iter() {
-            let status = serde_json::to_value(status).unwrap_or_default();
-            let status = status.as_str().unwrap_or_default();
-            out.push_str(&format!(
-                "{name}{{sensor=\"{sensor}\",trigger=\"{trigger}\",status=\"{status}\"}} {n}\n"
-            ));
-        }
-        out
-    }
-}
-
-/// Readiness of each source (connected to its broker, listening…).
-#[derive(Default)]
-pub struct Readiness(Mutex<HashMap<String, (bool, String)>>);
-
-impl Readiness {
-    pub fn set(&self, source: &str, ready: bool, detail: impl Into<String>) {
-        self.0
-            .lock()
-            .expect("readiness lock")
-            .insert(source.to_string(), (ready, detail.into()));
-    }
-
-    /// `(all ready, per-source detail)`.
-    pub fn report(&self) -> (bool, Value) {
-        let map = self.0.lock().expect("readiness lock");
-        let all = map.values().all(|(r, _)| *r);
-        let detail = map
-            .iter()
-            .map(|(k, (r, d))| (k.clone(), serde_json::json!({"ready": r, "detail": d})))
-            .collect::<serde_json::Map<_, _>>();
-        (all, Value::Object(detail))
-    }
-}
 
 /// The sensors and the state that belongs to them (correlation, rate-limit
 /// buckets): replaced as a whole when sensors are reloaded.
@@ -232,10 +58,9 @@ impl Loaded {
 
 pub struct Engine {
     loaded: RwLock<Arc<Loaded>>,
-    pub submitter: Arc<dyn Submitter>,
-    pub dead_letter: DeadLetter,
+    submitter: Arc<dyn Submitter>,
+    dead_letter: DeadLetter,
     pub stats: Stats,
-    pub readiness: Readiness,
 }
 
 impl Engine {
@@ -245,19 +70,27 @@ impl Engine {
             submitter,
             dead_letter,
             stats: Stats::default(),
-            readiness: Readiness::default(),
         }
     }
 
     /// The current sensors (a snapshot: a reload does not change it).
     pub fn loaded(&self) -> Arc<Loaded> {
-        self.loaded.read().expect("sensors lock").clone()
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Swaps in a new sensor set. Events in flight finish with the old one;
     /// correlation state and rate-limit buckets start afresh.
     pub fn reload(&self, sensors: SensorSet) {
-        *self.loaded.write().expect("sensors lock") = Arc::new(Loaded::new(sensors));
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Loaded::new(sensors));
+        self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Where objects go, for logs.
+    pub fn describe_target(&self) -> String {
+        self.submitter.describe()
     }
 
     /// Matches, correlates, renders and submits. Returns once every fired
@@ -284,13 +117,13 @@ impl Engine {
             match step {
                 Step::Fire(f) => self.fire(loaded, primary, f).await,
                 Step::Waiting { sensor, trigger } => {
-                    let s = &loaded.sensors.sensors[sensor];
+                    let (s, t) = loaded.sensors.trigger(sensor, trigger);
                     TriggerOutcome {
                         sensor: s.name.clone(),
-                        trigger: s.triggers[trigger].name.clone(),
+                        trigger: t.name.clone(),
                         name: None,
                         status: Status::Waiting,
-                        message: Some(format!("waiting for `{}`", s.triggers[trigger].when)),
+                        message: Some(format!("waiting for `{}`", t.when)),
                     }
                 }
             }
@@ -307,15 +140,10 @@ impl Engine {
     }
 
     async fn fire(&self, loaded: &Loaded, primary: &Event, f: Firing) -> TriggerOutcome {
-        let sensor = &loaded.sensors.sensors[f.sensor];
-        let trigger = &sensor.triggers[f.trigger];
+        let (sensor, trigger) = loaded.sensors.trigger(f.sensor, f.trigger);
         let span = tracing::info_span!("trigger", sensor = %sensor.name, trigger = %trigger.name);
         async move {
-            let events: Vec<(&str, &Event)> = f
-                .events
-                .iter()
-                .map(|(d, e)| (sensor.dependencies[*d].name.as_str(), e.as_ref()))
-                .collect();
+            let events = sensor.named(&f.events);
             let mut out = TriggerOutcome {
                 sensor: sensor.name.clone(),
                 trigger: trigger.name.clone(),
@@ -324,28 +152,25 @@ impl Engine {
                 message: None,
             };
             let ns = self.submitter.default_namespace();
-            let (name, obj) = match trigger.render(
+            let rendered = trigger.render(
                 &loaded.sensors.templates,
                 &sensor.name,
                 primary,
                 &events,
                 ns,
-            ) {
+            );
+            let (name, obj) = match rendered {
                 Ok(r) => r,
                 Err(e) => {
-                    let error = SubmitError::Permanent {
-                        code: 0,
-                        reason: "RenderFailed".into(),
-                        message: e.to_string(),
-                        status: Value::Null,
-                    };
                     warn!(error = %e, "render failed; dead-lettered");
+                    let error = format!("render failed: {e}");
                     self.dead_letter.record(
                         &sensor.name,
                         &trigger.name,
                         &events,
                         &trigger.manifest,
                         &error,
+                        &Value::Null,
                     );
                     out.message = Some(e.to_string());
                     return out;
@@ -370,8 +195,14 @@ impl Engine {
                 }
                 Err(e) => {
                     warn!(name = %name, error = %e, "rejected; dead-lettered");
-                    self.dead_letter
-                        .record(&sensor.name, &trigger.name, &events, &obj, &e);
+                    self.dead_letter.record(
+                        &sensor.name,
+                        &trigger.name,
+                        &events,
+                        &obj,
+                        &e.to_string(),
+                        e.status(),
+                    );
                     out.message = Some(e.to_string());
                 }
             }
@@ -386,124 +217,33 @@ impl Engine {
     pub fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>) {
         let loaded = self.loaded();
         let explanation = loaded.sensors.explain(event);
-        (
-            explanation,
-            preview(&loaded.sensors, event, self.submitter.default_namespace()),
-        )
+        let rendered = loaded
+            .sensors
+            .preview(event, self.submitter.default_namespace());
+        (explanation, rendered)
     }
 }
 
-/// A rendered object (or the reason it could not be rendered).
-#[derive(Debug, Clone, Serialize)]
-pub struct Rendered {
-    pub sensor: String,
-    pub trigger: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// For multi-dependency triggers: which dependencies this event alone
-    /// satisfies and what the trigger waits for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// Renders every trigger reached by `event` as if its condition held with
-/// this event alone (no correlation state involved). Pure.
-pub fn preview(sensors: &SensorSet, event: &Event, namespace: Option<&str>) -> Vec<Rendered> {
-    let mut out = Vec::new();
-    for m in sensors.match_event(event) {
-        let sensor = &sensors.sensors[m.sensor];
-        for t in &sensor.triggers {
-            if !t.deps.iter().any(|d| m.deps.contains(d)) {
-                continue;
-            }
-            let mut sat = vec![false; sensor.dependencies.len()];
-            m.deps.iter().for_each(|d| sat[*d] = true);
-            let note = (!t.condition.eval(&sat)).then(|| {
-                format!(
-                    "waits for `{}`; rendered with this event standing in for every dependency",
-                    t.when
-                )
-            });
-            let events: Vec<(&str, &Event)> = t
-                .deps
-                .iter()
-                .map(|d| (sensor.dependencies[*d].name.as_str(), event))
-                .collect();
-            let (object, error) =
-                match t.render(&sensors.templates, &sensor.name, event, &events, namespace) {
-                    Ok((_, obj)) => (Some(obj), None),
-                    Err(e) => (None, Some(e.to_string())),
-                };
-            out.push(Rendered {
-                sensor: sensor.name.clone(),
-                trigger: t.name.clone(),
-                object,
-                error,
-                note,
-            });
-        }
+#[async_trait]
+impl Process for Engine {
+    async fn process(&self, event: Event) -> Outcome {
+        Engine::process(self, event).await
     }
-    out
-}
 
-/// Runs every source until `shutdown`, then gives in-flight work
-/// `deadline` to finish.
-pub async fn run_sources(
-    engine: Arc<Engine>,
-    sources: Vec<Box<dyn crate::sources::Source>>,
-    shutdown: CancellationToken,
-    deadline: std::time::Duration,
-) -> Result<(), crate::sources::SourceError> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for s in sources {
-        let (engine, token) = (engine.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let name = s.name().to_string();
-            (name, s.run(engine, token).await)
-        });
-    }
-    let drain = async {
-        let mut first_error = None;
-        while let Some(res) = tasks.join_next().await {
-            match res {
-                Ok((name, Err(e))) => {
-                    tracing::error!(source = %name, error = %e, "source failed");
-                    first_error.get_or_insert(e);
-                    // One source failing stops the process: better a restart
-                    // by the supervisor than a half-working bridge.
-                    shutdown.cancel();
-                }
-                Ok((name, Ok(()))) => info!(source = %name, "source stopped"),
-                Err(e) => {
-                    tracing::error!(error = %e, "source task panicked");
-                    shutdown.cancel();
-                }
-            }
-        }
-        first_error
-    };
-    let first_error = tokio::select! {
-        e = drain => e,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
-            warn!(deadline_s = deadline.as_secs(), "shutdown deadline passed; abandoning in-flight work (it will be redelivered)");
-            None
-        }
-    };
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
+    fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>) {
+        Engine::explain(self, event)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Disposition;
     use crate::submit::{SubmitError, Submitted, Submitter};
     use async_trait::async_trait;
     use serde_json::json;
     use std::collections::HashSet;
+    use std::sync::Mutex;
     use std::time::Duration;
 
     /// Records what it is given; answers with a scripted result.

@@ -1,0 +1,52 @@
+//! `limits:` in `tripline.yaml`: what one process takes on at once. Every
+//! source reads them; they sit at the bottom so that nothing has to reach up
+//! into the root config for them.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    /// Largest accepted webhook body (default 1 MiB); larger gets 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Events processed at once per source; past it webhooks get 503 and
+    /// brokers stop fetching (no unbounded queue).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// On SIGTERM, how long in-flight submissions may take to finish.
+    #[serde(default = "default_deadline", with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: default_max_body(),
+            max_in_flight: default_max_in_flight(),
+            shutdown_deadline: default_deadline(),
+        }
+    }
+}
+
+impl Limits {
+    /// Checks what serde cannot; errors are `(field, message)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.max_in_flight == 0 {
+            return Err(("maxInFlight".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_max_in_flight() -> usize {
+    64
+}
+fn default_deadline() -> Duration {
+    Duration::from_secs(30)
+}

@@ -1,0 +1,84 @@
+//! The contract between sources and the engine: a source hands an [`Event`]
+//! to a [`Process`] and gets back an [`Outcome`], whose [`Disposition`] tells
+//! it what to do with the delivery (ack, retry, or acknowledge a rejection).
+//! Sources know this file, never the engine behind it.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::event::Event;
+use crate::sensor::{Explanation, Miss, Rendered};
+
+/// What a source hands its events to.
+#[async_trait]
+pub trait Process: Send + Sync {
+    /// Matches, correlates, renders and submits; returns once every fired
+    /// trigger has a final outcome (or ran out of retries).
+    async fn process(&self, event: Event) -> Outcome;
+    /// Why the event matches or not and what it would submit; submits nothing.
+    fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>);
+}
+
+/// What happened to one trigger an event reached.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TriggerOutcome {
+    pub sensor: String,
+    pub trigger: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Existing,
+    /// Stored for correlation; the trigger waits for other dependencies.
+    Waiting,
+    /// Rendering failed or the API rejected the object: dead-lettered.
+    Invalid,
+    /// The API could not be reached within the retry budget.
+    Unavailable,
+}
+
+/// Everything that happened to one event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub event_id: String,
+    pub matched: Vec<TriggerOutcome>,
+    /// When nothing matched: why not, per dependency on the event's source
+    /// (capped at [`WHY_NOT_LIMIT`]). A webhook sender's delivery log then
+    /// shows the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why_not: Vec<Miss>,
+}
+
+/// How many non-matching dependencies an outcome explains.
+pub const WHY_NOT_LIMIT: usize = 10;
+
+/// What a source should do with the event it delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Every trigger has a final outcome: ack / commit / 200.
+    Done,
+    /// Some trigger could not be submitted yet: nak / do not commit / 503.
+    Retry,
+    /// Some object was rejected as invalid (and dead-lettered), the rest
+    /// is final: ack (a poison event must not block) / 422.
+    Rejected,
+}
+
+impl Outcome {
+    pub fn disposition(&self) -> Disposition {
+        if self.matched.iter().any(|t| t.status == Status::Unavailable) {
+            Disposition::Retry
+        } else if self.matched.iter().any(|t| t.status == Status::Invalid) {
+            Disposition::Rejected
+        } else {
+            Disposition::Done
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! What an event would submit: every trigger it reaches, rendered as if the
+//! trigger's condition held with this event alone. Submits nothing.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::SensorSet;
+use crate::event::Event;
+
+/// A rendered object (or the reason it could not be rendered).
+#[derive(Debug, Clone, Serialize)]
+pub struct Rendered {
+    pub sensor: String,
+    pub trigger: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For multi-dependency triggers: which dependencies this event alone
+    /// satisfies and what the trigger waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl SensorSet {
+    /// Renders every trigger reached by `event` as if its condition held with
+    /// this event alone (no correlation state involved). Pure: `tripline test`,
+    /// `/explain` and the benchmarks use it.
+    pub fn preview(&self, event: &Event, namespace: Option<&str>) -> Vec<Rendered> {
+        let sensors = self;
+        let mut out = Vec::new();
+        for m in sensors.match_event(event) {
+            let sensor = &sensors.sensors[m.sensor];
+            for t in &sensor.triggers {
+                if !t.deps.iter().any(|d| m.deps.contains(d)) {
+                    continue;
+                }
+                let mut sat = vec![false; sensor.dependencies.len()];
+                m.deps.iter().for_each(|d| sat[*d] = true);
+                let note = (!t.condition.eval(&sat)).then(|| {
+                    format!(
+                        "waits for `{}`; rendered with this event standing in for every dependency",
+                        t.when
+                    )
+                });
+                let events: Vec<(&str, &Event)> = t
+                    .deps
+                    .iter()
+                    .map(|d| (sensor.dependencies[*d].name.as_str(), event))
+                    .collect();
+                let (object, error) =
+                    match t.render(&sensors.templates, &sensor.name, event, &events, namespace) {
+                        Ok((_, obj)) => (Some(obj), None),
+                        Err(e) => (None, Some(e.to_string())),
+                    };
+                out.push(Rendered {
+                    sensor: sensor.name.clone(),
+                    trigger: t.name.clone(),
+                    object,
+                    error,
+                    note,
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,261 @@
+//! `tripline serve`: builds the submitter, the engine and the sources from
+//! the config, runs them — broker sources as tasks, webhooks on the HTTP
+//! server beside the admin endpoints — and shuts them down: on SIGTERM (or a
+//! source failing) intake stops and in-flight work gets the drain deadline.
+//! SIGHUP reloads the sensors.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, SubmitConfig};
+use crate::engine::Engine;
+use crate::http::{self, HttpError};
+use crate::outcome::Process;
+use crate::readiness::Readiness;
+use crate::sensor::{self, LoadErrors};
+use crate::shutdown::Shutdown;
+use crate::sources::webhook::Webhooks;
+use crate::sources::{SourceContext, SourceError};
+use crate::submit::kube::KubeSubmitter;
+use crate::submit::outbox::Outbox;
+use crate::submit::{DeadLetter, Submitter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Sensors(#[from] LoadErrors),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("{0}")]
+    Submit(String),
+    #[error("outbox {}: {source}", path.display())]
+    Outbox {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a task failed: {0}")]
+    Task(String),
+}
+
+/// How `serve` was asked to run, beyond the config.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Write to the outbox even when a cluster is configured.
+    pub dry_run: bool,
+    /// Kubeconfig overriding the config's and `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Runs until SIGTERM/Ctrl-C (or a source fails), then drains.
+pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
+    let set = sensor::load(
+        std::slice::from_ref(&cfg.sensors),
+        Some(&cfg.source_names()),
+    )?;
+    let submitter = build_submitter(&cfg, options.dry_run, options.kubeconfig.as_deref()).await?;
+    info!(
+        sensors = set.sensors.len(),
+        sources = cfg.sources.len(),
+        submit = %submitter.describe(),
+        dead_letter = %cfg.dead_letter.display(),
+        "starting"
+    );
+    let engine = Arc::new(Engine::new(
+        set,
+        submitter,
+        DeadLetter::new(&cfg.dead_letter),
+    ));
+    let shutdown = Shutdown::new(cfg.limits.shutdown_deadline);
+    tokio::spawn(begin_on_signal(shutdown.clone()));
+    tokio::spawn(reload_on_sighup(
+        engine.clone(),
+        cfg.sensors.clone(),
+        cfg.source_names(),
+        shutdown.clone(),
+    ));
+    run_with(cfg, engine, shutdown).await
+}
+
+/// Runs the sources of `cfg` against `engine` until `shutdown`.
+pub async fn run_with(
+    cfg: Config,
+    engine: Arc<Engine>,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    let (endpoints, sources) = cfg.build_sources()?;
+    let readiness = Arc::new(Readiness::default());
+    let process: Arc<dyn Process> = engine.clone();
+
+    // Every source is "not ready" until it says otherwise.
+    let webhooks = Webhooks::new(endpoints, &cfg.limits);
+    let mounts: Vec<_> = webhooks
+        .mounts()
+        .into_iter()
+        .map(|(name, path)| (readiness.handle(&name), path))
+        .collect();
+    let contexts: Vec<SourceContext> = sources
+        .iter()
+        .map(|s| SourceContext {
+            process: process.clone(),
+            readiness: readiness.handle(s.name()),
+            shutdown: shutdown.clone(),
+        })
+        .collect();
+
+    let server = http::Server::bind(cfg.listen).await?;
+    for (handle, path) in &mounts {
+        handle.set(true, format!("listening on {}{path}", server.addr()));
+    }
+    let router = http::admin_router(engine, readiness).merge(webhooks.router(process));
+
+    let mut tasks: JoinSet<(String, Result<(), ServeError>)> = JoinSet::new();
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let served = server.serve(router, shutdown).await;
+            ("http".to_string(), served.map_err(ServeError::from))
+        });
+    }
+    for (source, cx) in sources.into_iter().zip(contexts) {
+        tasks.spawn(async move {
+            let name = source.name().to_string();
+            (name, source.run(cx).await.map_err(ServeError::from))
+        });
+    }
+    drain(tasks, &shutdown).await
+}
+
+/// Waits for every task. One failing stops the rest (better a restart by the
+/// supervisor than a half-working bridge); once shutdown began, the deadline
+/// bounds the wait.
+async fn drain(
+    mut tasks: JoinSet<(String, Result<(), ServeError>)>,
+    shutdown: &Shutdown,
+) -> Result<(), ServeError> {
+    let wait = async {
+        let mut first_error = None;
+        while let Some(res) = tasks.join_next().await {
+            match res {
+                Ok((name, Err(e))) => {
+                    error!(task = %name, error = %e, "failed");
+                    first_error.get_or_insert(e);
+                    shutdown.begin();
+                }
+                Ok((name, Ok(()))) => info!(task = %name, "stopped"),
+                Err(e) => {
+                    error!(error = %e, "task panicked");
+                    first_error.get_or_insert(ServeError::Task(e.to_string()));
+                    shutdown.begin();
+                }
+            }
+        }
+        first_error
+    };
+    let deadline = shutdown.deadline();
+    let first_error = tokio::select! {
+        e = wait => e,
+        _ = async { shutdown.begun().await; tokio::time::sleep(deadline).await } => {
+            warn!(deadline_s = deadline.as_secs(), "shutdown deadline passed; abandoning in-flight work (it will be redelivered)");
+            None
+        }
+    };
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The outbox, or the Kubernetes API (`--dry-run` keeps the outbox).
+pub async fn build_submitter(
+    cfg: &Config,
+    dry_run: bool,
+    kubeconfig: Option<&Path>,
+) -> Result<Arc<dyn Submitter>, ServeError> {
+    let outbox = |dir: &Path, ns: &str| -> Result<Arc<dyn Submitter>, ServeError> {
+        let o = Outbox::new(dir, ns).map_err(|source| ServeError::Outbox {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Arc::new(o))
+    };
+    match &cfg.submit {
+        SubmitConfig::Outbox { dir, namespace } => outbox(dir, namespace),
+        SubmitConfig::Kubernetes { namespace, .. } if dry_run => {
+            outbox(Path::new("outbox"), namespace)
+        }
+        SubmitConfig::Kubernetes {
+            namespace,
+            kubeconfig: from_config,
+            context,
+            timeout,
+        } => {
+            let path = kubeconfig.or(from_config.as_deref());
+            let k = KubeSubmitter::connect(path, context.as_deref(), namespace, *timeout)
+                .await
+                .map_err(|e| ServeError::Submit(e.to_string()))?;
+            Ok(Arc::new(k))
+        }
+    }
+}
+
+/// Reloads the sensors on SIGHUP. A set that does not load is refused whole
+/// (the running sensors stay) and its errors are logged, as `validate`
+/// prints them.
+async fn reload_on_sighup(
+    engine: Arc<Engine>,
+    path: PathBuf,
+    sources: HashSet<String>,
+    shutdown: Shutdown,
+) {
+    #[cfg(unix)]
+    {
+        use std::sync::atomic::Ordering;
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            warn!("no SIGHUP handler: sensors cannot be reloaded");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.begun() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            match sensor::load(std::slice::from_ref(&path), Some(&sources)) {
+                Ok(set) => {
+                    let n = set.sensors.len();
+                    engine.reload(set);
+                    info!(sensors = n, path = %path.display(), "sensors reloaded");
+                }
+                Err(e) => {
+                    engine.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    error!(errors = %e, "sensor reload refused; the running sensors stay");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (engine, path, sources, shutdown);
+}
+
+/// Begins the shutdown on SIGTERM or Ctrl-C.
+async fn begin_on_signal(shutdown: Shutdown) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    info!("shutdown requested: no new events; finishing in-flight work");
+    shutdown.begin();
+}

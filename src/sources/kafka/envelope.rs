@@ -1,0 +1,129 @@
+//! Kafka message → [`Event`].
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine as _;
+use rdkafka::message::{Headers, Message};
+use serde_json::{json, Map, Value};
+
+use crate::event::{parse_payload, Event};
+use crate::redact::is_credential_header;
+
+/// The envelope of a Kafka message: id `<topic>/<partition>/<offset>`,
+/// `type` and `subject` the topic, `time` the message timestamp, Kafka headers
+/// as headers, and `meta` with topic, partition, offset, key and timestamp.
+pub fn to_event(source: &str, m: &impl Message) -> Event {
+    let mut meta = Map::new();
+    let (raw, body) = match m.payload() {
+        Some(raw) => (raw, parse_payload(raw, &mut meta)),
+        // A tombstone (null value).
+        None => (&[][..], Value::Null),
+    };
+    let mut event = Event::new(source, raw, body);
+    event.id = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+    event.kind = m.topic().to_string();
+    event.subject = m.topic().to_string();
+    if let Some(ms) = m.timestamp().to_millis().filter(|ms| *ms >= 0) {
+        let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
+        event.time = humantime::format_rfc3339_millis(t).to_string();
+        meta.insert("timestamp".into(), json!(ms));
+    }
+    if let Some(headers) = m.headers() {
+        for h in headers.iter() {
+            if is_credential_header(h.key) {
+                continue;
+            }
+            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+            event.headers.insert(h.key, value);
+        }
+    }
+    meta.insert("topic".into(), json!(m.topic()));
+    meta.insert("partition".into(), json!(m.partition()));
+    meta.insert("offset".into(), json!(m.offset()));
+    let key = match m.key() {
+        None => Value::Null,
+        Some(k) => match std::str::from_utf8(k) {
+            Ok(s) => json!(s),
+            Err(_) => {
+                meta.insert("keyEncoding".into(), json!("base64"));
+                json!(base64::engine::general_purpose::STANDARD.encode(k))
+            }
+        },
+    };
+    meta.insert("key".into(), key);
+    event.meta = meta;
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+    use rdkafka::Timestamp;
+
+    #[test]
+    fn messages_become_events() {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "Content-Type",
+                value: Some("application/json"),
+            })
+            .insert(Header {
+                key: "trace",
+                value: None::<&str>,
+            });
+        let m = OwnedMessage::new(
+            Some(br#"{"job":"resize","n":3}"#.to_vec()),
+            Some(b"k-1".to_vec()),
+            "jobs".into(),
+            Timestamp::CreateTime(1_764_000_000_123),
+            2,
+            41,
+            Some(headers),
+        );
+        let e = to_event("queue", &m);
+        assert_eq!(e.id, "jobs/2/41");
+        assert_eq!(e.source, "queue");
+        assert_eq!(e.kind, "jobs");
+        assert_eq!(e.subject, "jobs");
+        assert_eq!(e.time, "2025-11-24T16:00:00.123Z");
+        assert_eq!(e.body, json!({"job": "resize", "n": 3}));
+        assert_eq!(e.headers.get("content-type"), Some("application/json"));
+        assert_eq!(e.headers.get("trace"), Some(""));
+        assert_eq!(e.meta["topic"], json!("jobs"));
+        assert_eq!(e.meta["partition"], json!(2));
+        assert_eq!(e.meta["offset"], json!(41));
+        assert_eq!(e.meta["key"], json!("k-1"));
+        assert_eq!(e.meta["timestamp"], json!(1_764_000_000_123_i64));
+
+        // Binary key and value, no timestamp; a tombstone has a null body.
+        let m = OwnedMessage::new(
+            Some(vec![0xff, 0x00]),
+            Some(vec![0xfe]),
+            "raw".into(),
+            Timestamp::NotAvailable,
+            0,
+            7,
+            None,
+        );
+        let e = to_event("queue", &m);
+        assert_eq!(e.body, json!("/wA="));
+        assert_eq!(e.meta["bodyEncoding"], json!("base64"));
+        assert_eq!(e.meta["key"], json!("/g=="));
+        assert_eq!(e.meta["keyEncoding"], json!("base64"));
+        assert!(e.meta.get("timestamp").is_none());
+        let tomb = OwnedMessage::new(
+            None,
+            None,
+            "raw".into(),
+            Timestamp::NotAvailable,
+            0,
+            8,
+            None,
+        );
+        let e = to_event("queue", &tomb);
+        assert_eq!(e.body, Value::Null);
+        assert_eq!(e.meta["key"], Value::Null);
+        assert_eq!(e.id, "raw/0/8");
+    }
+}

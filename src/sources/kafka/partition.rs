@@ -1,0 +1,117 @@
+//! One partition's task on the tokio runtime: takes its messages in offset
+//! order, processes up to `maxInFlight` at once, and retries each until its
+//! outcome is final, holding the partition's commit point meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::message::{Message, OwnedMessage};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use super::envelope::to_event;
+use super::watermark::{size, Progress};
+use crate::backoff::{exponential, jittered};
+use crate::event::Event;
+use crate::outcome::{Disposition, Process};
+
+/// What every message task needs.
+pub(super) struct WorkContext {
+    pub(super) source: String,
+    pub(super) process: Arc<dyn Process>,
+    /// Source-wide processing slots (`limits.maxInFlight`).
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) max_in_flight: usize,
+    pub(super) retry_backoff: Duration,
+    pub(super) max_retry_backoff: Duration,
+}
+
+/// One partition's task: takes its messages in order and processes up to
+/// `maxInFlight` at once, each to a final outcome. Ends when the partition
+/// is revoked or the source stops, after what runs has stopped; messages still
+/// queued are left uncommitted (fetched again by whoever owns the partition).
+pub(super) async fn run_partition(
+    work: Arc<WorkContext>,
+    mut messages: mpsc::UnboundedReceiver<OwnedMessage>,
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+) {
+    // The tasks below are spawned, so they name their parent span explicitly.
+    let partition_span = tracing::Span::current();
+    let mut running = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Err(e) = done {
+                    error!(error = %e, "message task failed; its offset stays uncommitted");
+                }
+            }
+            message = messages.recv(), if running.len() < work.max_in_flight => {
+                let Some(message) = message else { break };
+                let slot = tokio::select! {
+                    slot = work.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    _ = stop.cancelled() => break,
+                };
+                let Some(mark) = progress.start(&stop, size(&message)) else { break };
+                let (work, progress, stop) = (work.clone(), progress.clone(), stop.clone());
+                let offset = message.offset();
+                let span = info_span!(parent: &partition_span, "message", offset, id = tracing::field::Empty);
+                running.spawn(async move {
+                    let _slot = slot;
+                    let _mark = mark;
+                    let event = to_event(&work.source, &message);
+                    span.record("id", event.id.as_str());
+                    drop(message);
+                    if process_until_final(&work, event, &stop).instrument(span).await {
+                        progress.lock().marks.finished(offset);
+                    }
+                });
+            }
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// Processes `event` until its outcome is final; `true` then. Retries while
+/// the Kubernetes API is unavailable; `false` if `stop` came first (the
+/// message stays uncommitted and will be delivered again).
+async fn process_until_final(work: &WorkContext, event: Event, stop: &CancellationToken) -> bool {
+    let mut attempt = 1u32;
+    loop {
+        let outcome = work.process.process(event.clone()).await;
+        match outcome.disposition() {
+            Disposition::Done => {
+                debug!(triggers = outcome.matched.len(), "done");
+                return true;
+            }
+            Disposition::Rejected => {
+                warn!("an object was rejected and dead-lettered; committing past this message");
+                return true;
+            }
+            Disposition::Retry => {
+                let wait = jittered(exponential(
+                    work.retry_backoff,
+                    work.max_retry_backoff,
+                    attempt,
+                ));
+                warn!(
+                    attempt,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "Kubernetes API unavailable; holding this partition's commit point and retrying"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        info!("partition released while retrying; left uncommitted for redelivery");
+                        return false;
+                    }
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                attempt += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Acknowledgement bookkeeping for one partition: which offsets have a
+//! final outcome ([`Watermark`], pure), and what is queued and running
+//! ([`Progress`], shared by the consumer thread and the partition's tasks).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
+
+/// How many bytes (keys and values) of one partition may wait for a
+/// processing slot; see [`KafkaConfig::max_queued`] for the message count.
+/// Past either, the partition is paused at the broker; it resumes once both
+/// are down to half. Pausing drops what librdkafka prefetched, and resuming
+/// fetches it again (one broker round trip), so the queue must cover that
+/// round trip at full speed: a small queue turns into a pause/resume cycle
+/// per round trip (measured: 500 messages halved the outbox throughput and
+/// cut the no-match path 60-fold).
+const MAX_QUEUED_BYTES: usize = 8 << 20;
+
+/// Which offsets of one partition have a final outcome, and so what may be
+/// committed. Offsets are recorded as they are dispatched (in the order the
+/// broker delivers them, which is offset order) and removed when final; gaps
+/// in offsets (compaction, transaction markers) need no special care.
+#[derive(Debug, Default)]
+pub struct Watermark {
+    /// Dispatched, no final outcome yet.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset dispatched.
+    next: Option<i64>,
+    /// What was last committed (or sent to be).
+    pub(super) committed: Option<i64>,
+}
+
+impl Watermark {
+    /// Records a dispatched message; `false` if that offset was dispatched
+    /// already (it is then not processed twice).
+    pub fn dispatched(&mut self, offset: i64) -> bool {
+        if self.next.is_some_and(|n| offset < n) {
+            return false;
+        }
+        self.pending.insert(offset);
+        self.next = Some(offset + 1);
+        true
+    }
+
+    /// Records a final outcome.
+    pub fn finished(&mut self, offset: i64) {
+        self.pending.remove(&offset);
+    }
+
+    /// The offset to commit: every message below it has a final outcome.
+    /// `None` before anything was dispatched.
+    pub fn commit_point(&self) -> Option<i64> {
+        self.pending.first().copied().or(self.next)
+    }
+
+    /// The commit point, if it is not what was committed last.
+    pub fn uncommitted(&self) -> Option<i64> {
+        self.commit_point().filter(|p| Some(*p) != self.committed)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// One assigned partition's progress, shared by the consumer thread and the
+/// partition's tasks.
+#[derive(Default)]
+pub struct Progress {
+    state: Mutex<ProgressState>,
+    /// Signalled when a message stops running.
+    stopped_running: Condvar,
+}
+
+#[derive(Default)]
+pub struct ProgressState {
+    pub marks: Watermark,
+    /// Messages in processing (including those waiting to retry).
+    pub running: usize,
+    /// Dispatched messages waiting for a processing slot, and their size.
+    pub queued: usize,
+    pub queued_bytes: usize,
+}
+
+impl ProgressState {
+    pub fn full(&self, max_queued: usize) -> bool {
+        self.queued >= max_queued || self.queued_bytes >= MAX_QUEUED_BYTES
+    }
+
+    pub fn drained(&self, max_queued: usize) -> bool {
+        self.queued <= max_queued / 2 && self.queued_bytes <= MAX_QUEUED_BYTES / 2
+    }
+}
+
+/// What a message weighs in the queue.
+pub fn size(m: &impl Message) -> usize {
+    m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len)
+}
+
+impl Progress {
+    pub fn lock(&self) -> MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves a message from the queue to running, unless the partition is
+    /// being released.
+    pub fn start(self: &Arc<Self>, stop: &CancellationToken, bytes: usize) -> Option<Running> {
+        let mut s = self.lock();
+        // Checked under the lock: the consumer thread cancels `stop` and then
+        // waits (under this lock) for `running` to reach zero.
+        if stop.is_cancelled() {
+            return None;
+        }
+        s.queued = s.queued.saturating_sub(1);
+        s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
+        s.running += 1;
+        Some(Running(self.clone()))
+    }
+
+    /// Waits until nothing runs, or `deadline`; `true` if nothing runs.
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut s = self.lock();
+        while s.running > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = match self.stopped_running.wait_timeout(s, left) {
+                Ok((s, _)) => s,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        true
+    }
+}
+
+/// A message in processing; dropping it (even in a panic) says it stopped.
+pub struct Running(Arc<Progress>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.lock().running -= 1;
+        self.0.stopped_running.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_never_passes_an_unfinished_message() {
+        let mut w = Watermark::default();
+        assert_eq!(w.commit_point(), None);
+        for o in 10..15 {
+            assert!(w.dispatched(o));
+        }
+        assert_eq!(w.commit_point(), Some(10));
+        // 11, 12 and 14 finish before 10: nothing below 10 is done yet.
+        w.finished(11);
+        w.finished(12);
+        w.finished(14);
+        assert_eq!(w.commit_point(), Some(10));
+        w.finished(10);
+        assert_eq!(w.commit_point(), Some(13), "13 still pending");
+        w.finished(13);
+        assert_eq!(w.commit_point(), Some(15), "one past the highest");
+        // Gaps (compaction, transaction markers) are fine.
+        assert!(w.dispatched(20));
+        assert_eq!(w.commit_point(), Some(20));
+        w.finished(20);
+        assert_eq!(w.commit_point(), Some(21));
+        // A redelivered offset below what was dispatched is refused.
+        assert!(!w.dispatched(12));
+        assert_eq!(w.commit_point(), Some(21));
+    }
+
+    #[test]
+    fn uncommitted_reports_only_movement() {
+        let mut w = Watermark::default();
+        w.dispatched(0);
+        assert_eq!(w.uncommitted(), Some(0));
+        w.committed = Some(0);
+        assert_eq!(w.uncommitted(), None);
+        w.finished(0);
+        assert_eq!(w.uncommitted(), Some(1));
+    }
+}

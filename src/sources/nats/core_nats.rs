@@ -1,0 +1,172 @@
+//! Core NATS: subscriptions (optionally in a queue group), at most once.
+//! A request gets the outcome as its reply; a plain message whose
+//! submission is unavailable is retried in process until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, instrument, warn, Span};
+
+use super::envelope::message_event;
+use super::health::Health;
+use super::source::{log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
+use crate::backoff::exponential;
+use crate::outcome::{Disposition, Process};
+use crate::sources::SourceError;
+
+/// In-process retries of a message whose submission is unavailable.
+const CORE_RETRY_BASE: Duration = Duration::from_secs(1);
+const CORE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+impl NatsSource {
+    pub(super) async fn run_core(
+        &self,
+        client: &async_nats::Client,
+        process: &Arc<dyn Process>,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SourceError> {
+        let mut subscriptions = Vec::new();
+        for subject in &self.subjects {
+            let sub = match &self.queue_group {
+                Some(group) => client.queue_subscribe(subject.clone(), group.clone()).await,
+                None => client.subscribe(subject.clone()).await,
+            }
+            .map_err(|e| self.failed(format!("subscribe to `{subject}`: {e}")))?;
+            subscriptions.push(sub);
+        }
+        // Ready once the server has the subscriptions (a flush round trip).
+        let mut retry = retry_backoff();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                flushed = client.flush() => match flushed {
+                    Ok(()) => break,
+                    Err(e) => {
+                        debug!(source = %self.name, error = %e, "waiting for the connection");
+                        if sleep_or_shutdown(retry.next_delay(), shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                },
+            }
+        }
+        let group = self
+            .queue_group
+            .as_ref()
+            .map(|g| format!(" in queue group `{g}`"))
+            .unwrap_or_default();
+        info!(source = %self.name, subjects = ?self.subjects, queue_group = ?self.queue_group, "subscribed (core NATS: at most once)");
+        health.set_consuming(format!(
+            "subscribed to {}{group} (core NATS, at most once)",
+            self.subjects.join(", ")
+        ));
+
+        let slots = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let spawn = |in_flight: &mut JoinSet<()>, message, slot| {
+            in_flight.spawn(handle_core(
+                process.clone(),
+                client.clone(),
+                self.name.clone(),
+                message,
+                shutdown.clone(),
+                slot,
+            ));
+        };
+        {
+            let mut incoming = futures::stream::select_all(subscriptions.iter_mut());
+            loop {
+                let slot = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                };
+                let message = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    m = incoming.next() => m,
+                };
+                let Some(message) = message else {
+                    return Err(self.failed("the NATS client closed the subscriptions"));
+                };
+                while let Some(done) = in_flight.try_join_next() {
+                    log_task_end(&self.name, Some(done));
+                }
+                spawn(&mut in_flight, message, slot);
+            }
+        }
+        // Shutdown: unsubscribe first (a queue group then sends to the other
+        // members), then process what had already arrived.
+        health.set_stopping();
+        for sub in &mut subscriptions {
+            if let Err(e) = sub.unsubscribe().await {
+                debug!(source = %self.name, error = %e, "unsubscribe failed");
+            }
+        }
+        for sub in &mut subscriptions {
+            while let Some(message) = sub.next().await {
+                let slot = slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                spawn(&mut in_flight, message, slot);
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            log_task_end(&self.name, Some(done));
+        }
+        Ok(())
+    }
+}
+
+/// Processes one core NATS message: replies with the outcome to a request;
+/// retries a plain message in process while the API is unavailable.
+#[instrument(skip_all, fields(source, subject, event_id))]
+async fn handle_core(
+    process: Arc<dyn Process>,
+    client: async_nats::Client,
+    source: String,
+    message: async_nats::Message,
+    shutdown: CancellationToken,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let span = Span::current();
+    span.record("source", source.as_str());
+    span.record("subject", message.subject.as_str());
+    let event = message_event(
+        &source,
+        message.subject.as_str(),
+        &message.payload,
+        message.headers.as_ref(),
+    );
+    span.record("event_id", event.id.as_str());
+    let mut attempt = 0;
+    loop {
+        let outcome = process.process(event.clone()).await;
+        if let Some(reply) = message.reply.clone() {
+            let body = serde_json::to_vec(&outcome).unwrap_or_default();
+            if let Err(e) = client.publish(reply, body.into()).await {
+                warn!(error = %e, "cannot reply with the outcome");
+            }
+            return;
+        }
+        if outcome.disposition() != Disposition::Retry {
+            return;
+        }
+        attempt += 1;
+        let delay = exponential(CORE_RETRY_BASE, CORE_RETRY_MAX, attempt);
+        warn!(
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            "Kubernetes API unavailable; retrying in process (core NATS cannot redeliver)"
+        );
+        if sleep_or_shutdown(delay, &shutdown).await {
+            error!("shutting down with the Kubernetes API unavailable: this core NATS message is lost (core NATS is at most once; use JetStream)");
+            return;
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! NATS message → [`Event`]: `type` and `subject` are the subject, headers
+//! are copied (credentials dropped), the payload is parsed. JetStream adds
+//! the stream position (the id) and delivery metadata.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use serde_json::{json, Map};
+
+use crate::event::{parse_payload, Event};
+use crate::redact::is_credential_header;
+
+/// The envelope of a JetStream message and how many times it was delivered.
+pub(super) fn jetstream_event(
+    source: &str,
+    message: &jetstream::Message,
+) -> Result<(Event, i64), async_nats::Error> {
+    let info = message.info()?;
+    let mut event = message_event(
+        source,
+        message.subject.as_str(),
+        &message.payload,
+        message.headers.as_ref(),
+    );
+    event.id = format!("{}:{}", info.stream, info.stream_sequence);
+    let published = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+    event.time =
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(published)).to_string();
+    for (k, v) in [
+        ("stream", json!(info.stream)),
+        ("consumer", json!(info.consumer)),
+        ("streamSequence", json!(info.stream_sequence)),
+        ("consumerSequence", json!(info.consumer_sequence)),
+        ("delivered", json!(info.delivered)),
+        ("pending", json!(info.pending)),
+    ] {
+        event.meta.insert(k.into(), v);
+    }
+    Ok((event, info.delivered))
+}
+
+/// The envelope every NATS message shares: `type` and `subject` are the
+/// subject, headers are copied (credentials dropped), the payload is parsed.
+/// The id is the `Nats-Msg-Id` header if any, else a hash of the payload.
+pub(super) fn message_event(
+    source: &str,
+    subject: &str,
+    payload: &[u8],
+    headers: Option<&HeaderMap>,
+) -> Event {
+    let mut meta = Map::new();
+    let body = parse_payload(payload, &mut meta);
+    let mut event = Event::new(source, payload, body);
+    meta.insert("subject".into(), json!(subject));
+    event.meta = meta;
+    event.kind = subject.to_string();
+    event.subject = subject.to_string();
+    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+        let name: &str = name.as_ref();
+        if is_credential_header(name) {
+            continue;
+        }
+        for v in values {
+            event.headers.insert(name, v.as_str());
+        }
+    }
+    if let Some(id) = event.headers.get("nats-msg-id").filter(|id| !id.is_empty()) {
+        event.id = id.to_string();
+    }
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn message_envelope() {
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", "m-1");
+        h.insert("X-Trace", "t");
+        h.insert("Authorization", "Bearer secret");
+        let e = message_event("src", "files.new", br#"{"key":"a.csv"}"#, Some(&h));
+        assert_eq!(e.id, "m-1");
+        assert_eq!(
+            (e.kind.as_str(), e.subject.as_str()),
+            ("files.new", "files.new")
+        );
+        assert_eq!(e.body, json!({"key": "a.csv"}));
+        assert_eq!(e.headers.get("x-trace"), Some("t"));
+        assert_eq!(e.headers.get("authorization"), None);
+        assert_eq!(e.meta["subject"], json!("files.new"));
+
+        let e = message_event("src", "s", &[0xff, 0x00], None);
+        assert!(e.id.starts_with("sha256:"));
+        assert_eq!(e.meta["bodyEncoding"], json!("base64"));
+    }
+}

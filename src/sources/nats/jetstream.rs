@@ -1,0 +1,362 @@
+//! JetStream: a durable pull consumer. Fetches in batches, never more than
+//! `maxInFlight` unsettled, processes each message in its own task, and
+//! settles it by its outcome ([`super::ack`]); binds again and pulls anew
+//! after errors and reconnects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, instrument, warn, Span};
+
+use super::ack::{AckRules, Settle};
+use super::config::JetStreamConfig;
+use super::envelope::jetstream_event;
+use super::health::Health;
+use super::source::{log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
+use crate::outcome::Process;
+use crate::sources::SourceError;
+
+/// How long one JetStream pull request waits for messages before the server
+/// ends it (an idle source then simply pulls again).
+const FETCH_EXPIRES: Duration = Duration::from_secs(5);
+
+/// How often an ack (or term) that the server did not confirm is sent again.
+const SETTLE_ATTEMPTS: u32 = 3;
+
+/// What every JetStream message task needs to settle its message.
+struct Settlement {
+    source: String,
+    process: Arc<dyn Process>,
+    /// Progress (`+WPI`) interval: a third of the consumer's ack wait.
+    progress_every: Duration,
+    rules: AckRules,
+}
+
+/// How one pull request ended.
+enum Pulled {
+    /// The server sent what it had (or the request expired): pull again.
+    Done,
+    /// The client reconnected; the server may have forgotten the request.
+    Reconnected,
+    /// The request failed; bind the consumer again.
+    Failed(String),
+    Shutdown,
+}
+
+impl NatsSource {
+    pub(super) async fn run_jetstream(
+        &self,
+        config: &JetStreamConfig,
+        client: &async_nats::Client,
+        process: &Arc<dyn Process>,
+        health: &Health,
+        mut reconnected: watch::Receiver<u64>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SourceError> {
+        let js = jetstream::new(client.clone());
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut retry = retry_backoff();
+        'bind: while !shutdown.is_cancelled() {
+            let bound = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                bound = self.bind(&js, config) => bound,
+            };
+            let consumer = match bound {
+                Ok(c) => c,
+                Err(problem) => {
+                    warn!(source = %self.name, error = %problem, "cannot bind the JetStream consumer; retrying");
+                    health.set_problem(Some(problem));
+                    if sleep_or_shutdown(retry.next_delay(), shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let info = consumer.cached_info();
+            let settlement = Arc::new(Settlement {
+                source: self.name.clone(),
+                process: process.clone(),
+                progress_every: (info.config.ack_wait / 3).max(Duration::from_millis(50)),
+                rules: AckRules {
+                    nak_delay: config.nak_delay,
+                    max_nak_delay: config.max_nak_delay,
+                    max_deliver: info.config.max_deliver,
+                },
+            });
+            info!(
+                source = %self.name,
+                stream = %config.stream,
+                durable = %config.durable,
+                ack_wait = ?info.config.ack_wait,
+                pending = info.num_pending,
+                "consuming from JetStream"
+            );
+            health.set_problem(None);
+            health.set_consuming(format!(
+                "consuming stream `{}` with durable consumer `{}`",
+                config.stream, config.durable
+            ));
+            loop {
+                // Wait for room: never more than `max_in_flight` unsettled messages.
+                while in_flight.len() >= self.max_in_flight {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'bind,
+                        done = in_flight.join_next() => log_task_end(&self.name, done),
+                    }
+                }
+                while let Some(done) = in_flight.try_join_next() {
+                    log_task_end(&self.name, Some(done));
+                }
+                let room = (self.max_in_flight - in_flight.len()).min(config.batch);
+                reconnected.borrow_and_update();
+                let pulled = self
+                    .pull(
+                        &consumer,
+                        room,
+                        &settlement,
+                        &mut in_flight,
+                        &mut reconnected,
+                        shutdown,
+                    )
+                    .await;
+                match pulled {
+                    Pulled::Done => retry.reset(),
+                    Pulled::Reconnected => {
+                        info!(source = %self.name, "reconnected to NATS; pulling again");
+                    }
+                    Pulled::Failed(problem) => {
+                        warn!(source = %self.name, error = %problem, "JetStream pull failed; binding the consumer again");
+                        health.set_problem(Some(problem));
+                        if sleep_or_shutdown(retry.next_delay(), shutdown).await {
+                            break 'bind;
+                        }
+                        continue 'bind;
+                    }
+                    Pulled::Shutdown => break 'bind,
+                }
+            }
+        }
+        // Shutdown: nothing more is fetched. The messages in flight finish
+        // and are settled (the deadline in `run_sources` bounds this; what
+        // does not finish is redelivered after `ackWait`).
+        health.set_stopping();
+        info!(source = %self.name, in_flight = in_flight.len(), "stopped fetching; finishing in-flight messages");
+        while let Some(done) = in_flight.join_next().await {
+            log_task_end(&self.name, Some(done));
+        }
+        Ok(())
+    }
+
+    /// Finds (or, with `create`, creates) the stream and the durable consumer.
+    async fn bind(
+        &self,
+        js: &jetstream::Context,
+        config: &JetStreamConfig,
+    ) -> Result<PullConsumer, String> {
+        let stream = if config.create {
+            js.get_or_create_stream(jetstream::stream::Config {
+                name: config.stream.clone(),
+                subjects: self.subjects.clone(),
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())
+        } else {
+            js.get_stream(&config.stream)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .map_err(|e| format!("stream `{}`: {e}", config.stream))?;
+        let consumer: PullConsumer = if config.create {
+            stream
+                .create_consumer(self.consumer_config(config))
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            stream
+                .get_consumer(&config.durable)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .map_err(|e| {
+            format!(
+                "durable consumer `{}` on stream `{}`: {e}",
+                config.durable, config.stream
+            )
+        })?;
+        let policy = consumer.cached_info().config.ack_policy;
+        if policy != AckPolicy::Explicit {
+            return Err(format!(
+                "durable consumer `{}` has ack policy {policy:?}; tripline needs `explicit` (it acks each message once its submission is final)",
+                config.durable
+            ));
+        }
+        Ok(consumer)
+    }
+
+    pub(super) fn consumer_config(&self, config: &JetStreamConfig) -> pull::Config {
+        let (filter_subject, filter_subjects) = match self.subjects.as_slice() {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
+        pull::Config {
+            durable_name: Some(config.durable.clone()),
+            description: Some(format!("tripline source `{}`", self.name)),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            max_deliver: config.max_deliver.unwrap_or(-1),
+            filter_subject,
+            filter_subjects,
+            ..Default::default()
+        }
+    }
+
+    /// One pull request for up to `room` messages: each message is handed to
+    /// its own task as soon as it arrives.
+    #[allow(clippy::too_many_arguments)]
+    async fn pull(
+        &self,
+        consumer: &PullConsumer,
+        room: usize,
+        settlement: &Arc<Settlement>,
+        in_flight: &mut JoinSet<()>,
+        reconnected: &mut watch::Receiver<u64>,
+        shutdown: &CancellationToken,
+    ) -> Pulled {
+        let request = consumer
+            .batch()
+            .max_messages(room)
+            .expires(FETCH_EXPIRES)
+            .messages();
+        let mut batch = tokio::select! {
+            _ = shutdown.cancelled() => return Pulled::Shutdown,
+            b = request => match b {
+                Ok(b) => b,
+                Err(e) => return Pulled::Failed(e.to_string()),
+            },
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Pulled::Shutdown,
+                _ = reconnected.changed() => return Pulled::Reconnected,
+                next = batch.next() => match next {
+                    None => return Pulled::Done,
+                    Some(Ok(message)) => {
+                        in_flight.spawn(handle_jetstream(settlement.clone(), message));
+                    }
+                    Some(Err(e)) => return Pulled::Failed(e.to_string()),
+                },
+            }
+        }
+    }
+}
+
+/// Processes one JetStream message and settles it by its outcome.
+#[instrument(skip_all, fields(source, subject, event_id))]
+async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
+    let span = Span::current();
+    span.record("source", s.source.as_str());
+    span.record("subject", message.subject.as_str());
+    let (event, delivered) = match jetstream_event(&s.source, &message) {
+        Ok(e) => e,
+        Err(e) => {
+            // Not a JetStream delivery (no ack subject): nothing to settle.
+            error!(error = %e, "cannot read JetStream metadata; message skipped");
+            return;
+        }
+    };
+    span.record("event_id", event.id.as_str());
+    let outcome = with_progress(&message, s.progress_every, s.process.process(event)).await;
+    let settle_as = s.rules.settle(
+        outcome.disposition(),
+        delivered,
+        !outcome.matched.is_empty(),
+    );
+    let (kind, confirm) = match settle_as {
+        Settle::Ack { confirm } => (AckKind::Ack, confirm),
+        Settle::Term => {
+            warn!("object rejected (dead-lettered); terminating the message");
+            (AckKind::Term, true)
+        }
+        Settle::Nak { delay, last: true } => {
+            error!(
+                delivered,
+                max_deliver = s.rules.max_deliver,
+                "Kubernetes API unavailable on the last delivery (maxDeliver); JetStream gives this message up"
+            );
+            (AckKind::Nak(Some(delay)), false)
+        }
+        Settle::Nak { delay, last: false } => {
+            warn!(
+                delivered,
+                delay_ms = delay.as_millis() as u64,
+                "Kubernetes API unavailable; nak, redelivery after the delay"
+            );
+            (AckKind::Nak(Some(delay)), false)
+        }
+    };
+    settle(&message, kind, confirm).await;
+}
+
+/// Runs `work`, telling the server every `every` that the message is still
+/// being worked on (so a long submission is not redelivered meanwhile).
+async fn with_progress<F: std::future::Future>(
+    message: &jetstream::Message,
+    every: Duration,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticker.tick() => {
+                debug!("still processing; progress ack");
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    debug!(error = %e, "progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+/// Acks, naks or terminates. With `confirm`, the server's confirmation is
+/// awaited and the reply sent again if it does not come (a lost term would
+/// bring a poison message back); should it still be lost, the message is
+/// redelivered after `ackWait` and found done. Without, it is
+/// fire-and-forget: a lost ack of an event that fired nothing redelivers an
+/// event that again fires nothing, and a lost nak merely delays the
+/// redelivery to `ackWait`.
+async fn settle(message: &jetstream::Message, kind: AckKind, confirm: bool) {
+    if !confirm || matches!(kind, AckKind::Nak(_)) {
+        if let Err(e) = message.ack_with(kind).await {
+            warn!(?kind, error = %e, "cannot settle; the message is redelivered after ackWait");
+        }
+        return;
+    }
+    for attempt in 1..=SETTLE_ATTEMPTS {
+        match message.double_ack_with(kind).await {
+            Ok(()) => {
+                debug!(?kind, "settled");
+                return;
+            }
+            Err(e) if attempt < SETTLE_ATTEMPTS => {
+                debug!(?kind, attempt, error = %e, "settlement not confirmed; sending again");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            Err(e) => warn!(
+                ?kind,
+                error = %e,
+                "settlement not confirmed; the message may be redelivered (its object is found existing)"
+            ),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Request → [`Event`]: one [`Provider`] per webhook kind (plain HTTP,
+//! GitHub, GitLab, CloudEvents in binary and structured mode) and the body
+//! decoding they share (JSON with line and column on error, forms, text,
+//! octet-stream).
+
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use super::auth::header_str;
+use crate::event::Event;
+use crate::redact::is_credential_header;
+
+/// How a webhook kind turns a verified request into an event.
+pub enum Provider {
+    Http {
+        id_header: Option<String>,
+        type_header: Option<String>,
+    },
+    Github,
+    Gitlab,
+    CloudEvents,
+}
+
+/// Why a body could not become an event.
+#[derive(Debug, PartialEq)]
+pub enum BodyError {
+    Malformed(String),
+    Unsupported(String),
+}
+
+/// What a verified request turned into.
+#[derive(Debug)]
+pub enum Parsed {
+    Event(Box<Event>),
+    /// GitHub's `ping`: answered, never submitted.
+    Ping,
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    header_str(headers, "content-type")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Decodes a body by content type: JSON (400 on error, with line and column),
+/// form (`payload=` JSON for GitHub, else fields), text, octet-stream (base64),
+/// or no content type (JSON when it parses, else text).
+fn decode_body(ct: &str, body: &[u8], meta: &mut Map<String, Value>) -> Result<Value, BodyError> {
+    let json = |b: &[u8]| {
+        serde_json::from_slice::<Value>(b)
+            .map_err(|e| BodyError::Malformed(format!("invalid JSON: {e}")))
+    };
+    match ct {
+        "" => Ok(crate::event::parse_payload(body, meta)),
+        "application/json" => json(body),
+        ct if ct.ends_with("+json") && ct.starts_with("application/") => json(body),
+        "application/x-www-form-urlencoded" => {
+            let fields: Map<String, Value> = url::form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect();
+            match fields.get("payload").and_then(Value::as_str) {
+                Some(p) => json(p.as_bytes()),
+                None => Ok(Value::Object(fields)),
+            }
+        }
+        ct if ct.starts_with("text/") => std::str::from_utf8(body)
+            .map(|s| Value::String(s.into()))
+            .map_err(|e| BodyError::Malformed(format!("text body is not UTF-8: {e}"))),
+        "application/octet-stream" => {
+            meta.insert("bodyEncoding".into(), json!("base64"));
+            Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(body)))
+        }
+        other => Err(BodyError::Unsupported(format!(
+            "content type `{other}` is not supported (use application/json, application/x-www-form-urlencoded, text/*, application/octet-stream)"
+        ))),
+    }
+}
+
+impl Provider {
+    /// Turns a verified request to `path` of source `source` into an event.
+    /// Credential headers never reach it.
+    pub fn envelope(
+        &self,
+        source: &str,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Parsed, BodyError> {
+        let ct = content_type(headers);
+        let mut meta = Map::new();
+        meta.insert("path".into(), json!(path));
+        if !ct.is_empty() {
+            meta.insert("contentType".into(), json!(ct));
+        }
+        let mut event = Event::new(source, body, Value::Null);
+        for (k, v) in headers {
+            if !is_credential_header(k.as_str()) {
+                event
+                    .headers
+                    .insert(k.as_str(), String::from_utf8_lossy(v.as_bytes()));
+            }
+        }
+        let required = |h: &str| {
+            header_str(headers, h)
+                .map(str::to_string)
+                .ok_or_else(|| BodyError::Malformed(format!("missing {h} header")))
+        };
+        match self {
+            Provider::Http {
+                id_header,
+                type_header,
+            } => {
+                event.body = decode_body(&ct, body, &mut meta)?;
+                if let Some(id) = id_header.as_deref().and_then(|h| header_str(headers, h)) {
+                    event.id = id.to_string();
+                }
+                if let Some(t) = type_header.as_deref().and_then(|h| header_str(headers, h)) {
+                    event.kind = t.to_string();
+                }
+                event.subject = path.to_string();
+            }
+            Provider::Github => {
+                event.kind = required("X-GitHub-Event")?;
+                if let Some(id) = header_str(headers, "X-GitHub-Delivery") {
+                    event.id = id.to_string();
+                }
+                if event.kind == "ping" {
+                    return Ok(Parsed::Ping);
+                }
+                event.body = decode_body(&ct, body, &mut meta)?;
+                event.subject = event.body["repository"]["full_name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+            Provider::Gitlab => {
+                event.kind = required("X-Gitlab-Event")?;
+                if let Some(id) = header_str(headers, "X-Gitlab-Event-UUID") {
+                    event.id = id.to_string();
+                }
+                event.body = decode_body(&ct, body, &mut meta)?;
+                event.subject = event.body["project"]["path_with_namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+            Provider::CloudEvents => parse_cloudevent(&ct, headers, body, &mut event, &mut meta)?,
+        }
+        event.meta = meta;
+        Ok(Parsed::Event(Box::new(event)))
+    }
+}
+
+/// CloudEvents HTTP binding: structured (`application/cloudevents+json`) or
+/// binary (`ce-*` headers).
+fn parse_cloudevent(
+    ct: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    event: &mut Event,
+    meta: &mut Map<String, Value>,
+) -> Result<(), BodyError> {
+    let missing = |a: &str| BodyError::Malformed(format!("CloudEvent attribute `{a}` is missing"));
+    if ct == "application/cloudevents+json" {
+        let Value::Object(mut ce) = serde_json::from_slice::<Value>(body)
+            .map_err(|e| BodyError::Malformed(format!("invalid JSON: {e}")))?
+        else {
+            return Err(BodyError::Malformed(
+                "a structured CloudEvent must be a JSON object".into(),
+            ));
+        };
+        let mut attr = |a: &str| ce.remove(a).and_then(|v| v.as_str().map(str::to_string));
+        event.id = attr("id").ok_or_else(|| missing("id"))?;
+        let ce_source = attr("source").ok_or_else(|| missing("source"))?;
+        event.kind = attr("type").ok_or_else(|| missing("type"))?;
+        let spec = attr("specversion").ok_or_else(|| missing("specversion"))?;
+        event.subject = attr("subject").unwrap_or_default();
+        if let Some(t) = attr("time") {
+            event.time = t;
+        }
+        meta.insert("ceSource".into(), json!(ce_source));
+        meta.insert("ceSpecversion".into(), json!(spec));
+        event.body = match (ce.remove("data"), ce.remove("data_base64")) {
+            (Some(d), _) => d,
+            (None, Some(b)) => {
+                meta.insert("bodyEncoding".into(), json!("base64"));
+                b
+            }
+            (None, None) => Value::Null,
+        };
+        // Remaining attributes (datacontenttype, extensions) go to meta.
+        for (k, v) in ce {
+            meta.insert(format!("ce_{k}"), v);
+        }
+        return Ok(());
+    }
+    if ct == "application/cloudevents-batch+json" {
+        return Err(BodyError::Unsupported(
+            "batched CloudEvents are not supported; send one event per request".into(),
+        ));
+    }
+    let Some(spec) = header_str(headers, "ce-specversion") else {
+        return Err(BodyError::Malformed(
+            "not a CloudEvent: expected ce-specversion/ce-id/ce-source/ce-type headers (binary mode) or an application/cloudevents+json body".into(),
+        ));
+    };
+    let attr = |a: &str| header_str(headers, &format!("ce-{a}")).map(str::to_string);
+    event.id = attr("id").ok_or_else(|| missing("id"))?;
+    let ce_source = attr("source").ok_or_else(|| missing("source"))?;
+    event.kind = attr("type").ok_or_else(|| missing("type"))?;
+    event.subject = attr("subject").unwrap_or_default();
+    if let Some(t) = attr("time") {
+        event.time = t;
+    }
+    meta.insert("ceSource".into(), json!(ce_source));
+    meta.insert("ceSpecversion".into(), json!(spec));
+    event.body = decode_body(ct, body, meta)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_decode_by_content_type() {
+        let mut meta = Map::new();
+        assert_eq!(
+            decode_body("application/json", b"{\"a\":1}", &mut meta),
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(
+            decode_body("application/vnd.x+json", b"[1]", &mut meta),
+            Ok(json!([1]))
+        );
+        let err = decode_body("application/json", b"{\n\"a\": }", &mut meta).unwrap_err();
+        assert!(
+            matches!(&err, BodyError::Malformed(m) if m.contains("line 2 column")),
+            "{err:?}"
+        );
+        assert_eq!(
+            decode_body(
+                "application/x-www-form-urlencoded",
+                b"payload=%7B%22a%22%3A2%7D",
+                &mut meta
+            ),
+            Ok(json!({"a": 2}))
+        );
+        assert_eq!(
+            decode_body("application/x-www-form-urlencoded", b"a=1&b=x", &mut meta),
+            Ok(json!({"a": "1", "b": "x"}))
+        );
+        assert_eq!(decode_body("text/plain", b"hi", &mut meta), Ok(json!("hi")));
+        assert!(matches!(
+            decode_body("text/plain", &[0xff], &mut meta),
+            Err(BodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_body("application/xml", b"<a/>", &mut meta),
+            Err(BodyError::Unsupported(_))
+        ));
+        assert_eq!(
+            decode_body("", b"{\"a\":1}", &mut meta),
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(
+            decode_body("", b"not json", &mut meta),
+            Ok(json!("not json"))
+        );
+        assert_eq!(
+            decode_body("application/octet-stream", &[1, 2], &mut meta),
+            Ok(json!("AQI="))
+        );
+        assert_eq!(meta["bodyEncoding"], json!("base64"));
+    }
+}
