@@ -8,9 +8,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::config::{Algorithm, Encoding};
+/// The HMAC digest of a generic signature.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Sha1,
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+/// How a generic signature is written.
+pub enum Encoding {
+    #[default]
+    Hex,
+    Base64,
+}
 
 /// How a request proves where it came from.
 pub enum Auth {

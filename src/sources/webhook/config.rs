@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::auth::Auth;
+use super::auth::{Algorithm, Auth, Encoding};
 use super::envelope::Provider;
 use super::server::Endpoint;
 use crate::secret::SecretRef;
@@ -110,23 +110,6 @@ pub struct TimestampConfig {
 
 fn default_tolerance() -> Duration {
     Duration::from_secs(300)
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    Sha1,
-    #[default]
-    Sha256,
-    Sha512,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    #[default]
-    Hex,
-    Base64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

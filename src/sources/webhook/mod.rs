@@ -28,5 +28,6 @@ pub mod config;
 pub mod envelope;
 pub mod server;
 
+pub use auth::{Algorithm, Encoding};
 pub use config::{CloudEventsConfig, GenericConfig, GithubConfig, GitlabConfig, HttpConfig};
 pub use server::{Endpoint, Webhooks};
