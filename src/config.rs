@@ -38,6 +38,11 @@ pub struct Config {
     pub dead_letter: PathBuf,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// More headers that carry credentials (beyond `Authorization`,
+    /// `Cookie`, `X-Api-Key`… — see `redact::CREDENTIAL_HEADERS`): dropped by
+    /// every source before the event is built.
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
 }
 
 /// Where objects go.
@@ -230,7 +235,7 @@ pub enum SourceConfig {
 /// What a source config builds.
 pub enum Built {
     /// A webhook endpoint, served by the HTTP server.
-    Endpoint(Endpoint),
+    Endpoint(Box<Endpoint>),
     /// A broker source, run as a task of its own.
     Task(Box<dyn Source>),
 }
@@ -251,6 +256,7 @@ impl SourceConfig {
     /// Checks what serde cannot; errors are `(field, message)`.
     pub fn validate(&self) -> Result<(), (String, String)> {
         match self {
+            SourceConfig::Http(c) => c.validate(),
             SourceConfig::Generic(c) => c.validate(),
             SourceConfig::Kafka(c) => c.validate(),
             SourceConfig::Nats(c) => c.validate(),
@@ -296,11 +302,11 @@ impl SourceConfig {
     /// happens when a task runs), so `tripline validate` uses it too.
     pub fn build(&self, limits: &Limits) -> Result<Built, SourceError> {
         Ok(match self {
-            SourceConfig::Http(c) => Built::Endpoint(c.endpoint()?),
-            SourceConfig::Github(c) => Built::Endpoint(c.endpoint()?),
-            SourceConfig::Gitlab(c) => Built::Endpoint(c.endpoint()?),
-            SourceConfig::Generic(c) => Built::Endpoint(c.endpoint()?),
-            SourceConfig::Cloudevents(c) => Built::Endpoint(c.endpoint()?),
+            SourceConfig::Http(c) => Built::Endpoint(Box::new(c.endpoint()?)),
+            SourceConfig::Github(c) => Built::Endpoint(Box::new(c.endpoint()?)),
+            SourceConfig::Gitlab(c) => Built::Endpoint(Box::new(c.endpoint()?)),
+            SourceConfig::Generic(c) => Built::Endpoint(Box::new(c.endpoint()?)),
+            SourceConfig::Cloudevents(c) => Built::Endpoint(Box::new(c.endpoint()?)),
             SourceConfig::Nats(c) => Built::Task(Box::new(NatsSource::new(c, limits)?)),
             SourceConfig::Kafka(c) => Built::Task(Box::new(KafkaSource::new(c, limits)?)),
         })
@@ -314,7 +320,7 @@ impl Config {
         let (mut endpoints, mut tasks) = (Vec::new(), Vec::new());
         for s in &self.sources {
             match s.build(&self.limits)? {
-                Built::Endpoint(e) => endpoints.push(e),
+                Built::Endpoint(e) => endpoints.push(*e),
                 Built::Task(t) => tasks.push(t),
             }
         }
@@ -359,6 +365,13 @@ mod tests {
             Config::parse("sources: [{type: http, name: a, path: '/x/{id}'}]").unwrap_err();
         assert_eq!(field, "sources[0].path");
         assert!(msg.contains("literal path"), "{msg}");
+        let (field, msg) =
+            Config::parse("sources: [{type: http, name: a, path: /metrics}]").unwrap_err();
+        assert_eq!(field, "sources[0].path");
+        assert!(msg.contains("served by tripline itself"), "{msg}");
+        let (field, _) =
+            Config::parse("sources: [{type: http, name: a, idFrom: delivery.id}]").unwrap_err();
+        assert_eq!(field, "sources[0].idFrom");
         let (field, _) = Config::parse("limits: {maxInFlight: 0}").unwrap_err();
         assert_eq!(field, "limits.maxInFlight");
     }

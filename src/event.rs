@@ -85,6 +85,13 @@ impl<K: AsRef<str>, V: Into<String>> FromIterator<(K, V)> for Headers {
     }
 }
 
+/// The annotation every submitted object carries: the ids of the events that
+/// fired it.
+pub const ANNOTATION_EVENT_ID: &str = "tripline.dev/event-id";
+/// The full hash behind a generated name: an object found under our name but
+/// with another key is a name collision, not an earlier delivery of ours.
+pub const ANNOTATION_EVENT_KEY: &str = "tripline.dev/event-key";
+
 /// The envelope fields a path or a CEL program may start with.
 pub const ROOTS: [&str; 8] = [
     "id", "source", "type", "subject", "time", "headers", "body", "meta",
@@ -131,6 +138,26 @@ impl Event {
         }
     }
 
+    /// What makes this event unique, for deterministic names and the retry
+    /// budget: the source it came in on, its id, and what that id is scoped
+    /// by — the CloudEvents `source` (CloudEvents ids are unique per source
+    /// only), and a broker message's timestamp (`meta.timestamp` for Kafka,
+    /// `meta.published` for JetStream), which differs when a topic or stream
+    /// is re-created and its offsets or sequences start over.
+    pub fn identity(&self) -> String {
+        let mut key = format!("{}\u{1f}{}", self.source, self.id);
+        for scope in ["ceSource", "timestamp", "published"] {
+            if let Some(v) = self.meta.get(scope) {
+                key.push('\u{1f}');
+                match v {
+                    Value::String(s) => key.push_str(s),
+                    other => key.push_str(&other.to_string()),
+                }
+            }
+        }
+        key
+    }
+
     /// The envelope as JSON, as templates see it.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).expect("an event always serializes")
@@ -153,6 +180,17 @@ pub fn walk<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
 pub fn body_hash(raw: &[u8]) -> String {
     let digest = Sha256::digest(raw);
     format!("sha256:{}", hex::encode(&digest[..12]))
+}
+
+/// The latest time RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+const MAX_UNIX_MILLIS: u64 = 253_402_300_799_999;
+
+/// `unix_millis` as RFC 3339, clamped to what the format can write (a
+/// broker timestamp in the year 10 000 must not stop a stream).
+pub fn rfc3339_from_unix_millis(unix_millis: u64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_millis.min(MAX_UNIX_MILLIS));
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 pub fn now_rfc3339() -> String {
@@ -178,6 +216,19 @@ pub fn parse_payload(raw: &[u8], meta: &mut Map<String, Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_past_the_year_9999_are_clamped() {
+        assert_eq!(rfc3339_from_unix_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_from_unix_millis(u64::MAX),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            rfc3339_from_unix_millis(300_000_000_000_000),
+            "9999-12-31T23:59:59.999Z"
+        );
+    }
     use serde_json::json;
 
     fn path(p: &str) -> Vec<String> {

@@ -42,6 +42,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod sources;
 pub mod submit;
+pub mod throttle;
 pub mod tls;
 
 /// Sets up logging to stderr: `filter` is an `EnvFilter` directive.

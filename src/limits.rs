@@ -19,6 +19,13 @@ pub struct Limits {
     /// On SIGTERM, how long in-flight submissions may take to finish.
     #[serde(default = "default_deadline", with = "humantime_serde")]
     pub shutdown_deadline: Duration,
+    /// How long and how often one event may come back unavailable before
+    /// its pending triggers are dead-lettered.
+    #[serde(default)]
+    pub retry_budget: BudgetSpec,
+    /// Size at which the dead-letter log is rotated to `<path>.1` (64 MiB).
+    #[serde(default = "default_dead_letter_max_bytes")]
+    pub dead_letter_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -27,6 +34,8 @@ impl Default for Limits {
             max_body_bytes: default_max_body(),
             max_in_flight: default_max_in_flight(),
             shutdown_deadline: default_deadline(),
+            retry_budget: BudgetSpec::default(),
+            dead_letter_max_bytes: default_dead_letter_max_bytes(),
         }
     }
 }
@@ -36,6 +45,12 @@ impl Limits {
     pub fn validate(&self) -> Result<(), (String, String)> {
         if self.max_in_flight == 0 {
             return Err(("maxInFlight".into(), "must be at least 1".into()));
+        }
+        if self.retry_budget.max_attempts == Some(0) {
+            return Err((
+                "retryBudget.maxAttempts".into(),
+                "must be at least 1 (leave it out for no count limit)".into(),
+            ));
         }
         Ok(())
     }
@@ -47,6 +62,35 @@ fn default_max_body() -> usize {
 fn default_max_in_flight() -> usize {
     64
 }
+fn default_dead_letter_max_bytes() -> u64 {
+    64 << 20
+}
 fn default_deadline() -> Duration {
     Duration::from_secs(30)
+}
+
+/// `limits.retryBudget` in `tripline.yaml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// Deliveries that may end unavailable; unset: no count limit.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// How long after its first unavailable delivery an event may still be
+    /// retried (default 1h).
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for BudgetSpec {
+    fn default() -> Self {
+        BudgetSpec {
+            max_attempts: None,
+            max_age: default_max_age(),
+        }
+    }
+}
+
+fn default_max_age() -> Duration {
+    Duration::from_secs(3600)
 }

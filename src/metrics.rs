@@ -15,6 +15,14 @@ pub struct Stats {
     pub existing: AtomicU64,
     pub invalid: AtomicU64,
     pub unavailable: AtomicU64,
+    pub expired: AtomicU64,
+    /// Events whose processing panicked (dead-lettered, acknowledged).
+    pub panics: AtomicU64,
+    /// Events a source could not turn into an event at all (oversized,
+    /// unreadable), dead-lettered and acknowledged.
+    pub poisoned: AtomicU64,
+    /// Submissions that failed because the target as a whole did.
+    pub infrastructure: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     /// Outcomes per `(sensor, trigger, status)`, for which trigger does what.
@@ -34,13 +42,15 @@ impl Stats {
             Status::Existing => &self.existing,
             Status::Invalid => &self.invalid,
             Status::Unavailable => &self.unavailable,
+            Status::Expired => &self.expired,
             Status::Waiting => return,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Prometheus text format.
-    pub fn render(&self) -> String {
+    /// Prometheus text format; `retrying` is the gauge of events waiting
+    /// for a retry.
+    pub fn render(&self, retrying: usize) -> String {
         let mut out = String::new();
         for (name, help, v) in [
             ("tripline_events_total", "Events received.", &self.events),
@@ -70,6 +80,26 @@ impl Stats {
                 &self.unavailable,
             ),
             (
+                "tripline_objects_expired_total",
+                "Submissions given up when their event's retry budget ran out (dead-lettered).",
+                &self.expired,
+            ),
+            (
+                "tripline_events_panicked_total",
+                "Events whose processing panicked (dead-lettered, acknowledged).",
+                &self.panics,
+            ),
+            (
+                "tripline_events_poisoned_total",
+                "Messages that could not become events (oversized, unreadable): dead-lettered, acknowledged.",
+                &self.poisoned,
+            ),
+            (
+                "tripline_submit_infrastructure_errors_total",
+                "Submissions that failed because the target as a whole did (unreachable, 401/403, kind not served, disk full).",
+                &self.infrastructure,
+            ),
+            (
                 "tripline_sensor_reloads_total",
                 "Sensor reloads (SIGHUP) that took effect.",
                 &self.reloads,
@@ -85,6 +115,10 @@ impl Stats {
                 v.load(Ordering::Relaxed)
             ));
         }
+        let name = "tripline_events_retrying";
+        out.push_str(&format!(
+            "# HELP {name} Events whose last delivery ended unavailable, waiting for a retry.\n# TYPE {name} gauge\n{name} {retrying}\n"
+        ));
         let name = "tripline_trigger_outcomes_total";
         out.push_str(&format!("# HELP {name} Trigger outcomes by sensor, trigger and status.\n# TYPE {name} counter\n"));
         for ((sensor, trigger, status), n) in self

@@ -3,6 +3,8 @@
 //! it what to do with the delivery (ack, retry, or acknowledge a rejection).
 //! Sources know this file, never the engine behind it.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Serialize;
 
@@ -13,10 +15,15 @@ use crate::sensor::{Explanation, Miss, Rendered};
 #[async_trait]
 pub trait Process: Send + Sync {
     /// Matches, correlates, renders and submits; returns once every fired
-    /// trigger has a final outcome (or ran out of retries).
-    async fn process(&self, event: Event) -> Outcome;
+    /// trigger has a final outcome (or ran out of retries). Never panics: a
+    /// panic inside is caught, dead-lettered and answered as a rejection.
+    async fn process(&self, event: Arc<Event>) -> Outcome;
     /// Why the event matches or not and what it would submit; submits nothing.
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>);
+    /// A message of `source` that cannot become an event at all (oversized,
+    /// or the source's own handling failed): dead-lettered with `reason`
+    /// and counted; the source then acknowledges it so it cannot block.
+    async fn poisoned(&self, source: &str, reference: &str, reason: &str);
 }
 
 /// What happened to one trigger an event reached.
@@ -40,8 +47,12 @@ pub enum Status {
     Waiting,
     /// Rendering failed or the API rejected the object: dead-lettered.
     Invalid,
-    /// The API could not be reached within the retry budget.
+    /// The target could not take it within the trigger's retries: the
+    /// source retries the event.
     Unavailable,
+    /// Still unavailable when the event's retry budget ran out: given up
+    /// and dead-lettered.
+    Expired,
 }
 
 /// Everything that happened to one event.
@@ -75,10 +86,30 @@ impl Outcome {
     pub fn disposition(&self) -> Disposition {
         if self.matched.iter().any(|t| t.status == Status::Unavailable) {
             Disposition::Retry
-        } else if self.matched.iter().any(|t| t.status == Status::Invalid) {
+        } else if self
+            .matched
+            .iter()
+            .any(|t| matches!(t.status, Status::Invalid | Status::Expired))
+        {
             Disposition::Rejected
         } else {
             Disposition::Done
         }
     }
+}
+
+/// The message a caught panic carried, for logs and dead letters.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Why a message of `bytes` is refused, if it is over `limit`.
+pub fn oversized(bytes: usize, limit: usize) -> Option<String> {
+    (bytes > limit).then(|| {
+        format!("payload of {bytes} bytes is over the {limit} byte limit (limits.maxBodyBytes)")
+    })
 }

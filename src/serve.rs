@@ -54,6 +54,7 @@ pub struct Options {
 
 /// Runs until SIGTERM/Ctrl-C (or a source fails), then drains.
 pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
+    crate::redact::configure(&cfg.redact_headers);
     let set = sensor::load(
         std::slice::from_ref(&cfg.sensors),
         Some(&cfg.source_names()),
@@ -66,11 +67,14 @@ pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
         dead_letter = %cfg.dead_letter.display(),
         "starting"
     );
-    let engine = Arc::new(Engine::new(
-        set,
-        submitter,
-        DeadLetter::new(&cfg.dead_letter),
-    ));
+    let readiness = Arc::new(Readiness::default());
+    let dead_letter =
+        DeadLetter::with_max_bytes(&cfg.dead_letter, cfg.limits.dead_letter_max_bytes);
+    let engine = Arc::new(
+        Engine::new(set, submitter, dead_letter)
+            .with_budget(cfg.limits.retry_budget.clone())
+            .with_target_health(readiness.handle("submit")),
+    );
     let shutdown = Shutdown::new(cfg.limits.shutdown_deadline);
     tokio::spawn(begin_on_signal(shutdown.clone()));
     tokio::spawn(reload_on_sighup(

@@ -50,7 +50,7 @@ pub fn admin_router(engine: Arc<Engine>, readiness: Arc<Readiness>) -> Router {
             get(move || async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    engine.stats.render(),
+                    engine.metrics(),
                 )
                     .into_response()
             }),

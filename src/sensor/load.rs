@@ -398,6 +398,19 @@ fn compile_trigger(
                 &format!("{at}.namespace"),
                 format!("`{ns}` is not a valid namespace name"),
             );
+        } else if !t.allowed_namespaces.is_empty() && !t.allowed_namespaces.contains(ns) {
+            ctx.err(
+                &format!("{at}.namespace"),
+                format!("`{ns}` is not in `allowedNamespaces`"),
+            );
+        }
+    }
+    for (i, ns) in t.allowed_namespaces.iter().enumerate() {
+        if !valid_name(ns) {
+            ctx.err(
+                &format!("{at}.allowedNamespaces[{i}]"),
+                format!("`{ns}` is not a valid namespace name"),
+            );
         }
     }
     if ctx.errors.len() != before {
@@ -412,6 +425,7 @@ fn compile_trigger(
         manifest: manifest?,
         parameters,
         namespace: t.namespace.clone(),
+        allowed_namespaces: t.allowed_namespaces.clone(),
         retry,
         rate_limit: t.rate_limit.clone(),
         uses_dependency_names: t

@@ -63,6 +63,8 @@ pub struct Trigger {
     pub manifest: Value,
     pub parameters: Vec<Param>,
     pub namespace: Option<String>,
+    /// Where objects may go; empty: anywhere the submit target allows.
+    pub allowed_namespaces: Vec<String>,
     pub retry: RetryPolicy,
     pub rate_limit: Option<RateLimitSpec>,
     /// Whether a template refers to a dependency by name (`{{push.body.x}}`);
@@ -345,12 +347,21 @@ impl Trigger {
                 reason,
             })?;
         }
-        let mut ids: Vec<&str> = events.iter().map(|(_, e)| e.id.as_str()).collect();
-        if ids.is_empty() {
-            ids.push(&primary.id);
+        let mut fired: Vec<&Event> = events.iter().map(|(_, e)| *e).collect();
+        if fired.is_empty() {
+            fired.push(primary);
         }
         let ns = self.namespace.as_deref().or(default_namespace);
-        let name = render::finalize(&mut obj, sensor, &self.name, &ids, ns);
+        let name = render::finalize(&mut obj, sensor, &self.name, &fired, ns);
+        if !self.allowed_namespaces.is_empty() {
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+            if !self.allowed_namespaces.iter().any(|a| a == ns) {
+                return Err(render::RenderError::NamespaceNotAllowed {
+                    namespace: ns.to_string(),
+                    allowed: self.allowed_namespaces.join(", "),
+                });
+            }
+        }
         Ok((name, obj))
     }
 }

@@ -21,7 +21,7 @@ use crate::event::Event;
 
 pub const LABEL_SENSOR: &str = "tripline.dev/sensor";
 pub const LABEL_TRIGGER: &str = "tripline.dev/trigger";
-pub const ANNOTATION_EVENT_ID: &str = "tripline.dev/event-id";
+pub use crate::event::{ANNOTATION_EVENT_ID, ANNOTATION_EVENT_KEY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -31,6 +31,8 @@ pub enum RenderError {
     Param { param: String, reason: String },
     #[error("dest `{dest}`: {reason}")]
     Dest { dest: String, reason: String },
+    #[error("namespace `{namespace}` is not one of allowedNamespaces ({allowed})")]
+    NamespaceNotAllowed { namespace: String, allowed: String },
 }
 
 /// All parameter templates of all sensors, compiled once.
@@ -190,19 +192,29 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// `<prefix>-<10 hex chars>`, a valid DNS-1123 label of at most 63 characters.
-/// The hash covers the sensor, the trigger and the ids of the events that
-/// fired it, so a redelivered event maps to the same name.
-pub fn object_name(prefix: &str, sensor: &str, trigger: &str, event_ids: &[&str]) -> String {
+/// How many hex characters of the hash a name carries: 80 bits, so that
+/// even millions of kept objects per trigger make a collision vanishingly
+/// rare (and a collision is still detected: see [`ANNOTATION_EVENT_KEY`]).
+pub const NAME_HASH_HEX: usize = 20;
+
+/// The full hash of what fired a trigger: the sensor, the trigger and the
+/// identities ([`Event::identity`]) of the events, in dependency order.
+pub fn event_key(sensor: &str, trigger: &str, identities: &[String]) -> String {
     let mut h = Sha256::new();
     h.update(sensor.as_bytes());
     h.update([0]);
     h.update(trigger.as_bytes());
-    for id in event_ids {
+    for id in identities {
         h.update([0]);
         h.update(id.as_bytes());
     }
-    let hash = &hex::encode(h.finalize())[..10];
+    hex::encode(h.finalize())
+}
+
+/// `<prefix>-<20 hex chars of key>`, a valid DNS-1123 label of at most 63
+/// characters: a redelivered event maps to the same name.
+pub fn object_name(prefix: &str, key: &str) -> String {
+    let hash = &key[..NAME_HASH_HEX.min(key.len())];
     let mut p = dns_label(prefix, 63 - 1 - hash.len());
     if p.is_empty() {
         p = "tripline".into();
@@ -236,15 +248,22 @@ pub fn finalize(
     obj: &mut Value,
     sensor: &str,
     trigger: &str,
-    event_ids: &[&str],
+    events: &[&Event],
     namespace: Option<&str>,
 ) -> String {
+    let identities: Vec<String> = events.iter().map(|e| e.identity()).collect();
+    let event_ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let key = event_key(sensor, trigger, &identities);
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
     let meta = obj["metadata"]
         .as_object_mut()
         .expect("metadata is an object");
+    let generated = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
     let name = match meta.get("name").and_then(Value::as_str) {
         Some(fixed) if !fixed.is_empty() => fixed.to_string(),
         _ => {
@@ -252,7 +271,7 @@ pub fn finalize(
                 .remove("generateName")
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_else(|| trigger.to_string());
-            let name = object_name(&prefix, sensor, trigger, event_ids);
+            let name = object_name(&prefix, &key);
             meta.insert("name".into(), Value::String(name.clone()));
             name
         }
@@ -272,6 +291,9 @@ pub fn finalize(
             ANNOTATION_EVENT_ID.into(),
             Value::String(event_ids.join(",")),
         );
+        if generated {
+            ann.insert(ANNOTATION_EVENT_KEY.into(), Value::String(key));
+        }
     }
     name
 }
@@ -515,17 +537,24 @@ mod tests {
         );
     }
 
+    fn key(sensor: &str, trigger: &str, ids: &[&str]) -> String {
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        event_key(sensor, trigger, &ids)
+    }
+
     #[test]
     fn names_are_deterministic_and_dns_valid() {
-        let a = object_name("retrain", "s", "retrain", &["d1"]);
-        assert_eq!(a, object_name("retrain", "s", "retrain", &["d1"]));
-        assert_ne!(a, object_name("retrain", "s", "retrain", &["d2"]));
-        assert_ne!(a, object_name("retrain", "s2", "retrain", &["d1"]));
-        assert_ne!(a, object_name("retrain", "s", "other", &["d1"]));
+        let a = object_name("retrain", &key("s", "retrain", &["d1"]));
+        assert_eq!(a, object_name("retrain", &key("s", "retrain", &["d1"])));
+        assert_ne!(a, object_name("retrain", &key("s", "retrain", &["d2"])));
+        assert_ne!(a, object_name("retrain", &key("s2", "retrain", &["d1"])));
+        assert_ne!(a, object_name("retrain", &key("s", "other", &["d1"])));
         // Separator matters: ("ab","c") and ("a","bc") differ.
-        assert_ne!(
-            object_name("p", "ab", "c", &[]),
-            object_name("p", "a", "bc", &[])
+        assert_ne!(key("ab", "c", &[]), key("a", "bc", &[]));
+        assert_eq!(
+            a.len() - "retrain-".len(),
+            NAME_HASH_HEX,
+            "80 bits of hash in the name"
         );
         let dns = regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap();
         for prefix in [
@@ -536,25 +565,52 @@ mod tests {
             "ÜBER-model-",
             "",
         ] {
-            let n = object_name(prefix, "s", "t", &["id"]);
+            let n = object_name(prefix, &key("s", "t", &["id"]));
             assert!(n.len() <= 63, "{n}");
             assert!(dns.is_match(&n), "{n} is not DNS-1123");
         }
-        assert!(object_name("Retrain_Model", "s", "t", &[]).starts_with("retrain-model-"));
+        assert!(object_name("Retrain_Model", &key("s", "t", &[])).starts_with("retrain-model-"));
     }
 
     #[test]
     fn finalize_names_labels_and_annotates() {
         let mut obj = json!({"kind": "Workflow", "metadata": {"generateName": "train-"}});
-        let name = finalize(&mut obj, "retrain-on-push", "retrain", &["d1"], Some("ml"));
+        let mut d1 = Event::new("gh", b"", json!({}));
+        d1.id = "d1".into();
+        let name = finalize(&mut obj, "retrain-on-push", "retrain", &[&d1], Some("ml"));
         assert!(name.starts_with("train-"));
         assert_eq!(obj["metadata"]["name"], name);
         assert!(obj["metadata"].get("generateName").is_none());
         assert_eq!(obj["metadata"]["namespace"], "ml");
         assert_eq!(obj["metadata"]["labels"][LABEL_SENSOR], "retrain-on-push");
         assert_eq!(obj["metadata"]["annotations"][ANNOTATION_EVENT_ID], "d1");
+        let key = obj["metadata"]["annotations"][ANNOTATION_EVENT_KEY]
+            .as_str()
+            .unwrap();
+        assert_eq!(key.len(), 64);
+        assert!(name.ends_with(&key[..NAME_HASH_HEX]));
+        // The same id from another source is another event.
+        let mut other = d1.clone();
+        other.source = "gl".into();
+        let mut obj2 = json!({"kind": "Workflow", "metadata": {"generateName": "train-"}});
+        assert_ne!(
+            finalize(
+                &mut obj2,
+                "retrain-on-push",
+                "retrain",
+                &[&other],
+                Some("ml")
+            ),
+            name
+        );
         let mut fixed = json!({"metadata": {"name": "fixed", "namespace": "x"}});
-        assert_eq!(finalize(&mut fixed, "s", "t", &["d1"], Some("ml")), "fixed");
+        assert_eq!(finalize(&mut fixed, "s", "t", &[&d1], Some("ml")), "fixed");
+        assert!(
+            fixed["metadata"]["annotations"]
+                .get(ANNOTATION_EVENT_KEY)
+                .is_none(),
+            "a fixed name is a singleton: a second event finds it `existing`"
+        );
         assert_eq!(fixed["metadata"]["namespace"], "x");
     }
 }

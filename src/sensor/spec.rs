@@ -72,6 +72,10 @@ pub struct TriggerSpec {
     /// Namespace to create the object in (default: the submit target's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The only namespaces this trigger may create objects in, whatever a
+    /// parameter (`dest: metadata.namespace`) puts there; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_namespaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,42 +1,76 @@
 //! The dead-letter log: one JSON line per object that was rejected (the API
-//! said no, or it could not be rendered), with the events that fired it, the
-//! object, the error and the API's `Status`. A rejected event is acknowledged
-//! (a poison event must not block its stream); this log is where it went.
+//! said no, it could not be rendered, or its event's retry budget ran out),
+//! with the events that fired it, the object, the error and the API's
+//! `Status`; and one per message that never became an event. A rejected event
+//! is acknowledged (a poison event must not block its stream); this log is
+//! where it went.
+//!
+//! Records are written by a thread of their own (never on the async
+//! workers), each batch in one `write` followed by `fdatasync`, and
+//! [`DeadLetter::record`] returns once its line is on disk — so the source
+//! acknowledges an event only after its dead letter is durable. Past
+//! `max_bytes` the file is rotated to `<path>.1` (one old file is kept).
 
 use std::collections::{HashSet, VecDeque};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
 use crate::event::Event;
 
-/// JSON-lines log of objects the API rejected, with its reason.
+/// Default size at which the log is rotated.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+
+/// How many recent records [`DeadLetter`] remembers for de-duplication.
+const RECENT: usize = 10_000;
+
+/// One line for the writer thread.
+struct Line {
+    text: String,
+    /// What the record is about, for an error message (never the record).
+    what: String,
+    written: oneshot::Sender<()>,
+}
+
+/// JSON-lines log of what was rejected, with the reason.
 pub struct DeadLetter {
     path: PathBuf,
-    file: Mutex<Option<std::fs::File>>,
+    lines: Mutex<mpsc::Sender<Line>>,
     /// Recently recorded `(sensor, trigger, event ids)`: an event redelivered
     /// because a sibling trigger was unavailable renders the same invalid
     /// object again, and is recorded once, not on every retry.
     recent: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
 
-/// How many recent records [`DeadLetter`] remembers for de-duplication.
-const RECENT: usize = 10_000;
-
 impl DeadLetter {
     pub fn new(path: &Path) -> Self {
+        Self::with_max_bytes(path, DEFAULT_MAX_BYTES)
+    }
+
+    /// Rotated to `<path>.1` once it would grow past `max_bytes`.
+    pub fn with_max_bytes(path: &Path, max_bytes: u64) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let (p, max) = (path.to_path_buf(), max_bytes.max(1));
+        let spawned = std::thread::Builder::new()
+            .name("dead-letter".into())
+            .spawn(move || write_lines(&p, max, rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the dead-letter writer");
+        }
         DeadLetter {
             path: path.to_path_buf(),
-            file: Mutex::new(None),
+            lines: Mutex::new(tx),
             recent: Mutex::default(),
         }
     }
 
     /// True the first time `key` is seen (within the last [`RECENT`]).
     fn first_time(&self, key: String) -> bool {
-        let mut guard = self.recent.lock().expect("dead-letter lock");
+        let mut guard = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let (seen, order) = &mut *guard;
         if !seen.insert(key.clone()) {
             return false;
@@ -56,9 +90,9 @@ impl DeadLetter {
 
     /// Appends one record: the sensor and trigger, the events (by
     /// dependency name) that fired it, the object, the error and the API's
-    /// `Status`. Write errors are logged: the event is acknowledged either
-    /// way (a poison event must not block its stream).
-    pub fn record(
+    /// `Status`; returns once it is on disk. Write errors are logged (with
+    /// the event ids, not the record): the event is acknowledged either way.
+    pub async fn record(
         &self,
         sensor: &str,
         trigger: &str,
@@ -82,29 +116,105 @@ impl DeadLetter {
             "status": status,
             "object": object,
         });
-        let mut guard = self.file.lock().expect("dead-letter lock");
-        if guard.is_none() {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            match std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
-                Ok(f) => *guard = Some(f),
-                Err(e) => {
-                    tracing::error!(path = %self.path.display(), error = %e, record = %line, "cannot open dead-letter log");
-                    return;
-                }
+        self.append(
+            line,
+            format!("sensor {sensor} trigger {trigger} events {ids:?}"),
+        )
+        .await;
+    }
+
+    /// Appends a record for a message that never became an event (too
+    /// large, unreadable): its source, where it was (`topic/partition/offset`,
+    /// a subject…) and why.
+    pub async fn record_unprocessable(&self, source: &str, reference: &str, reason: &str) {
+        let line = json!({
+            "time": crate::event::now_rfc3339(),
+            "source": source,
+            "reference": reference,
+            "error": reason,
+        });
+        self.append(line, format!("source {source} message {reference}"))
+            .await;
+    }
+
+    async fn append(&self, line: Value, what: String) {
+        let (written, done) = oneshot::channel();
+        let sent = self
+            .lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Line {
+                text: line.to_string(),
+                what: what.clone(),
+                written,
+            });
+        if sent.is_err() {
+            tracing::error!(path = %self.path.display(), record = %what, "the dead-letter writer is gone; record lost");
+            return;
+        }
+        let _ = done.await;
+    }
+}
+
+/// The writer thread: batches what is queued, one write and one fdatasync
+/// per batch, rotation past `max_bytes`.
+fn write_lines(path: &Path, max_bytes: u64, lines: mpsc::Receiver<Line>) {
+    let mut file: Option<(File, u64)> = None;
+    while let Ok(first) = lines.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match lines.try_recv() {
+                Ok(l) => batch.push(l),
+                Err(_) => break,
             }
         }
-        if let Some(f) = guard.as_mut() {
-            if let Err(e) = writeln!(f, "{line}") {
-                tracing::error!(path = %self.path.display(), error = %e, record = %line, "cannot write dead-letter log");
-            }
+        let mut buf = String::new();
+        for l in &batch {
+            buf.push_str(&l.text);
+            buf.push('\n');
+        }
+        if let Err(e) = write_batch(path, max_bytes, &mut file, buf.as_bytes()) {
+            file = None;
+            let what: Vec<&str> = batch.iter().map(|l| l.what.as_str()).collect();
+            tracing::error!(path = %path.display(), error = %e, records = ?what, "cannot write the dead-letter log");
+        }
+        for l in batch {
+            let _ = l.written.send(());
         }
     }
+}
+
+fn write_batch(
+    path: &Path,
+    max_bytes: u64,
+    file: &mut Option<(File, u64)>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    if let Some((_, size)) = file {
+        if *size > 0 && *size + bytes.len() as u64 > max_bytes {
+            *file = None;
+            let mut old = path.as_os_str().to_owned();
+            old.push(".1");
+            std::fs::rename(path, &old)?;
+        }
+    }
+    if file.is_none() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let f = options.open(path)?;
+        let size = f.metadata()?.len();
+        *file = Some((f, size));
+    }
+    let (f, size) = file.as_mut().expect("opened above");
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    *size += bytes.len() as u64;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -112,8 +222,8 @@ mod tests {
     use super::*;
     use crate::submit::SubmitError;
 
-    #[test]
-    fn dead_letters_are_json_lines() {
+    #[tokio::test]
+    async fn dead_letters_are_json_lines() {
         let dir = tempfile::tempdir().unwrap();
         let dl = DeadLetter::new(&dir.path().join("sub/dl.jsonl"));
         let mut e1 = Event::new("src", b"", json!({"k": 1}));
@@ -131,15 +241,19 @@ mod tests {
             &json!({"kind": "Workflow"}),
             &rejected.to_string(),
             rejected.status(),
-        );
+        )
+        .await;
         let render = "render failed: parameter `n`: no field";
         let mut e2 = e1.clone();
         e2.id = "e2".into();
-        dl.record("s", "t", &[("dep", &e2)], &json!({}), render, &Value::Null);
+        dl.record("s", "t", &[("dep", &e2)], &json!({}), render, &Value::Null)
+            .await;
         // The same event and trigger again (a redelivery): not recorded twice;
         // another trigger for the same event is.
-        dl.record("s", "t", &[("dep", &e2)], &json!({}), render, &Value::Null);
-        dl.record("s", "t2", &[("dep", &e2)], &json!({}), render, &Value::Null);
+        dl.record("s", "t", &[("dep", &e2)], &json!({}), render, &Value::Null)
+            .await;
+        dl.record("s", "t2", &[("dep", &e2)], &json!({}), render, &Value::Null)
+            .await;
         let text = std::fs::read_to_string(dl.path()).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -155,5 +269,43 @@ mod tests {
         assert_eq!(lines[0]["error"], "rejected (422 Invalid): bad");
         assert_eq!(lines[1]["status"], Value::Null);
         assert_eq!(lines[1]["error"], "render failed: parameter `n`: no field");
+    }
+
+    #[tokio::test]
+    async fn rotates_past_the_size_cap_and_records_unprocessable_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let dl = DeadLetter::with_max_bytes(&path, 300);
+        for i in 0..5 {
+            dl.record_unprocessable(
+                "jobs",
+                &format!("jobs/0/{i}"),
+                "payload of 2000000 bytes is over the 1048576 byte limit",
+            )
+            .await;
+        }
+        let now: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let old = std::fs::read_to_string(dir.path().join("dl.jsonl.1")).unwrap();
+        assert!(
+            !now.is_empty() && !old.is_empty(),
+            "rotated: {now:?} / {old}"
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() <= 300);
+        assert_eq!(now.last().unwrap()["reference"], "jobs/0/4");
+        assert_eq!(now.last().unwrap()["source"], "jobs");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "dead letters hold event data: owner only"
+            );
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::api::{ApiResource, DynamicObject, GetParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{GroupVersionKind, Request};
 use kube::discovery::Scope;
@@ -19,7 +19,8 @@ use kube::{Client, Config, Resource};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use super::classify::{classify, Verdict};
+use super::classify::{classify, Cause, Verdict};
+use super::object::{check, collision, same_event};
 use super::{SubmitError, Submitted, Submitter};
 
 #[derive(Debug, thiserror::Error)]
@@ -95,43 +96,70 @@ impl KubeSubmitter {
         }
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 404 || s.code == 0 => SubmitError::Permanent {
-                code: 404,
-                reason: "NotFound".into(),
-                message: format!("the API server does not serve {kind} in {api_version} (is the CRD installed?)"),
-                status: json!({"code": 404, "reason": "NotFound", "message": s.message}),
-            },
-            kube::Error::Discovery(d) => SubmitError::Permanent {
-                code: 404,
-                reason: "NotFound".into(),
-                message: format!("the API server does not serve {kind} in {api_version}: {d}"),
-                status: Value::Null,
-            },
-            other => classify_client_error(other),
-        })?;
+        // A kind the API does not serve (yet: a CRD being installed, a
+        // typo fixed by a sensor reload) is the cluster's state, not the
+        // event's fault: retried, shown on /readyz, never dead-lettered.
+        let not_served = |detail: String| {
+            SubmitError::Infrastructure {
+            message: format!(
+                "the API server does not serve {kind} in {api_version} (is the CRD installed?): {detail}"
+            ),
+            retry_after: None,
+        }
+        };
+        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 404 || s.code == 0 => {
+                    not_served(s.message.clone())
+                }
+                kube::Error::Discovery(d) => not_served(d.to_string()),
+                other => classify_client_error(other),
+            })?;
         let r = (ar, caps.scope == Scope::Namespaced);
         self.resources.lock().await.insert(key, r.clone());
         Ok(r)
     }
 }
 
+impl KubeSubmitter {
+    /// A 409 `AlreadyExists` counts as done only when the object there is
+    /// this event's (its event-key annotation); otherwise it is a collision.
+    async fn confirm_existing(
+        &self,
+        collection: &str,
+        name: &str,
+        ours: &Value,
+    ) -> Result<Submitted, SubmitError> {
+        let req = Request::new(collection)
+            .get(name, &GetParams::default())
+            .map_err(|e| SubmitError::rejected(400, "BadRequest", e.to_string()))?;
+        let existing: Value = self
+            .client
+            .request(req)
+            .await
+            .map_err(classify_client_error)?;
+        if same_event(ours, &existing) {
+            Ok(Submitted::Existing)
+        } else {
+            Err(collision(ours, &existing))
+        }
+    }
+}
+
 fn classify_client_error(e: kube::Error) -> SubmitError {
     match e {
-        kube::Error::Api(s) if classify(s.code, &s.reason) != Verdict::Permanent => {
-            SubmitError::Transient {
-                message: format!("{} {}", s.code, s.message),
-                retry_after: None,
-            }
+        kube::Error::Api(s) => {
+            let cause = match classify(s.code, &s.reason, &s.message) {
+                Verdict::Failed(cause) => cause,
+                Verdict::Created | Verdict::Existing => Cause::Transient,
+            };
+            let status = serde_json::to_value(&*s).unwrap_or_default();
+            let message = format!("{} {}: {}", s.code, s.reason, s.message);
+            SubmitError::of(cause, s.code, &s.reason, message, status, None)
         }
-        kube::Error::Api(s) => SubmitError::Permanent {
-            code: s.code,
-            reason: s.reason.clone(),
-            message: s.message.clone(),
-            status: serde_json::to_value(&*s).unwrap_or_default(),
-        },
-        // Connection refused, reset, timeout, TLS…: the API may come back.
-        other => SubmitError::Transient {
+        // Connection refused, reset, timeout, TLS…: the API is not there.
+        other => SubmitError::Infrastructure {
             message: other.to_string(),
             retry_after: None,
         },
@@ -141,13 +169,12 @@ fn classify_client_error(e: kube::Error) -> SubmitError {
 #[async_trait]
 impl Submitter for KubeSubmitter {
     async fn submit(&self, obj: &Value) -> Result<Submitted, SubmitError> {
-        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-        let kind = obj["kind"].as_str().unwrap_or_default();
-        let (ar, namespaced) = self.resource(api_version, kind).await?;
-        let ns = obj["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or(&self.namespace);
+        // Coordinates are checked before any URL is built from them.
+        let o = check(obj)?;
+        let (ar, namespaced) = self.resource(o.api_version, o.kind).await?;
+        let ns = o.namespace.unwrap_or(&self.namespace);
         let url = DynamicObject::url_path(&ar, namespaced.then_some(ns));
+        let collection = url.clone();
         let bytes = serde_json::to_vec(obj).expect("JSON values serialize");
         let req = Request::new(url)
             .create(&PostParams::default(), bytes)
@@ -181,19 +208,25 @@ impl Submitter for KubeSubmitter {
             .unwrap_or_else(|_| json!({"message": String::from_utf8_lossy(&body)}));
         let reason = status["reason"].as_str().unwrap_or_default().to_string();
         let message = status["message"].as_str().unwrap_or_default().to_string();
-        match classify(code, &reason) {
+        match classify(code, &reason, &message) {
             Verdict::Created => Ok(Submitted::Created),
-            Verdict::Existing => Ok(Submitted::Existing),
-            Verdict::Transient => Err(SubmitError::Transient {
-                message: format!("{code} {reason}: {message}"),
-                retry_after,
-            }),
-            Verdict::Permanent => Err(SubmitError::Permanent {
-                code,
-                reason,
-                message,
-                status,
-            }),
+            Verdict::Existing => self.confirm_existing(&collection, o.name, obj).await,
+            Verdict::Failed(cause) => {
+                let text = format!("{code} {reason}: {message}");
+                let message = if cause == Cause::Permanent {
+                    message
+                } else {
+                    text
+                };
+                Err(SubmitError::of(
+                    cause,
+                    code,
+                    &reason,
+                    message,
+                    status,
+                    retry_after,
+                ))
+            }
         }
     }
 

@@ -13,8 +13,10 @@
 pub mod classify;
 pub mod dead_letter;
 pub mod kube;
+pub mod object;
 pub mod outbox;
 
+pub use classify::Cause;
 pub use dead_letter::DeadLetter;
 
 use std::time::Duration;
@@ -35,9 +37,11 @@ pub enum Submitted {
     Existing,
 }
 
+/// Why a submission did not succeed, by cause (see [`classify`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SubmitError {
-    /// The API rejected the object (400/403/404/422…): retrying cannot help.
+    /// The object itself is wrong (400/404/413/422, a name collision, an
+    /// object too large to store…): retrying cannot help, it is dead-lettered.
     #[error("rejected ({code} {reason}): {message}")]
     Permanent {
         code: u16,
@@ -46,24 +50,76 @@ pub enum SubmitError {
         /// The API's `Status` object, as returned.
         status: Value,
     },
-    /// 429, 5xx, timeout, connection error: worth retrying.
+    /// This request failed in a way that passes (429, 5xx, a conflict):
+    /// retried with backoff, within the event's retry budget.
     #[error("unavailable: {message}")]
     Transient {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// The target as a whole refuses or cannot be reached (unreachable,
+    /// 401/403, the kind not served yet, the outbox disk full): retried,
+    /// alerted and shown on `/readyz`; never dead-lettered, since it is
+    /// not the event's fault.
+    #[error("target unavailable: {message}")]
+    Infrastructure {
+        message: String,
+        retry_after: Option<Duration>,
+    },
 }
 
+/// The longest a server's `Retry-After` is honoured for, within one attempt.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 impl SubmitError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, SubmitError::Transient { .. })
+    /// Worth trying again (transient or infrastructure).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, SubmitError::Permanent { .. })
     }
 
     /// The API's `Status` object (null when there is none).
     pub fn status(&self) -> &Value {
         match self {
             SubmitError::Permanent { status, .. } => status,
-            SubmitError::Transient { .. } => &Value::Null,
+            _ => &Value::Null,
+        }
+    }
+
+    /// The error for a failure of `cause`; `status` is the API's `Status`
+    /// (kept for permanent failures, which are dead-lettered with it).
+    pub fn of(
+        cause: Cause,
+        code: u16,
+        reason: &str,
+        message: String,
+        status: Value,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        match cause {
+            Cause::Permanent => SubmitError::Permanent {
+                code,
+                reason: reason.to_string(),
+                message,
+                status,
+            },
+            Cause::Transient => SubmitError::Transient {
+                message,
+                retry_after,
+            },
+            Cause::Infrastructure => SubmitError::Infrastructure {
+                message,
+                retry_after,
+            },
+        }
+    }
+
+    /// A rejection that is tripline's own finding, not the API's.
+    pub fn rejected(code: u16, reason: &str, message: impl Into<String>) -> Self {
+        SubmitError::Permanent {
+            code,
+            reason: reason.to_string(),
+            message: message.into(),
+            status: Value::Null,
         }
     }
 }
@@ -80,7 +136,8 @@ pub trait Submitter: Send + Sync {
 }
 
 /// Submits with the trigger's retry policy: exponential backoff with jitter,
-/// honouring `Retry-After`, only for transient errors.
+/// honouring `Retry-After` (up to [`MAX_RETRY_AFTER`]), for retryable errors
+/// only.
 pub async fn submit_with_retry(
     submitter: &dyn Submitter,
     obj: &Value,
@@ -90,12 +147,19 @@ pub async fn submit_with_retry(
     loop {
         attempt += 1;
         match submitter.submit(obj).await {
-            Err(SubmitError::Transient {
-                message,
-                retry_after,
-            }) if attempt < policy.attempts => {
+            Err(
+                SubmitError::Transient {
+                    message,
+                    retry_after,
+                }
+                | SubmitError::Infrastructure {
+                    message,
+                    retry_after,
+                },
+            ) if attempt < policy.attempts => {
+                let retry_after = retry_after.map(|d| d.min(MAX_RETRY_AFTER));
                 let delay = policy.delay(attempt, retry_after);
-                tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %message, "submit failed, retrying");
+                tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %message, "submit failed, retrying");
                 tokio::time::sleep(delay).await;
             }
             other => return other,
@@ -172,7 +236,7 @@ mod tests {
         assert!(submit_with_retry(&s, &json!({}), &policy(3))
             .await
             .unwrap_err()
-            .is_transient());
+            .is_retryable());
         assert_eq!(s.calls.load(Ordering::SeqCst), 3);
     }
 
@@ -186,7 +250,7 @@ mod tests {
         assert!(!submit_with_retry(&s, &json!({}), &policy(5))
             .await
             .unwrap_err()
-            .is_transient());
+            .is_retryable());
         assert_eq!(s.calls.load(Ordering::SeqCst), 1);
     }
 }

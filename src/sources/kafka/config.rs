@@ -174,6 +174,17 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     Ok(list)
 }
 
+/// Properties whose value is (or contains) a credential: a private key or
+/// certificate inline (`ssl.key.pem`, `ssl.certificate.pem`), a password, a
+/// secret, a keytab, an OAuth configuration.
+fn holds_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.ends_with(".pem")
+        || ["password", "secret", "keytab", "oauthbearer.config", "jaas"]
+            .iter()
+            .any(|w| k.contains(w))
+}
+
 /// librdkafka properties that `properties:` may not set, and why.
 const OWNED_PROPERTIES: [(&str, &str); 11] = [
     ("bootstrap.servers", "use `brokers`"),
@@ -265,6 +276,12 @@ impl KafkaConfig {
         for key in self.properties.keys() {
             if let Some((_, why)) = OWNED_PROPERTIES.iter().find(|(k, _)| k == key) {
                 return err(&format!("properties.{key}"), why);
+            }
+            if holds_secret(key) {
+                return err(
+                    &format!("properties.{key}"),
+                    "secrets are never inline: use `sasl`/`tls` with `{env: …}` or `{file: …}`, or PEM files",
+                );
             }
         }
         Ok(())
@@ -424,6 +441,21 @@ mod tests {
             "{{{base}, topics: [t], properties: {{sasl.password: x}}}}"
         ));
         assert!(e.contains("never inline"), "{e}");
+        for key in [
+            "ssl.key.pem",
+            "ssl.certificate.pem",
+            "sasl.oauthbearer.client.secret",
+            "sasl.kerberos.keytab",
+            "sasl.oauthbearer.config",
+        ] {
+            let e = err(&format!(
+                "{{{base}, topics: [t], properties: {{{key}: x}}}}"
+            ));
+            assert!(
+                e.starts_with(&format!("properties.{key}:")) && e.contains("never inline"),
+                "{e}"
+            );
+        }
         let e = err(&format!("{{{base}, topics: [t], tls: {{certFile: c}}}}"));
         assert!(e.starts_with("tls:"), "{e}");
         assert!(err(&format!("{{{base}, topics: [t], groupid: x}}")).contains("unknown field"));

@@ -1,12 +1,10 @@
 //! Kafka message → [`Event`].
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use base64::Engine as _;
 use rdkafka::message::{Headers, Message};
 use serde_json::{json, Map, Value};
 
-use crate::event::{parse_payload, Event};
+use crate::event::{parse_payload, rfc3339_from_unix_millis, Event};
 use crate::redact::is_credential_header;
 
 /// The envelope of a Kafka message: id `<topic>/<partition>/<offset>`,
@@ -24,8 +22,7 @@ pub fn to_event(source: &str, m: &impl Message) -> Event {
     event.kind = m.topic().to_string();
     event.subject = m.topic().to_string();
     if let Some(ms) = m.timestamp().to_millis().filter(|ms| *ms >= 0) {
-        let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
-        event.time = humantime::format_rfc3339_millis(t).to_string();
+        event.time = rfc3339_from_unix_millis(ms as u64);
         meta.insert("timestamp".into(), json!(ms));
     }
     if let Some(headers) = m.headers() {

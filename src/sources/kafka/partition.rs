@@ -15,7 +15,9 @@ use super::envelope::to_event;
 use super::watermark::{size, Progress};
 use crate::backoff::{exponential, jittered};
 use crate::event::Event;
-use crate::outcome::{Disposition, Process};
+use std::panic::AssertUnwindSafe;
+
+use crate::outcome::{oversized, panic_message, Disposition, Process};
 
 /// What every message task needs.
 pub(super) struct WorkContext {
@@ -26,6 +28,8 @@ pub(super) struct WorkContext {
     pub(super) max_in_flight: usize,
     pub(super) retry_backoff: Duration,
     pub(super) max_retry_backoff: Duration,
+    /// Larger payloads are dead-lettered (`limits.maxBodyBytes`).
+    pub(super) max_payload: usize,
 }
 
 /// One partition's task: takes its messages in order and processes up to
@@ -63,10 +67,22 @@ pub(super) async fn run_partition(
                 running.spawn(async move {
                     let _slot = slot;
                     let _mark = mark;
-                    let event = to_event(&work.source, &message);
-                    span.record("id", event.id.as_str());
+                    let reference = format!("{}/{}/{offset}", message.topic(), message.partition());
+                    let event = envelope(&work, &message);
                     drop(message);
-                    if process_until_final(&work, event, &stop).instrument(span).await {
+                    let finished = match event {
+                        Ok(event) => {
+                            span.record("id", event.id.as_str());
+                            process_until_final(&work, Arc::new(event), &stop).instrument(span).await
+                        }
+                        // Never blocks the partition: dead-lettered, then
+                        // committed past like any final outcome.
+                        Err(reason) => {
+                            work.process.poisoned(&work.source, &reference, &reason).await;
+                            true
+                        }
+                    };
+                    if finished {
                         progress.lock().marks.finished(offset);
                     }
                 });
@@ -76,10 +92,25 @@ pub(super) async fn run_partition(
     while running.join_next().await.is_some() {}
 }
 
+/// The message as an event, or why it cannot be one: over the payload
+/// limit, or building the envelope panicked.
+fn envelope(work: &WorkContext, message: &OwnedMessage) -> Result<Event, String> {
+    let bytes = message.payload().map_or(0, <[u8]>::len);
+    if let Some(reason) = oversized(bytes, work.max_payload) {
+        return Err(reason);
+    }
+    std::panic::catch_unwind(AssertUnwindSafe(|| to_event(&work.source, message)))
+        .map_err(|p| format!("reading the message panicked: {}", panic_message(&*p)))
+}
+
 /// Processes `event` until its outcome is final; `true` then. Retries while
 /// the Kubernetes API is unavailable; `false` if `stop` came first (the
 /// message stays uncommitted and will be delivered again).
-async fn process_until_final(work: &WorkContext, event: Event, stop: &CancellationToken) -> bool {
+async fn process_until_final(
+    work: &WorkContext,
+    event: Arc<Event>,
+    stop: &CancellationToken,
+) -> bool {
     let mut attempt = 1u32;
     loop {
         let outcome = work.process.process(event.clone()).await;
@@ -98,10 +129,10 @@ async fn process_until_final(work: &WorkContext, event: Event, stop: &Cancellati
                     work.max_retry_backoff,
                     attempt,
                 ));
-                warn!(
+                debug!(
                     attempt,
                     retry_in_ms = wait.as_millis() as u64,
-                    "Kubernetes API unavailable; holding this partition's commit point and retrying"
+                    "unavailable; holding this partition's commit point and retrying"
                 );
                 tokio::select! {
                     _ = stop.cancelled() => {

@@ -31,6 +31,8 @@ pub struct KafkaSource {
     client: ClientConfig,
     /// Source-wide cap on messages in processing (`limits.maxInFlight`).
     max_in_flight_total: usize,
+    /// `limits.maxBodyBytes`: larger messages are dead-lettered.
+    max_payload: usize,
 }
 
 impl KafkaSource {
@@ -53,6 +55,7 @@ impl KafkaSource {
             config: config.clone(),
             client,
             max_in_flight_total: limits.max_in_flight.max(1),
+            max_payload: limits.max_body_bytes,
         })
     }
 
@@ -87,6 +90,7 @@ impl KafkaSource {
                 max_in_flight: self.config.max_in_flight,
                 retry_backoff: self.config.retry_backoff,
                 max_retry_backoff: self.config.max_retry_backoff,
+                max_payload: self.max_payload,
             }),
             max_queued: self.config.max_queued,
             runtime,

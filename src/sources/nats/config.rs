@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::ServerAddr;
 use serde::Deserialize;
 
+use crate::redact;
 use crate::secret::SecretRef;
 use crate::tls::TlsConfig;
 
@@ -98,8 +99,20 @@ impl NatsConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |f: &str, m: String| Err((f.to_string(), m));
         for (i, url) in self.urls.iter().enumerate() {
+            if redact::has_user_info(url) {
+                return err(
+                    &format!("urls[{i}]"),
+                    format!(
+                        "`{}` carries credentials: use `user` + `password: {{env: …}}` or `token: {{file: …}}`, never inline",
+                        redact::url(url)
+                    ),
+                );
+            }
             if let Err(e) = url.parse::<ServerAddr>() {
-                return err(&format!("urls[{i}]"), format!("`{url}`: {e}"));
+                return err(
+                    &format!("urls[{i}]"),
+                    format!("`{}`: {e}", redact::url(url)),
+                );
             }
         }
         let methods = [
@@ -286,6 +299,10 @@ mod tests {
             ("{name: n, subjects: ['a.b*']}", "whole tokens"),
             ("{name: n, subjects: [a], urls: ['http://x y']}", "urls[0]"),
             ("{name: n, subjects: [a], user: u}", "password: "),
+            (
+                "{name: n, subjects: [a], urls: ['nats://u:hunter2@h:4222']}",
+                "urls[0]: `nats://***@h:4222` carries credentials",
+            ),
             (
                 "{name: n, subjects: [a], token: {env: T}, nkey: {env: N}}",
                 "at most one",

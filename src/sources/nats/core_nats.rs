@@ -15,7 +15,9 @@ use super::envelope::message_event;
 use super::health::Health;
 use super::source::{log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
 use crate::backoff::exponential;
-use crate::outcome::{Disposition, Process};
+use std::panic::AssertUnwindSafe;
+
+use crate::outcome::{oversized, panic_message, Disposition, Process};
 use crate::sources::SourceError;
 
 /// In-process retries of a message whose submission is unavailable.
@@ -76,6 +78,7 @@ impl NatsSource {
                 message,
                 shutdown.clone(),
                 slot,
+                self.max_payload,
             ));
         };
         {
@@ -133,16 +136,32 @@ async fn handle_core(
     message: async_nats::Message,
     shutdown: CancellationToken,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    max_payload: usize,
 ) {
     let span = Span::current();
     span.record("source", source.as_str());
     span.record("subject", message.subject.as_str());
-    let event = message_event(
-        &source,
-        message.subject.as_str(),
-        &message.payload,
-        message.headers.as_ref(),
-    );
+    let read = match oversized(message.payload.len(), max_payload) {
+        Some(reason) => Err(reason),
+        None => std::panic::catch_unwind(AssertUnwindSafe(|| {
+            message_event(
+                &source,
+                message.subject.as_str(),
+                &message.payload,
+                message.headers.as_ref(),
+            )
+        }))
+        .map_err(|p| format!("reading the message panicked: {}", panic_message(&*p))),
+    };
+    let event = match read {
+        Ok(e) => Arc::new(e),
+        Err(reason) => {
+            process
+                .poisoned(&source, message.subject.as_str(), &reason)
+                .await;
+            return;
+        }
+    };
     span.record("event_id", event.id.as_str());
     let mut attempt = 0;
     loop {
@@ -159,10 +178,10 @@ async fn handle_core(
         }
         attempt += 1;
         let delay = exponential(CORE_RETRY_BASE, CORE_RETRY_MAX, attempt);
-        warn!(
+        debug!(
             attempt,
             delay_ms = delay.as_millis() as u64,
-            "Kubernetes API unavailable; retrying in process (core NATS cannot redeliver)"
+            "unavailable; retrying in process (core NATS cannot redeliver)"
         );
         if sleep_or_shutdown(delay, &shutdown).await {
             error!("shutting down with the Kubernetes API unavailable: this core NATS message is lost (core NATS is at most once; use JetStream)");

@@ -2,13 +2,11 @@
 //! are copied (credentials dropped), the payload is parsed. JetStream adds
 //! the stream position (the id) and delivery metadata.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use serde_json::{json, Map};
 
-use crate::event::{parse_payload, Event};
+use crate::event::{parse_payload, rfc3339_from_unix_millis, Event};
 use crate::redact::is_credential_header;
 
 /// The envelope of a JetStream message and how many times it was delivered.
@@ -24,9 +22,11 @@ pub(super) fn jetstream_event(
         message.headers.as_ref(),
     );
     event.id = format!("{}:{}", info.stream, info.stream_sequence);
-    let published = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
-    event.time =
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(published)).to_string();
+    let published = info
+        .published
+        .unix_timestamp_nanos()
+        .clamp(0, i128::from(u64::MAX)) as u64;
+    event.time = rfc3339_from_unix_millis(published / 1_000_000);
     for (k, v) in [
         ("stream", json!(info.stream)),
         ("consumer", json!(info.consumer)),
@@ -34,6 +34,7 @@ pub(super) fn jetstream_event(
         ("consumerSequence", json!(info.consumer_sequence)),
         ("delivered", json!(info.delivered)),
         ("pending", json!(info.pending)),
+        ("published", json!(published / 1_000_000)),
     ] {
         event.meta.insert(k.into(), v);
     }

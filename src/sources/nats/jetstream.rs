@@ -19,7 +19,9 @@ use super::config::JetStreamConfig;
 use super::envelope::jetstream_event;
 use super::health::Health;
 use super::source::{log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
-use crate::outcome::Process;
+use std::panic::AssertUnwindSafe;
+
+use crate::outcome::{oversized, panic_message, Process};
 use crate::sources::SourceError;
 
 /// How long one JetStream pull request waits for messages before the server
@@ -36,6 +38,8 @@ struct Settlement {
     /// Progress (`+WPI`) interval: a third of the consumer's ack wait.
     progress_every: Duration,
     rules: AckRules,
+    /// `limits.maxBodyBytes`: larger messages are dead-lettered.
+    max_payload: usize,
 }
 
 /// How one pull request ended.
@@ -88,6 +92,7 @@ impl NatsSource {
                     max_nak_delay: config.max_nak_delay,
                     max_deliver: info.config.max_deliver,
                 },
+                max_payload: self.max_payload,
             });
             info!(
                 source = %self.name,
@@ -265,16 +270,34 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
     let span = Span::current();
     span.record("source", s.source.as_str());
     span.record("subject", message.subject.as_str());
-    let (event, delivered) = match jetstream_event(&s.source, &message) {
+    let reference = message
+        .info()
+        .map(|i| format!("{}:{}", i.stream, i.stream_sequence))
+        .unwrap_or_else(|_| message.subject.to_string());
+    let read = match oversized(message.payload.len(), s.max_payload) {
+        Some(reason) => Err(reason),
+        None => std::panic::catch_unwind(AssertUnwindSafe(|| jetstream_event(&s.source, &message)))
+            .unwrap_or_else(|p| {
+                Err(format!("reading the message panicked: {}", panic_message(&*p)).into())
+            })
+            .map_err(|e| e.to_string()),
+    };
+    let (event, delivered) = match read {
         Ok(e) => e,
-        Err(e) => {
-            // Not a JetStream delivery (no ack subject): nothing to settle.
-            error!(error = %e, "cannot read JetStream metadata; message skipped");
+        Err(reason) => {
+            // Never blocks the stream: dead-lettered and terminated.
+            s.process.poisoned(&s.source, &reference, &reason).await;
+            settle(&message, AckKind::Term, true).await;
             return;
         }
     };
     span.record("event_id", event.id.as_str());
-    let outcome = with_progress(&message, s.progress_every, s.process.process(event)).await;
+    let outcome = with_progress(
+        &message,
+        s.progress_every,
+        s.process.process(Arc::new(event)),
+    )
+    .await;
     let settle_as = s.rules.settle(
         outcome.disposition(),
         delivered,
@@ -295,7 +318,7 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
             (AckKind::Nak(Some(delay)), false)
         }
         Settle::Nak { delay, last: false } => {
-            warn!(
+            debug!(
                 delivered,
                 delay_ms = delay.as_millis() as u64,
                 "Kubernetes API unavailable; nak, redelivery after the delay"

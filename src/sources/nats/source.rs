@@ -37,6 +37,8 @@ pub struct NatsSource {
     pub(super) queue_group: Option<String>,
     pub(super) jetstream: Option<JetStreamConfig>,
     pub(super) max_in_flight: usize,
+    /// `limits.maxBodyBytes`: larger messages are dead-lettered.
+    pub(super) max_payload: usize,
 }
 
 impl NatsSource {
@@ -94,6 +96,7 @@ impl NatsSource {
             queue_group: config.queue_group.clone(),
             jetstream: config.jetstream.clone(),
             max_in_flight,
+            max_payload: limits.max_body_bytes,
         })
     }
 

@@ -21,6 +21,10 @@ pub struct HttpConfig {
     /// Header holding a delivery id (default: none, the id is a body hash).
     #[serde(default)]
     pub id_header: Option<String>,
+    /// Where in the body the delivery id is, for senders that put it there
+    /// (`body.delivery.id`); used when `idHeader` is unset or absent.
+    #[serde(default)]
+    pub id_from: Option<String>,
     /// Header holding the event type.
     #[serde(default)]
     pub type_header: Option<String>,
@@ -59,12 +63,16 @@ pub struct GenericConfig {
     pub bearer: Option<SecretRef>,
     #[serde(default)]
     pub id_header: Option<String>,
+    /// As for `type: http`.
+    #[serde(default)]
+    pub id_from: Option<String>,
     #[serde(default)]
     pub type_header: Option<String>,
 }
 
 impl GenericConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
+        id_from_path(self.id_from.as_deref())?;
         match (&self.hmac, &self.bearer) {
             (Some(_), Some(_)) | (None, None) => Err(("hmac".into(), "a generic source needs exactly one of `hmac` or `bearer` (use type: http for no authentication)".into())),
             _ => Ok(()),
@@ -135,6 +143,12 @@ impl HttpConfig {
     pub fn endpoint(&self) -> Result<Endpoint, SourceError> {
         let provider = Provider::Http {
             id_header: self.id_header.clone(),
+            id_from: id_from_path(self.id_from.as_deref()).map_err(|(_, message)| {
+                SourceError::Failed {
+                    source_name: self.name.clone(),
+                    message,
+                }
+            })?,
             type_header: self.type_header.clone(),
         };
         Ok(Endpoint::new(
@@ -189,6 +203,12 @@ impl GenericConfig {
         };
         let provider = Provider::Http {
             id_header: self.id_header.clone(),
+            id_from: id_from_path(self.id_from.as_deref()).map_err(|(_, message)| {
+                SourceError::Failed {
+                    source_name: self.name.clone(),
+                    message,
+                }
+            })?,
             type_header: self.type_header.clone(),
         };
         Ok(Endpoint::new(
@@ -215,11 +235,42 @@ impl CloudEventsConfig {
     }
 }
 
+impl HttpConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        id_from_path(self.id_from.as_deref()).map(|_| ())
+    }
+}
+
+/// `idFrom: body.a.b` → `["a", "b"]`.
+fn id_from_path(id_from: Option<&str>) -> Result<Option<Vec<String>>, (String, String)> {
+    let Some(p) = id_from else { return Ok(None) };
+    match p.strip_prefix("body.") {
+        Some(rest) if !rest.is_empty() && rest.split('.').all(|s| !s.is_empty()) => {
+            Ok(Some(rest.split('.').map(str::to_string).collect()))
+        }
+        _ => Err((
+            "idFrom".into(),
+            format!("`{p}` must be a dotted path into the body, like `body.delivery.id`"),
+        )),
+    }
+}
+
+/// Paths the HTTP server serves itself.
+const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 /// A mount path must start with `/` and be a literal path (no `{capture}`,
 /// no `*wildcard`: the router would take them as patterns).
 pub fn check_path(path: &str) -> Result<(), (String, String)> {
     if !path.starts_with('/') {
         return Err(("path".into(), format!("`{path}` must start with `/`")));
+    }
+    if RESERVED.contains(&path) || path.starts_with("/explain/") || path == "/explain" {
+        return Err((
+            "path".into(),
+            format!(
+                "`{path}` is served by tripline itself (/healthz, /readyz, /metrics, /explain/…)"
+            ),
+        ));
     }
     if path.contains(['{', '}', '*']) {
         return Err((
@@ -361,5 +412,43 @@ mod tests {
             ),
             Err(BodyError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn delivery_ids_from_the_body_and_gitlab_idempotency_key() {
+        let json_ct = headers(&[("content-type", "application/json")]);
+        let h = endpoint("{name: h, idFrom: body.delivery.id}", HttpConfig::endpoint);
+        let e = event(h.parse(&json_ct, br#"{"delivery":{"id":"d-7"}}"#).unwrap());
+        assert_eq!(e.id, "d-7");
+        let e = event(h.parse(&json_ct, br#"{"delivery":{"id":42}}"#).unwrap());
+        assert_eq!(e.id, "42");
+        assert!(matches!(
+            h.parse(&json_ct, b"{}"),
+            Err(BodyError::Malformed(m)) if m.contains("idFrom")
+        ));
+        std::env::set_var("TRIPLINE_UNIT_SECRET", "s");
+        let gl = endpoint(
+            "{name: gl, token: {env: TRIPLINE_UNIT_SECRET}}",
+            GitlabConfig::endpoint,
+        );
+        let h = headers(&[
+            ("x-gitlab-event", "Push Hook"),
+            ("x-gitlab-event-uuid", "u1"),
+            ("idempotency-key", "k1"),
+        ]);
+        assert_eq!(event(gl.parse(&h, b"{}").unwrap()).id, "k1");
+        // CloudEvents ids are unique per `source` only: the identity says so.
+        let ce = endpoint("{name: ce}", CloudEventsConfig::endpoint);
+        let from = |src: &str| {
+            let h = headers(&[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", src),
+                ("ce-type", "t"),
+            ]);
+            event(ce.parse(&h, b"{}").unwrap()).identity()
+        };
+        assert_ne!(from("/a"), from("/b"));
+        assert_eq!(from("/a"), from("/a"));
     }
 }

@@ -15,6 +15,9 @@ use crate::redact::is_credential_header;
 pub enum Provider {
     Http {
         id_header: Option<String>,
+        /// Where in the body the delivery id is (`idFrom: body.delivery.id`),
+        /// already split after `body.`.
+        id_from: Option<Vec<String>>,
         type_header: Option<String>,
     },
     Github,
@@ -113,11 +116,14 @@ impl Provider {
         match self {
             Provider::Http {
                 id_header,
+                id_from,
                 type_header,
             } => {
                 event.body = decode_body(&ct, body, &mut meta)?;
                 if let Some(id) = id_header.as_deref().and_then(|h| header_str(headers, h)) {
                     event.id = id.to_string();
+                } else if let Some(path) = id_from {
+                    event.id = id_from_body(&event.body, path)?;
                 }
                 if let Some(t) = type_header.as_deref().and_then(|h| header_str(headers, h)) {
                     event.kind = t.to_string();
@@ -140,7 +146,11 @@ impl Provider {
             }
             Provider::Gitlab => {
                 event.kind = required("X-Gitlab-Event")?;
-                if let Some(id) = header_str(headers, "X-Gitlab-Event-UUID") {
+                // GitLab keeps `Idempotency-Key` across its retries of one
+                // delivery; older versions send only the event UUID.
+                if let Some(id) = header_str(headers, "Idempotency-Key")
+                    .or_else(|| header_str(headers, "X-Gitlab-Event-UUID"))
+                {
                     event.id = id.to_string();
                 }
                 event.body = decode_body(&ct, body, &mut meta)?;
@@ -153,6 +163,20 @@ impl Provider {
         }
         event.meta = meta;
         Ok(Parsed::Event(Box::new(event)))
+    }
+}
+
+/// The delivery id at `path` of the body (a string or a number); a
+/// delivery without it is refused, since its id would otherwise silently
+/// fall back to a hash of the body.
+fn id_from_body(body: &Value, path: &[String]) -> Result<String, BodyError> {
+    match crate::event::walk(body, path) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(BodyError::Malformed(format!(
+            "the delivery id is missing: `idFrom` names body.{}, which this body lacks (or is not a string or number)",
+            path.join(".")
+        ))),
     }
 }
 

@@ -189,7 +189,7 @@ async fn deliver(s: Shared, name: &str, headers: HeaderMap, body: Body) -> Respo
         );
     };
     let event = match intake(&s, &m, &headers, body).await {
-        Ok(Parsed::Event(e)) => *e,
+        Ok(Parsed::Event(e)) => Arc::new(*e),
         Ok(Parsed::Ping) => {
             return reply(
                 StatusCode::OK,

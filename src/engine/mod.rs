@@ -4,26 +4,45 @@
 //! [`Process`] contract sources call. Matching and rendering are pure
 //! ([`crate::sensor`]); submitting is [`crate::submit`]; the engine ties them
 //! together, keeps the state that belongs to the loaded sensors (correlation,
-//! rate-limit buckets) and counts what happened ([`Stats`]).
+//! rate-limit buckets), the retry budget of events that keep coming back
+//! unavailable ([`budget`]), and counts what happened ([`Stats`]).
+//!
+//! Failures by cause: a permanent one is dead-lettered at once; a transient
+//! one makes the event come back (nak, hold the commit, 503) until its retry
+//! budget runs out, then it is dead-lettered; an infrastructure one (the
+//! target as a whole) makes it come back without end, marks the `submit`
+//! entry of `/readyz` not ready and is logged once per minute with a count.
+//! A panic anywhere in processing is caught: the event is dead-lettered and
+//! acknowledged, so it cannot pin a partition or a stream.
+
+pub mod budget;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::join_all;
+use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
-use tracing::{info, instrument, warn, Instrument};
+use tracing::{error, info, instrument, warn, Instrument};
 
 use crate::event::Event;
 pub use crate::metrics::Stats;
-use crate::outcome::{Outcome, Process, Status, TriggerOutcome, WHY_NOT_LIMIT};
+use crate::outcome::{panic_message, Outcome, Process, Status, TriggerOutcome, WHY_NOT_LIMIT};
+use crate::readiness::ReadinessHandle;
 use crate::sensor::correlate::{Correlator, Firing, Step};
 use crate::sensor::{Explanation, Rendered, SensorSet};
 use crate::submit::{submit_with_retry, DeadLetter, SubmitError, Submitted, Submitter};
+use crate::throttle::Throttle;
+use budget::{BudgetSpec, RetryBudget};
+
+/// How often an ongoing failure of the target is logged (with a count).
+const LOG_WINDOW: Duration = Duration::from_secs(60);
 
 /// The sensors and the state that belongs to them (correlation, rate-limit
 /// buckets): replaced as a whole when sensors are reloaded.
@@ -60,7 +79,17 @@ pub struct Engine {
     loaded: RwLock<Arc<Loaded>>,
     submitter: Arc<dyn Submitter>,
     dead_letter: DeadLetter,
+    budget: RetryBudget,
+    /// The `submit` entry of `/readyz`, when serving.
+    target_health: Option<ReadinessHandle>,
+    unavailable_log: Throttle,
     pub stats: Stats,
+}
+
+/// How one trigger's submission ended, before it becomes a [`TriggerOutcome`].
+enum Fired {
+    Done(Submitted),
+    Failed(SubmitError),
 }
 
 impl Engine {
@@ -69,8 +98,24 @@ impl Engine {
             loaded: RwLock::new(Arc::new(Loaded::new(sensors))),
             submitter,
             dead_letter,
+            budget: RetryBudget::new(BudgetSpec::default()),
+            target_health: None,
+            unavailable_log: Throttle::new(LOG_WINDOW),
             stats: Stats::default(),
         }
+    }
+
+    /// With the retry budget of `limits.retryBudget`.
+    pub fn with_budget(mut self, spec: BudgetSpec) -> Self {
+        self.budget = RetryBudget::new(spec);
+        self
+    }
+
+    /// Reports the submit target's health to `handle` (`/readyz`).
+    pub fn with_target_health(mut self, handle: ReadinessHandle) -> Self {
+        handle.set(true, self.submitter.describe());
+        self.target_health = Some(handle);
+        self
     }
 
     /// The current sensors (a snapshot: a reload does not change it).
@@ -88,34 +133,77 @@ impl Engine {
         self.stats.reloads.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Where objects go, for logs.
-    pub fn describe_target(&self) -> String {
-        self.submitter.describe()
+    /// `/metrics`.
+    pub fn metrics(&self) -> String {
+        self.stats.render(self.budget.retrying())
     }
 
     /// Matches, correlates, renders and submits. Returns once every fired
-    /// trigger has a final outcome (or ran out of retries).
+    /// trigger has a final outcome (or ran out of retries). A panic inside is
+    /// caught: the event is dead-lettered and the outcome is a rejection.
     #[instrument(skip_all, fields(event_id = %event.id, source = %event.source))]
-    pub async fn process(&self, event: Event) -> Outcome {
+    pub async fn process(&self, event: Arc<Event>) -> Outcome {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let key = event.identity();
+        let last_chance = self.budget.last_chance(&key, Instant::now());
+        let processed = AssertUnwindSafe(self.process_inner(&event, last_chance))
+            .catch_unwind()
+            .await;
+        let outcome = match processed {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let what = panic_message(&*panic);
+                error!(panic = %what, "processing panicked; the event is dead-lettered and acknowledged");
+                self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                let reason = format!("processing panicked: {what}");
+                self.dead_letter
+                    .record(
+                        "",
+                        "",
+                        &[("event", &event)],
+                        &Value::Null,
+                        &reason,
+                        &Value::Null,
+                    )
+                    .await;
+                Outcome {
+                    event_id: event.id.clone(),
+                    matched: vec![TriggerOutcome {
+                        sensor: String::new(),
+                        trigger: String::new(),
+                        name: None,
+                        status: Status::Invalid,
+                        message: Some(reason),
+                    }],
+                    why_not: Vec::new(),
+                }
+            }
+        };
+        match outcome.disposition() {
+            crate::outcome::Disposition::Retry => self.budget.spend(&key, Instant::now()),
+            _ => self.budget.settle(&key),
+        }
+        outcome
+    }
+
+    async fn process_inner(&self, event: &Arc<Event>, last_chance: bool) -> Outcome {
         let loaded = self.loaded();
-        let matches = loaded.sensors.match_event(&event);
-        let event = Arc::new(event);
+        let matches = loaded.sensors.match_event(event);
         let steps = loaded
             .correlator
-            .offer(&loaded.sensors, &matches, &event, Instant::now());
+            .offer(&loaded.sensors, &matches, event, Instant::now());
         let why_not = if steps.is_empty() {
             self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
-            let why = loaded.sensors.why_not(&event, WHY_NOT_LIMIT);
+            let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
             tracing::debug!(why_not = ?why, "matched no sensor");
             why
         } else {
             Vec::new()
         };
-        let (primary, loaded) = (&event, &*loaded);
+        let loaded = &*loaded;
         let futures = steps.into_iter().map(|step| async move {
             match step {
-                Step::Fire(f) => self.fire(loaded, primary, f).await,
+                Step::Fire(f) => self.fire(loaded, event, f, last_chance).await,
                 Step::Waiting { sensor, trigger } => {
                     let (s, t) = loaded.sensors.trigger(sensor, trigger);
                     TriggerOutcome {
@@ -139,7 +227,15 @@ impl Engine {
         }
     }
 
-    async fn fire(&self, loaded: &Loaded, primary: &Event, f: Firing) -> TriggerOutcome {
+    /// Renders and submits one firing. `last_chance`: the event's retry
+    /// budget is spent if this ends transiently unavailable.
+    async fn fire(
+        &self,
+        loaded: &Loaded,
+        primary: &Event,
+        f: Firing,
+        last_chance: bool,
+    ) -> TriggerOutcome {
         let (sensor, trigger) = loaded.sensors.trigger(f.sensor, f.trigger);
         let span = tracing::info_span!("trigger", sensor = %sensor.name, trigger = %trigger.name);
         async move {
@@ -152,27 +248,16 @@ impl Engine {
                 message: None,
             };
             let ns = self.submitter.default_namespace();
-            let rendered = trigger.render(
-                &loaded.sensors.templates,
-                &sensor.name,
-                primary,
-                &events,
-                ns,
-            );
+            let rendered = trigger.render(&loaded.sensors.templates, &sensor.name, primary, &events, ns);
             let (name, obj) = match rendered {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(error = %e, "render failed; dead-lettered");
                     let error = format!("render failed: {e}");
-                    self.dead_letter.record(
-                        &sensor.name,
-                        &trigger.name,
-                        &events,
-                        &trigger.manifest,
-                        &error,
-                        &Value::Null,
-                    );
-                    out.message = Some(e.to_string());
+                    self.dead_letter
+                        .record(&sensor.name, &trigger.name, &events, &trigger.manifest, &error, &Value::Null)
+                        .await;
+                    out.message = Some(error);
                     return out;
                 }
             };
@@ -180,29 +265,46 @@ impl Engine {
             if let Some(l) = loaded.limiters.get(&(f.sensor, f.trigger)) {
                 l.until_ready().await;
             }
-            match submit_with_retry(self.submitter.as_ref(), &obj, &trigger.retry).await {
-                Ok(s) => {
+            let fired = match submit_with_retry(self.submitter.as_ref(), &obj, &trigger.retry).await {
+                Ok(s) => Fired::Done(s),
+                Err(e) => Fired::Failed(e),
+            };
+            match fired {
+                Fired::Done(s) => {
                     info!(name = %name, status = ?s, "submitted");
+                    self.target_ok();
                     out.status = match s {
                         Submitted::Created => Status::Created,
                         Submitted::Existing => Status::Existing,
                     };
                 }
-                Err(SubmitError::Transient { message, .. }) => {
-                    warn!(name = %name, error = %message, "submit unavailable");
+                Fired::Failed(SubmitError::Infrastructure { message, .. }) => {
+                    self.stats.infrastructure.fetch_add(1, Ordering::Relaxed);
+                    self.target_down(&message);
                     out.status = Status::Unavailable;
                     out.message = Some(message);
                 }
-                Err(e) => {
+                Fired::Failed(SubmitError::Transient { message, .. }) if last_chance => {
+                    let error = format!("retry budget spent; last error: {message}");
+                    warn!(name = %name, error = %message, "retry budget spent; dead-lettered");
+                    self.dead_letter
+                        .record(&sensor.name, &trigger.name, &events, &obj, &error, &Value::Null)
+                        .await;
+                    out.status = Status::Expired;
+                    out.message = Some(error);
+                }
+                Fired::Failed(SubmitError::Transient { message, .. }) => {
+                    if let Some(n) = self.unavailable_log.hit(Instant::now()) {
+                        warn!(name = %name, error = %message, failures = n, "submission unavailable; the event will be retried");
+                    }
+                    out.status = Status::Unavailable;
+                    out.message = Some(message);
+                }
+                Fired::Failed(e) => {
                     warn!(name = %name, error = %e, "rejected; dead-lettered");
-                    self.dead_letter.record(
-                        &sensor.name,
-                        &trigger.name,
-                        &events,
-                        &obj,
-                        &e.to_string(),
-                        e.status(),
-                    );
+                    self.dead_letter
+                        .record(&sensor.name, &trigger.name, &events, &obj, &e.to_string(), e.status())
+                        .await;
                     out.message = Some(e.to_string());
                 }
             }
@@ -210,6 +312,21 @@ impl Engine {
         }
         .instrument(span)
         .await
+    }
+
+    fn target_ok(&self) {
+        if let Some(h) = &self.target_health {
+            h.set(true, self.submitter.describe());
+        }
+    }
+
+    fn target_down(&self, message: &str) {
+        if let Some(n) = self.unavailable_log.hit(Instant::now()) {
+            error!(error = %message, failures = n, target = %self.submitter.describe(), "submit target unavailable; events are retried (not dead-lettered)");
+        }
+        if let Some(h) = &self.target_health {
+            h.set(false, format!("{}: {message}", self.submitter.describe()));
+        }
     }
 
     /// Why the event matches or not, and what each trigger that would fire
@@ -226,12 +343,23 @@ impl Engine {
 
 #[async_trait]
 impl Process for Engine {
-    async fn process(&self, event: Event) -> Outcome {
+    async fn process(&self, event: Arc<Event>) -> Outcome {
         Engine::process(self, event).await
     }
 
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>) {
         Engine::explain(self, event)
+    }
+
+    async fn poisoned(&self, source: &str, reference: &str, reason: &str) {
+        warn!(
+            source,
+            reference, reason, "message cannot be processed; dead-lettered and acknowledged"
+        );
+        self.stats.poisoned.fetch_add(1, Ordering::Relaxed);
+        self.dead_letter
+            .record_unprocessable(source, reference, reason)
+            .await;
     }
 }
 
@@ -251,11 +379,15 @@ mod tests {
     struct Recorder {
         objects: Mutex<Vec<(Instant, Value)>>,
         fail: Mutex<Option<SubmitError>>,
+        panic: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
     impl Submitter for Recorder {
         async fn submit(&self, obj: &Value) -> Result<Submitted, SubmitError> {
+            if self.panic.load(Ordering::SeqCst) {
+                panic!("submitter exploded");
+            }
             if let Some(e) = self.fail.lock().unwrap().clone() {
                 return Err(e);
             }
@@ -316,10 +448,10 @@ spec:
         (e, rec)
     }
 
-    fn ev(id: &str, body: Value) -> Event {
+    fn ev(id: &str, body: Value) -> Arc<Event> {
         let mut e = Event::new("src", b"", body);
         e.id = id.into();
-        e
+        Arc::new(e)
     }
 
     #[tokio::test]
@@ -375,8 +507,7 @@ spec:
         );
         assert_eq!(engine.stats.unmatched.load(Ordering::Relaxed), 1);
         assert!(engine
-            .stats
-            .render()
+            .metrics()
             .contains("tripline_events_unmatched_total 1"));
     }
 
@@ -427,7 +558,7 @@ spec:
         assert_eq!(out.disposition(), Disposition::Rejected);
         let dl = std::fs::read_to_string(dir.path().join("dl.jsonl")).unwrap();
         assert_eq!(dl.lines().count(), 1, "only the rejection is dead-lettered");
-        let metrics = engine.stats.render();
+        let metrics = engine.metrics();
         for status in ["unavailable", "invalid"] {
             let line = format!("tripline_trigger_outcomes_total{{sensor=\"limited\",trigger=\"job\",status=\"{status}\"}} 1");
             assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
@@ -443,5 +574,124 @@ spec:
             .as_deref()
             .unwrap()
             .contains("body.n"));
+    }
+
+    fn dead_letters(dir: &std::path::Path) -> Vec<Value> {
+        std::fs::read_to_string(dir.join("dl.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_caught_dead_lettered_and_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rec) = engine(dir.path());
+        rec.panic.store(true, Ordering::SeqCst);
+        let out = engine
+            .process(ev("boom", json!({"kind": "tick", "n": 1})))
+            .await;
+        assert_eq!(
+            out.disposition(),
+            Disposition::Rejected,
+            "acknowledged, never stuck"
+        );
+        assert!(out.matched[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("submitter exploded"));
+        let dl = dead_letters(dir.path());
+        assert_eq!(dl.len(), 1);
+        assert_eq!(dl[0]["eventIds"], json!(["boom"]));
+        assert!(engine
+            .metrics()
+            .contains("tripline_events_panicked_total 1"));
+        // The engine goes on.
+        rec.panic.store(false, Ordering::SeqCst);
+        let out = engine
+            .process(ev("after", json!({"kind": "tick", "n": 2})))
+            .await;
+        assert_eq!(out.matched[0].status, Status::Created);
+    }
+
+    #[tokio::test]
+    async fn infrastructure_failures_retry_without_end_and_show_on_readyz() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rec) = engine(dir.path());
+        let readiness = Arc::new(crate::readiness::Readiness::default());
+        let engine = engine
+            .with_budget(BudgetSpec {
+                max_attempts: Some(2),
+                max_age: Duration::from_secs(3600),
+            })
+            .with_target_health(readiness.handle("submit"));
+        *rec.fail.lock().unwrap() = Some(SubmitError::Infrastructure {
+            message: "403 Forbidden: RBAC".into(),
+            retry_after: None,
+        });
+        for _ in 0..5 {
+            let out = engine
+                .process(ev("t1", json!({"kind": "tick", "n": 1})))
+                .await;
+            assert_eq!(out.disposition(), Disposition::Retry);
+        }
+        assert!(
+            dead_letters(dir.path()).is_empty(),
+            "never the event's fault"
+        );
+        let (ready, detail) = readiness.report();
+        assert!(!ready);
+        assert!(detail["submit"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("403 Forbidden"));
+        assert!(engine.metrics().contains("tripline_events_retrying 1"));
+        *rec.fail.lock().unwrap() = None;
+        let out = engine
+            .process(ev("t1", json!({"kind": "tick", "n": 1})))
+            .await;
+        assert_eq!(out.matched[0].status, Status::Created);
+        assert!(readiness.report().0, "ready again once the target answers");
+        assert!(engine.metrics().contains("tripline_events_retrying 0"));
+    }
+
+    #[tokio::test]
+    async fn transient_failures_expire_when_the_budget_is_spent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rec) = engine(dir.path());
+        let engine = engine.with_budget(BudgetSpec {
+            max_attempts: Some(3),
+            max_age: Duration::from_secs(3600),
+        });
+        *rec.fail.lock().unwrap() = Some(SubmitError::Transient {
+            message: "503 ServiceUnavailable".into(),
+            retry_after: None,
+        });
+        for _ in 0..2 {
+            let out = engine
+                .process(ev("t1", json!({"kind": "tick", "n": 1})))
+                .await;
+            assert_eq!(out.matched[0].status, Status::Unavailable);
+        }
+        let out = engine
+            .process(ev("t1", json!({"kind": "tick", "n": 1})))
+            .await;
+        assert_eq!(out.matched[0].status, Status::Expired);
+        assert_eq!(out.disposition(), Disposition::Rejected);
+        let dl = dead_letters(dir.path());
+        assert_eq!(dl.len(), 1);
+        assert!(dl[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("retry budget spent; last error: 503"));
+        assert_eq!(
+            dl[0]["object"]["kind"], "Workflow",
+            "the object is kept for a replay"
+        );
+        assert!(engine
+            .metrics()
+            .contains("tripline_objects_expired_total 1"));
     }
 }
