@@ -20,70 +20,21 @@
 //! `cargo bench --bench kafka_throughput` (`cargo test --all-targets` makes a
 //! 300-message smoke run of the outbox path instead).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use support::brokers::{kafka_consumer_config, Kafka};
+use support::tripline::Tripline;
+
 const TOPIC: &str = "bench";
 const PARTITIONS: i32 = 3;
 const PATIENCE: Duration = Duration::from_secs(300);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-fn kafka_sh() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh")
-}
-
-/// A tansu broker started by `scripts/kafka.sh`, stopped on drop.
-struct Broker {
-    port: u16,
-    state: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let state = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let out = Command::new("sh")
-            .arg(kafka_sh())
-            .args(["start", &port.to_string()])
-            .env("KAFKA_TOPICS", format!("{TOPIC}:{PARTITIONS}"))
-            .env("KAFKA_STATE", state.path().join("state"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run scripts/kafka.sh");
-        assert!(
-            out.status.success(),
-            "scripts/kafka.sh start failed (run scripts/install-deps.sh): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Broker { port, state }
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg(kafka_sh())
-            .args(["stop", &self.port.to_string()])
-            .env("KAFKA_STATE", self.state.path().join("state"))
-            .status();
-    }
-}
 
 async fn produce(bootstrap: &str, n: usize) {
     let producer: FutureProducer = ClientConfig::new()
@@ -118,14 +69,8 @@ async fn produce(bootstrap: &str, n: usize) {
 /// The limit: consume everything and commit, nothing else. Returns the
 /// rate in messages per second (first message to final commit).
 fn raw_consumer(bootstrap: &str, n: usize) -> f64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "raw-bench")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
+    let consumer: BaseConsumer = kafka_consumer_config(bootstrap, "raw-bench")
         .set("enable.auto.offset.store", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
         .create()
         .expect("consumer");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
@@ -188,20 +133,6 @@ spec:
         - {name: event, value: "{{id}}", dest: data.event}
 "#;
 
-async fn metric(client: &reqwest::Client, port: u16, name: &str) -> Option<usize> {
-    let text = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// What tripline does with each message.
 #[derive(Clone, Copy, PartialEq)]
 enum Work {
@@ -230,19 +161,13 @@ impl Work {
 /// tripline from Kafka doing `work`. Returns the rate in messages per
 /// second (first message processed to last).
 async fn tripline(bootstrap: &str, n: usize, work: Work, max_in_flight: usize) -> f64 {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("sensors")).unwrap();
     let sensor = match work {
         Work::NoMatch => SENSOR.replace("equals: raw", "equals: elsewhere"),
         Work::Outbox => SENSOR.to_string(),
     };
-    std::fs::write(dir.path().join("sensors/bench.yaml"), sensor).unwrap();
     let group = format!("tripline-bench-{}-{max_in_flight}", work.id());
-    let config = dir.path().join("tripline.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "sensors: sensors/
+    let config = format!(
+        "sensors: sensors/
 submit: {{type: outbox, dir: outbox/}}
 limits: {{maxInFlight: 256}}
 sources:
@@ -254,36 +179,30 @@ sources:
     maxInFlight: {max_in_flight}
     properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 1000}}
 "
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tripline"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("TRIPLINE_LOG", "warn")
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tripline"),
     );
-    let client = reqwest::Client::new();
+    // Not waiting for /readyz: the first message can come before it is polled.
+    let mut t = Tripline::launch(
+        &config,
+        &[("bench.yaml", &sensor)],
+        &[("TRIPLINE_LOG", "warn")],
+    );
+    let counter = match work {
+        Work::NoMatch => "tripline_events_total",
+        Work::Outbox => "tripline_objects_created_total",
+    };
     let deadline = Instant::now() + PATIENCE;
     let mut first = None;
     loop {
-        assert!(Instant::now() < deadline, "tripline did not finish");
-        let counter = match work {
-            Work::NoMatch => "tripline_events_total",
-            Work::Outbox => "tripline_objects_created_total",
-        };
-        if let Some(c) = metric(&client, port, counter).await {
+        assert!(
+            Instant::now() < deadline,
+            "tripline did not finish:\n{}",
+            t.log()
+        );
+        if let Some(c) = t.try_metric(counter).await {
             if c > 0 {
                 first.get_or_insert_with(Instant::now);
             }
-            if c >= n {
+            if c >= n as u64 {
                 break;
             }
         }
@@ -291,29 +210,13 @@ sources:
     }
     let secs = first.expect("objects").elapsed().as_secs_f64();
     if work == Work::Outbox {
-        let files = std::fs::read_dir(dir.path().join("outbox"))
+        let files = std::fs::read_dir(t.dir.path().join("outbox"))
             .unwrap()
             .count();
         assert_eq!(files, n, "one object per message");
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    let _ = child.0.wait();
+    t.terminate();
     n as f64 / secs
-}
-
-/// A child process, killed if still running when dropped (a failed run must
-/// not leave `tripline serve` behind).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 fn main() {
@@ -332,7 +235,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 100_000 } else { 300 });
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let broker = Broker::start();
+    let mut broker = rt.block_on(Kafka::start(&[(TOPIC, PARTITIONS)]));
     let bootstrap = broker.bootstrap();
     let t = Instant::now();
     rt.block_on(produce(&bootstrap, n));
@@ -356,5 +259,5 @@ fn main() {
             100.0 * rate / raw
         );
     }
-    drop(broker);
+    rt.block_on(broker.stop());
 }

@@ -13,73 +13,19 @@
 //! `cargo bench --bench nats_throughput` (run by `cargo test` it does a short
 //! smoke run instead). Needs `nats-server` (`scripts/install-deps.sh`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures::StreamExt;
 
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use support::brokers::Nats;
+use support::tripline::Tripline;
+
 const STREAM: &str = "STORAGE";
 const SUBJECT: &str = "storage.objects.created.raw";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `$NATS_SERVER`, else `nats-server` on PATH or in /usr/sbin (Debian).
-fn nats_server_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("NATS_SERVER") {
-        return bin.into();
-    }
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-        .expect("nats-server not found: run scripts/install-deps.sh")
-}
-
-/// Kills the child (by its PID) when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_nats(dir: &Path) -> (Killed, String) {
-    let port = free_port();
-    let server = Killed(
-        Command::new(nats_server_bin())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.join("js"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server"),
-    );
-    let url = format!("nats://127.0.0.1:{port}");
-    for _ in 0..400 {
-        if let Ok(c) = async_nats::connect(&url).await {
-            if let Ok(m) = c.request("$JS.API.INFO", "".into()).await {
-                if !String::from_utf8_lossy(&m.payload).contains("\"error\"") {
-                    return (server, url);
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("nats-server did not start");
-}
 
 /// Publishes `n` "new object" notifications, acks awaited in windows of 1000.
 async fn publish(js: &jetstream::Context, n: usize) {
@@ -146,28 +92,24 @@ fn sensor(matching: bool) -> String {
     }
 }
 
-fn start_tripline(dir: &Path, url: &str, durable: &str, sensor: &str) -> Killed {
-    std::fs::create_dir_all(dir.join("sensors")).unwrap();
-    std::fs::write(dir.join("sensors/data-arrival.yaml"), sensor).unwrap();
-    std::fs::write(
-        dir.join("tripline.yaml"),
-        format!(
+/// Starts tripline on the stream with durable `durable` and returns at once
+/// (not waiting for `/readyz`), so the first delivery is seen by
+/// [`tripline_rate`].
+fn start_tripline(url: &str, durable: &str, sensor: &str) -> Tripline {
+    Tripline::launch(
+        &format!(
             "sensors: sensors/\nsubmit: {{type: outbox, dir: outbox/}}\nsources:\n  - type: nats\n    name: bucket-events\n    urls: [{url}]\n    subjects: [storage.objects.created.>]\n    jetstream: {{stream: {STREAM}, durable: {durable}, create: true, batch: 64, maxInFlight: 64}}\n"
         ),
+        &[("data-arrival.yaml", sensor)],
+        &[("TRIPLINE_LOG", "warn")],
     )
-    .unwrap();
-    Killed(
-        Command::new(env!("CARGO_BIN_EXE_tripline"))
-            .args(["serve", "--config"])
-            .arg(dir.join("tripline.yaml"))
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--log", "warn"])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    )
+}
+
+/// How many files `t` has written to its outbox.
+fn outbox_files(t: &Tripline) -> usize {
+    std::fs::read_dir(t.dir.path().join("outbox"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// tripline's rate from the consumer's ack floor: from the first message
@@ -196,9 +138,9 @@ async fn tripline_rate(stream: &stream::Stream, durable: &str, n: usize) -> f64 
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 20_000 } else { 300 };
-    let dir = tempfile::tempdir().unwrap();
-    let (_nats, url) = start_nats(dir.path()).await;
-    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+    let nats = Nats::start().await;
+    let url = nats.url();
+    let js = jetstream::new(nats.client().await);
     let stream = js
         .create_stream(stream::Config {
             name: STREAM.into(),
@@ -212,25 +154,15 @@ async fn main() {
 
     let raw = raw_consumer(&stream, n).await;
 
-    let miss_dir = tempfile::tempdir().unwrap();
-    let miss = start_tripline(miss_dir.path(), &url, "tripline-miss", &sensor(false));
+    let miss = start_tripline(&url, "tripline-miss", &sensor(false));
     let miss_rate = tripline_rate(&stream, "tripline-miss", n).await;
+    assert_eq!(outbox_files(&miss), 0, "nothing matches");
     drop(miss);
-    assert!(
-        !miss_dir.path().join("outbox").exists()
-            || std::fs::read_dir(miss_dir.path().join("outbox"))
-                .unwrap()
-                .count()
-                == 0
-    );
 
-    let hit_dir = tempfile::tempdir().unwrap();
-    let hit = start_tripline(hit_dir.path(), &url, "tripline", &sensor(true));
+    let hit = start_tripline(&url, "tripline", &sensor(true));
     let hit_rate = tripline_rate(&stream, "tripline", n).await;
+    let written = outbox_files(&hit);
     drop(hit);
-    let written = std::fs::read_dir(hit_dir.path().join("outbox"))
-        .map(|d| d.count())
-        .unwrap_or(0);
     assert_eq!(written, n, "one Workflow per message");
 
     println!("JetStream, file storage, {n} messages (~60 bytes), one nats-server:");

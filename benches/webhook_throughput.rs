@@ -9,7 +9,6 @@
 //! `cargo bench --bench webhook_throughput` (run by `cargo test` it does a
 //! short smoke run instead).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,22 +16,14 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use support::brokers::free_port;
+use support::tripline::{github_signature, Tripline};
+
 const SECRET: &str = "bench-secret";
 const CONCURRENCY: usize = 32;
-
-fn sign(body: &[u8]) -> String {
-    let mut m = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    m.update(body);
-    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Sends `n` signed requests with `CONCURRENCY` in flight; returns requests/s.
 async fn load(url: &str, n: usize, event: &'static str, body: Arc<Vec<u8>>) -> f64 {
@@ -44,7 +35,7 @@ async fn load(url: &str, n: usize, event: &'static str, body: Arc<Vec<u8>>) -> f
             let (client, next, body, url) =
                 (client.clone(), next.clone(), body.clone(), url.to_string());
             tokio::spawn(async move {
-                let sig = sign(&body);
+                let sig = github_signature(SECRET, &body);
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= n {
@@ -99,7 +90,7 @@ async fn peer(port: u16) {
     axum::serve(l, app).await.unwrap();
 }
 
-fn start_tripline(dir: &std::path::Path, port: u16) -> Child {
+async fn start_tripline() -> Tripline {
     let sensor = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/git-push-retrain/sensors/retrain-on-push.yaml"
@@ -108,23 +99,12 @@ fn start_tripline(dir: &std::path::Path, port: u16) -> Child {
     // Every push to main fires (the bench body touches no models/).
     .replace("          - expr:", "          # - expr:")
     .replace("      rateLimit:", "      # rateLimit:");
-    std::fs::create_dir_all(dir.join("sensors")).unwrap();
-    std::fs::write(dir.join("sensors/retrain.yaml"), sensor).unwrap();
-    std::fs::write(
-        dir.join("tripline.yaml"),
+    Tripline::start(
         "sensors: sensors/\nsubmit: {type: outbox, dir: outbox/}\nlimits: {maxInFlight: 256}\nsources:\n  - {type: github, name: github, path: /webhooks/github, secret: {env: BENCH_SECRET}}\n",
+        &[("retrain.yaml", &sensor)],
+        &[("BENCH_SECRET", SECRET), ("TRIPLINE_LOG", "warn")],
     )
-    .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["serve", "--config"])
-        .arg(dir.join("tripline.yaml"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
-        .env("BENCH_SECRET", SECRET)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    .await
 }
 
 async fn wait_up(url: &str) {
@@ -152,23 +132,19 @@ async fn main() {
 
     let peer_port = free_port();
     tokio::spawn(peer(peer_port));
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = start_tripline(dir.path(), port);
-    wait_up(&format!("http://127.0.0.1:{port}/healthz")).await;
+    let t = start_tripline().await;
     wait_up(&format!("http://127.0.0.1:{peer_port}/")).await;
 
     let peer_url = format!("http://127.0.0.1:{peer_port}/webhooks/github");
-    let url = format!("http://127.0.0.1:{port}/webhooks/github");
+    let url = t.url("/webhooks/github");
     load(&peer_url, n / 10, "push", body.clone()).await; // warm-up
     let peer_rps = load(&peer_url, n, "push", body.clone()).await;
     let miss_rps = load(&url, n, "issues", body.clone()).await;
     let hit_rps = load(&url, n, "push", body.clone()).await;
-    let written = std::fs::read_dir(dir.path().join("outbox"))
+    let written = std::fs::read_dir(t.dir.path().join("outbox"))
         .map(|d| d.count())
         .unwrap_or(0);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(t);
     assert_eq!(written, n, "one Workflow per delivery");
 
     println!(

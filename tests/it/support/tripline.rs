@@ -30,13 +30,27 @@ pub struct Tripline {
     env: Vec<(String, String)>,
     config: PathBuf,
     args: Vec<String>,
+    /// For `/readyz` and `/metrics`: one connection pool, not one per poll.
+    client: reqwest::Client,
 }
 
 impl Tripline {
     /// Writes `config` (YAML, without `listen:`; `{dir}` is replaced by the
     /// temp dir) and `sensors` (file name, YAML) into a temp dir and starts
-    /// `tripline serve` there.
+    /// `tripline serve` there with `env` added to its environment.
+    /// `TRIPLINE_LOG` is `info,tripline=debug` unless `env` sets it; the log
+    /// goes to `<dir>/tripline.log` ([`Tripline::log`]).
     pub async fn start(config: &str, sensors: &[(&str, &str)], env: &[(&str, &str)]) -> Tripline {
+        let mut t = Self::launch(config, sensors, env);
+        t.wait_ready().await;
+        t
+    }
+
+    /// Like [`Tripline::start`], but returns as soon as the process is spawned,
+    /// without waiting for `/readyz`: for a bench that times from the first
+    /// event, which can come before `/readyz` is polled. [`Tripline::try_metric`]
+    /// answers `None` until the process listens.
+    pub fn launch(config: &str, sensors: &[(&str, &str)], env: &[(&str, &str)]) -> Tripline {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("sensors")).unwrap();
         for (name, text) in sensors {
@@ -48,7 +62,9 @@ impl Tripline {
             config.replace("{dir}", &dir.path().display().to_string()),
         )
         .unwrap();
-        Self::start_with(dir, config_path, env, &[]).await
+        let mut t = Self::new(dir, config_path, env, &[]);
+        t.spawn_process();
+        t
     }
 
     /// Starts `tripline serve --config <config>` with extra args (the dir is
@@ -59,7 +75,14 @@ impl Tripline {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Tripline {
-        let mut t = Tripline {
+        let mut t = Self::new(dir, config, env, args);
+        t.spawn().await;
+        t
+    }
+
+    /// Not started yet: picks the port.
+    fn new(dir: TempDir, config: PathBuf, env: &[(&str, &str)], args: &[&str]) -> Tripline {
+        Tripline {
             dir,
             port: free_port(),
             child: None,
@@ -69,12 +92,16 @@ impl Tripline {
                 .collect(),
             config,
             args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        t.spawn().await;
-        t
+            client: reqwest::Client::new(),
+        }
     }
 
     async fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_ready().await;
+    }
+
+    fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -87,20 +114,18 @@ impl Tripline {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("TRIPLINE_LOG", "info,tripline=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start tripline");
         self.child = Some(child);
-        self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
         loop {
             if let Some(status) = self
                 .child
@@ -112,7 +137,7 @@ impl Tripline {
                     self.log()
                 );
             }
-            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
                 if r.status().is_success() {
                     return;
                 }
@@ -157,15 +182,23 @@ impl Tripline {
 
     /// The value of a counter on `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = reqwest::get(self.url("/metrics"))
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        metric_value(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    /// Like [`Tripline::metric`], but `None` while `/metrics` does not answer
+    /// (not listening yet) or lacks the counter.
+    pub async fn try_metric(&self, name: &str) -> Option<u64> {
+        let response = self.client.get(self.url("/metrics")).send().await.ok()?;
+        metric_value(&response.text().await.ok()?, name)
     }
 
     /// Parsed lines of `<dir>/dead-letter.jsonl`.
@@ -211,6 +244,8 @@ impl Tripline {
     /// Starts again with the same config, dir and port.
     pub async fn restart(&mut self) {
         self.kill();
+        // No pooled connection to the old process.
+        self.client = reqwest::Client::new();
         self.spawn().await;
     }
 }
@@ -219,6 +254,12 @@ impl Drop for Tripline {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The value of counter `name` in the Prometheus text `text`.
+fn metric_value(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// HMAC-SHA256 hex signature as GitHub sends it.
