@@ -46,7 +46,16 @@ pub mod throttle;
 pub mod tls;
 
 /// Sets up logging to stderr: `filter` is an `EnvFilter` directive.
+///
+/// The kube client's own line per failed request is silenced (unless the
+/// filter names `kube_client`): the engine logs an outage once a minute with
+/// a count instead of once per request.
 pub fn init_tracing(filter: &str, json: bool) {
+    let filter = if filter.contains("kube_client") {
+        filter.to_string()
+    } else {
+        format!("{filter},kube_client::client::builder=off")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -16,6 +19,11 @@ pub struct Limits {
     /// brokers stop fetching (no unbounded queue).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Payload bytes in processing at once, across every source (default
+    /// 64 MiB): what bounds memory when events are large. A source waits for
+    /// room before it processes an event (a webhook answers 503 past it).
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
     /// On SIGTERM, how long in-flight submissions may take to finish.
     #[serde(default = "default_deadline", with = "humantime_serde")]
     pub shutdown_deadline: Duration,
@@ -33,6 +41,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: default_max_body(),
             max_in_flight: default_max_in_flight(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
             shutdown_deadline: default_deadline(),
             retry_budget: BudgetSpec::default(),
             dead_letter_max_bytes: default_dead_letter_max_bytes(),
@@ -45,6 +54,15 @@ impl Limits {
     pub fn validate(&self) -> Result<(), (String, String)> {
         if self.max_in_flight == 0 {
             return Err(("maxInFlight".into(), "must be at least 1".into()));
+        }
+        if self.max_in_flight_bytes < self.max_body_bytes {
+            return Err((
+                "maxInFlightBytes".into(),
+                format!(
+                    "must be at least maxBodyBytes ({}), or no event of the largest size could ever be processed",
+                    self.max_body_bytes
+                ),
+            ));
         }
         if self.retry_budget.max_attempts == Some(0) {
             return Err((
@@ -61,6 +79,9 @@ fn default_max_body() -> usize {
 }
 fn default_max_in_flight() -> usize {
     64
+}
+fn default_max_in_flight_bytes() -> usize {
+    64 << 20
 }
 fn default_dead_letter_max_bytes() -> u64 {
     64 << 20
@@ -93,4 +114,76 @@ impl Default for BudgetSpec {
 
 fn default_max_age() -> Duration {
     Duration::from_secs(3600)
+}
+
+/// The payload bytes in processing across every source
+/// (`limits.maxInFlightBytes`), counted in KiB.
+#[derive(Clone, Debug)]
+pub struct ByteBudget {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+/// Room for one event's payload; released when dropped.
+pub type BytesHeld = OwnedSemaphorePermit;
+
+impl ByteBudget {
+    pub fn new(max_bytes: usize) -> Self {
+        let total_kib = u32::try_from(max_bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        ByteBudget {
+            kib: Arc::new(Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    fn kib_for(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total_kib)
+    }
+
+    /// Waits for room for `bytes`.
+    pub async fn hold(&self, bytes: usize) -> BytesHeld {
+        self.kib
+            .clone()
+            .acquire_many_owned(self.kib_for(bytes))
+            .await
+            .expect("the budget is never closed")
+    }
+
+    /// Room for `bytes` now, or `None`.
+    pub fn try_hold(&self, bytes: usize) -> Option<BytesHeld> {
+        self.kib
+            .clone()
+            .try_acquire_many_owned(self.kib_for(bytes))
+            .ok()
+    }
+
+    /// Bytes free now (for tests and metrics).
+    pub fn available_bytes(&self) -> usize {
+        self.kib.available_permits() * 1024
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_byte_budget_bounds_what_is_held() {
+        let b = ByteBudget::new(4 << 20);
+        let first = b.hold(3 << 20).await;
+        assert!(b.try_hold(2 << 20).is_none(), "over the budget");
+        let small = b.try_hold(1000).expect("room for a small one");
+        drop(first);
+        assert!(b.try_hold(3 << 20).is_some());
+        drop(small);
+        // An event larger than the whole budget still gets through, alone.
+        let huge = b.hold(100 << 20).await;
+        assert_eq!(b.available_bytes(), 0);
+        drop(huge);
+        assert_eq!(b.available_bytes(), 4 << 20);
+    }
 }

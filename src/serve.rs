@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, SubmitConfig};
 use crate::engine::Engine;
 use crate::http::{self, HttpError};
+use crate::limits::ByteBudget;
 use crate::outcome::Process;
 use crate::readiness::Readiness;
 use crate::sensor::{self, LoadErrors};
@@ -83,17 +84,19 @@ pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
         cfg.source_names(),
         shutdown.clone(),
     ));
-    run_with(cfg, engine, shutdown).await
+    run_with(cfg, engine, readiness, shutdown).await
 }
 
-/// Runs the sources of `cfg` against `engine` until `shutdown`.
+/// Runs the sources of `cfg` against `engine` until `shutdown`, reporting
+/// readiness to `readiness`.
 pub async fn run_with(
     cfg: Config,
     engine: Arc<Engine>,
+    readiness: Arc<Readiness>,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let (endpoints, sources) = cfg.build_sources()?;
-    let readiness = Arc::new(Readiness::default());
+    let bytes = ByteBudget::new(cfg.limits.max_in_flight_bytes);
     let process: Arc<dyn Process> = engine.clone();
 
     // Every source is "not ready" until it says otherwise.
@@ -109,6 +112,7 @@ pub async fn run_with(
             process: process.clone(),
             readiness: readiness.handle(s.name()),
             shutdown: shutdown.clone(),
+            bytes: bytes.clone(),
         })
         .collect();
 
@@ -116,7 +120,7 @@ pub async fn run_with(
     for (handle, path) in &mounts {
         handle.set(true, format!("listening on {}{path}", server.addr()));
     }
-    let router = http::admin_router(engine, readiness).merge(webhooks.router(process));
+    let router = http::admin_router(engine, readiness).merge(webhooks.router(process, bytes));
 
     let mut tasks: JoinSet<(String, Result<(), ServeError>)> = JoinSet::new();
     {

@@ -163,23 +163,38 @@ impl<'e> EvalCtx<'e> {
         self.cel.get_or_init(|| {
             let e = self.event;
             let mut ctx = cel::Context::with_env(CEL_ENV.with(Arc::clone));
-            let vars: [(&str, Value); 8] = [
-                ("id", Value::String(e.id.clone())),
-                ("source", Value::String(e.source.clone())),
-                ("type", Value::String(e.kind.clone())),
-                ("subject", Value::String(e.subject.clone())),
-                ("time", Value::String(e.time.clone())),
-                ("headers", e.headers.to_json()),
-                ("body", e.body.clone()),
-                ("meta", Value::Object(e.meta.clone())),
+            // Converted straight from the event, without copying it first:
+            // the body may be a megabyte.
+            let headers = e.headers.to_json();
+            let vars: [(&str, &dyn erased::Ser); 8] = [
+                ("id", &e.id),
+                ("source", &e.source),
+                ("type", &e.kind),
+                ("subject", &e.subject),
+                ("time", &e.time),
+                ("headers", &headers),
+                ("body", &e.body),
+                ("meta", &e.meta),
             ];
             for (name, v) in vars {
                 // serde_json values always convert; fall back to null defensively.
-                let v = cel::to_value(v).unwrap_or(cel::Value::Null);
+                let v = v.to_cel().unwrap_or(cel::Value::Null);
                 ctx.add_variable_from_value(name, v);
             }
             ctx
         })
+    }
+}
+
+/// Converting envelope fields of different types to CEL values by reference.
+mod erased {
+    pub trait Ser {
+        fn to_cel(&self) -> Result<cel::Value, cel::SerializationError>;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_cel(&self) -> Result<cel::Value, cel::SerializationError> {
+            cel::to_value(self)
+        }
     }
 }
 

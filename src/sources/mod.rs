@@ -19,16 +19,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::limits::ByteBudget;
 use crate::outcome::Process;
 use crate::readiness::ReadinessHandle;
 use crate::shutdown::Shutdown;
 
 /// What a running source is given: where events go, where to say whether it
-/// is ready, and when to stop (with the drain deadline).
+/// is ready, when to stop (with the drain deadline), and the memory budget.
 pub struct SourceContext {
     pub process: Arc<dyn Process>,
     pub readiness: ReadinessHandle,
     pub shutdown: Shutdown,
+    /// Payload bytes in processing across every source: hold room for an
+    /// event before processing it.
+    pub bytes: ByteBudget,
 }
 
 /// A running broker source (webhooks are routes on the HTTP server instead).

@@ -3,6 +3,8 @@
 //! binary) live in `support/`.
 mod brokers_smoke;
 mod engine;
+mod failures;
+mod fault_matrix;
 mod kafka;
 mod kube_api_double;
 mod nats;

@@ -120,7 +120,7 @@ async fn every_shipped_yaml_loads() {
         "config",
         "Sensor",
         "WorkflowTemplate",
-        "Deployment",
+        "StatefulSet",
         "ConfigMap",
         "Role",
     ] {

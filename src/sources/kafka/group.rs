@@ -91,8 +91,11 @@ impl GroupContext {
         };
         let (queued, full) = {
             let mut s = a.progress.lock();
+            if s.marks.is_rewind(m.offset()) {
+                warn!(topic = %tp.0, partition = tp.1, offset = m.offset(), "offsets went back (reset, or the topic was re-created): processing again from here");
+            }
             if !s.marks.dispatched(m.offset()) {
-                debug!(topic = %tp.0, partition = tp.1, offset = m.offset(), "offset already dispatched; skipped");
+                debug!(topic = %tp.0, partition = tp.1, offset = m.offset(), "offset already in flight; skipped");
                 return;
             }
             s.queued += 1;

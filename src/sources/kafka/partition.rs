@@ -15,6 +15,7 @@ use super::envelope::to_event;
 use super::watermark::{size, Progress};
 use crate::backoff::{exponential, jittered};
 use crate::event::Event;
+use crate::limits::ByteBudget;
 use std::panic::AssertUnwindSafe;
 
 use crate::outcome::{oversized, panic_message, Disposition, Process};
@@ -30,6 +31,8 @@ pub(super) struct WorkContext {
     pub(super) max_retry_backoff: Duration,
     /// Larger payloads are dead-lettered (`limits.maxBodyBytes`).
     pub(super) max_payload: usize,
+    /// Payload bytes in processing across every source.
+    pub(super) bytes: ByteBudget,
 }
 
 /// One partition's task: takes its messages in order and processes up to
@@ -67,6 +70,7 @@ pub(super) async fn run_partition(
                 running.spawn(async move {
                     let _slot = slot;
                     let _mark = mark;
+                    let _held = work.bytes.hold(message.payload().map_or(0, <[u8]>::len)).await;
                     let reference = format!("{}/{}/{offset}", message.topic(), message.partition());
                     let event = envelope(&work, &message);
                     drop(message);

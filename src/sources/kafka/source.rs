@@ -91,6 +91,7 @@ impl KafkaSource {
                 retry_backoff: self.config.retry_backoff,
                 max_retry_backoff: self.config.max_retry_backoff,
                 max_payload: self.max_payload,
+                bytes: cx.bytes.clone(),
             }),
             max_queued: self.config.max_queued,
             runtime,

@@ -37,12 +37,20 @@ impl Watermark {
     /// Records a dispatched message; `false` if that offset was dispatched
     /// already (it is then not processed twice).
     pub fn dispatched(&mut self, offset: i64) -> bool {
-        if self.next.is_some_and(|n| offset < n) {
+        if self.pending.contains(&offset) {
             return false;
         }
+        // An offset below what was dispatched is a rewind (offsets reset,
+        // the topic re-created): processed again from there, never skipped;
+        // deterministic names make a repeat harmless.
         self.pending.insert(offset);
         self.next = Some(offset + 1);
         true
+    }
+
+    /// Whether `offset` lies below what was dispatched (a rewind).
+    pub fn is_rewind(&self, offset: i64) -> bool {
+        self.next.is_some_and(|n| offset < n) && !self.pending.contains(&offset)
     }
 
     /// Records a final outcome.
@@ -53,7 +61,10 @@ impl Watermark {
     /// The offset to commit: every message below it has a final outcome.
     /// `None` before anything was dispatched.
     pub fn commit_point(&self) -> Option<i64> {
-        self.pending.first().copied().or(self.next)
+        match (self.pending.first(), self.next) {
+            (Some(p), Some(n)) => Some((*p).min(n)),
+            (p, n) => p.copied().or(n),
+        }
     }
 
     /// The commit point, if it is not what was committed last.
@@ -173,9 +184,24 @@ mod tests {
         assert_eq!(w.commit_point(), Some(20));
         w.finished(20);
         assert_eq!(w.commit_point(), Some(21));
-        // A redelivered offset below what was dispatched is refused.
-        assert!(!w.dispatched(12));
-        assert_eq!(w.commit_point(), Some(21));
+        // An offset in flight is not dispatched twice.
+        assert!(w.dispatched(21));
+        assert!(!w.dispatched(21));
+        w.finished(21);
+        // A rewind (offsets reset, the topic re-created) is processed again,
+        // and the commit point follows it down instead of skipping.
+        assert!(w.is_rewind(3));
+        assert!(w.dispatched(3));
+        assert_eq!(w.commit_point(), Some(3));
+        w.finished(3);
+        assert_eq!(
+            w.commit_point(),
+            Some(4),
+            "not 22: offsets 4.. of the new run are still to come"
+        );
+        assert!(w.dispatched(4));
+        w.finished(4);
+        assert_eq!(w.commit_point(), Some(5));
     }
 
     #[test]

@@ -17,8 +17,9 @@ use super::source::{log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
 use crate::backoff::exponential;
 use std::panic::AssertUnwindSafe;
 
+use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Disposition, Process};
-use crate::sources::SourceError;
+use crate::sources::{SourceContext, SourceError};
 
 /// In-process retries of a message whose submission is unavailable.
 const CORE_RETRY_BASE: Duration = Duration::from_secs(1);
@@ -28,10 +29,10 @@ impl NatsSource {
     pub(super) async fn run_core(
         &self,
         client: &async_nats::Client,
-        process: &Arc<dyn Process>,
+        cx: &SourceContext,
         health: &Health,
-        shutdown: &CancellationToken,
     ) -> Result<(), SourceError> {
+        let shutdown = cx.shutdown.token();
         let mut subscriptions = Vec::new();
         for subject in &self.subjects {
             let sub = match &self.queue_group {
@@ -70,16 +71,16 @@ impl NatsSource {
 
         let slots = Arc::new(Semaphore::new(self.max_in_flight));
         let mut in_flight: JoinSet<()> = JoinSet::new();
+        let shared = Arc::new(Shared {
+            process: cx.process.clone(),
+            client: client.clone(),
+            source: self.name.clone(),
+            shutdown: shutdown.clone(),
+            max_payload: self.max_payload,
+            bytes: cx.bytes.clone(),
+        });
         let spawn = |in_flight: &mut JoinSet<()>, message, slot| {
-            in_flight.spawn(handle_core(
-                process.clone(),
-                client.clone(),
-                self.name.clone(),
-                message,
-                shutdown.clone(),
-                slot,
-                self.max_payload,
-            ));
+            in_flight.spawn(handle_core(shared.clone(), message, slot));
         };
         {
             let mut incoming = futures::stream::select_all(subscriptions.iter_mut());
@@ -126,26 +127,41 @@ impl NatsSource {
     }
 }
 
+/// What every core NATS message task shares.
+struct Shared {
+    process: Arc<dyn Process>,
+    client: async_nats::Client,
+    source: String,
+    shutdown: CancellationToken,
+    max_payload: usize,
+    bytes: ByteBudget,
+}
+
 /// Processes one core NATS message: replies with the outcome to a request;
 /// retries a plain message in process while the API is unavailable.
 #[instrument(skip_all, fields(source, subject, event_id))]
 async fn handle_core(
-    process: Arc<dyn Process>,
-    client: async_nats::Client,
-    source: String,
+    shared: Arc<Shared>,
     message: async_nats::Message,
-    shutdown: CancellationToken,
     _slot: tokio::sync::OwnedSemaphorePermit,
-    max_payload: usize,
 ) {
+    let Shared {
+        process,
+        client,
+        source,
+        shutdown,
+        max_payload,
+        bytes,
+    } = &*shared;
+    let _held = bytes.hold(message.payload.len()).await;
     let span = Span::current();
     span.record("source", source.as_str());
     span.record("subject", message.subject.as_str());
-    let read = match oversized(message.payload.len(), max_payload) {
+    let read = match oversized(message.payload.len(), *max_payload) {
         Some(reason) => Err(reason),
         None => std::panic::catch_unwind(AssertUnwindSafe(|| {
             message_event(
-                &source,
+                source,
                 message.subject.as_str(),
                 &message.payload,
                 message.headers.as_ref(),
@@ -157,7 +173,7 @@ async fn handle_core(
         Ok(e) => Arc::new(e),
         Err(reason) => {
             process
-                .poisoned(&source, message.subject.as_str(), &reason)
+                .poisoned(source, message.subject.as_str(), &reason)
                 .await;
             return;
         }
@@ -183,7 +199,7 @@ async fn handle_core(
             delay_ms = delay.as_millis() as u64,
             "unavailable; retrying in process (core NATS cannot redeliver)"
         );
-        if sleep_or_shutdown(delay, &shutdown).await {
+        if sleep_or_shutdown(delay, shutdown).await {
             error!("shutting down with the Kubernetes API unavailable: this core NATS message is lost (core NATS is at most once; use JetStream)");
             return;
         }

@@ -21,8 +21,9 @@ use super::health::Health;
 use super::source::{log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
 use std::panic::AssertUnwindSafe;
 
+use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Process};
-use crate::sources::SourceError;
+use crate::sources::{SourceContext, SourceError};
 
 /// How long one JetStream pull request waits for messages before the server
 /// ends it (an idle source then simply pulls again).
@@ -40,6 +41,8 @@ struct Settlement {
     rules: AckRules,
     /// `limits.maxBodyBytes`: larger messages are dead-lettered.
     max_payload: usize,
+    /// Payload bytes in processing across every source.
+    bytes: ByteBudget,
 }
 
 /// How one pull request ended.
@@ -58,11 +61,11 @@ impl NatsSource {
         &self,
         config: &JetStreamConfig,
         client: &async_nats::Client,
-        process: &Arc<dyn Process>,
+        cx: &SourceContext,
         health: &Health,
         mut reconnected: watch::Receiver<u64>,
-        shutdown: &CancellationToken,
     ) -> Result<(), SourceError> {
+        let (process, bytes, shutdown) = (&cx.process, &cx.bytes, cx.shutdown.token());
         let js = jetstream::new(client.clone());
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut retry = retry_backoff();
@@ -93,6 +96,7 @@ impl NatsSource {
                     max_deliver: info.config.max_deliver,
                 },
                 max_payload: self.max_payload,
+                bytes: bytes.clone(),
             });
             info!(
                 source = %self.name,
@@ -151,6 +155,9 @@ impl NatsSource {
         // and are settled (the deadline in `run_sources` bounds this; what
         // does not finish is redelivered after `ackWait`).
         health.set_stopping();
+        while let Some(done) = in_flight.try_join_next() {
+            log_task_end(&self.name, Some(done));
+        }
         info!(source = %self.name, in_flight = in_flight.len(), "stopped fetching; finishing in-flight messages");
         while let Some(done) = in_flight.join_next().await {
             log_task_end(&self.name, Some(done));
@@ -270,6 +277,7 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
     let span = Span::current();
     span.record("source", s.source.as_str());
     span.record("subject", message.subject.as_str());
+    let _held = s.bytes.hold(message.payload.len()).await;
     let reference = message
         .info()
         .map(|i| format!("{}:{}", i.stream, i.stream_sequence))

@@ -115,6 +115,10 @@ impl NatsSource {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .ping_interval(Duration::from_secs(10))
+            // Core NATS: what may wait in the client per subscription; past
+            // it the client drops (and says so: slow consumer). Bounded so
+            // memory is, too (the default is 65 536 messages).
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .event_callback(move |event| {
                 let health = health.clone();
                 async move { health.on_client_event(event) }
@@ -151,19 +155,15 @@ impl Source for NatsSource {
     }
 
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
-        let (health, reconnected) = Health::new(cx.readiness, &self.servers);
+        let (health, reconnected) = Health::new(cx.readiness.clone(), &self.servers);
         let health = Arc::new(health);
         let client = self.connect(health.clone()).await?;
-        let shutdown = cx.shutdown.token().clone();
         let result = match &self.jetstream {
             Some(js) => {
-                self.run_jetstream(js, &client, &cx.process, &health, reconnected, &shutdown)
+                self.run_jetstream(js, &client, &cx, &health, reconnected)
                     .await
             }
-            None => {
-                self.run_core(&client, &cx.process, &health, &shutdown)
-                    .await
-            }
+            None => self.run_core(&client, &cx, &health).await,
         };
         health.set_stopping();
         // Acks and replies are written by the client's task: make sure they
@@ -178,6 +178,9 @@ impl Source for NatsSource {
         result
     }
 }
+
+/// Messages buffered per core NATS subscription.
+const SUBSCRIPTION_CAPACITY: usize = 1024;
 
 /// Backoff between attempts to bind the consumer (or subscribe) after errors.
 pub(super) fn retry_backoff() -> Backoff {

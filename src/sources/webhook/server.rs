@@ -19,7 +19,7 @@ use tracing::{info, instrument};
 
 use super::auth::{header_str, Auth};
 use super::envelope::{BodyError, Parsed, Provider};
-use crate::limits::Limits;
+use crate::limits::{ByteBudget, BytesHeld, Limits};
 use crate::outcome::{Disposition, Process};
 
 /// One mounted webhook source: where, who may call it, how its requests
@@ -63,6 +63,7 @@ struct Mounted {
 #[derive(Clone)]
 struct Shared {
     process: Arc<dyn Process>,
+    bytes: ByteBudget,
     max_body: usize,
     by_name: Arc<HashMap<String, Arc<Mounted>>>,
 }
@@ -84,7 +85,7 @@ impl Webhooks {
     }
 
     /// The routes: `POST <path>` per endpoint and `POST /explain/<source>`.
-    pub fn router(self, process: Arc<dyn Process>) -> Router {
+    pub fn router(self, process: Arc<dyn Process>, bytes: ByteBudget) -> Router {
         let mounted: Vec<Arc<Mounted>> = self
             .endpoints
             .into_iter()
@@ -97,6 +98,7 @@ impl Webhooks {
             .collect();
         let shared = Shared {
             process,
+            bytes,
             max_body: self.limits.max_body_bytes,
             by_name: Arc::new(
                 mounted
@@ -139,7 +141,7 @@ async fn intake(
     m: &Mounted,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Parsed, Response> {
+) -> Result<(Parsed, BytesHeld), Response> {
     let too_large = || {
         reply(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -171,12 +173,21 @@ async fn intake(
             json!({"error": f.error, "check": f.check}),
         ));
     }
-    m.endpoint.parse(headers, &bytes).map_err(|e| match e {
-        BodyError::Malformed(msg) => reply(StatusCode::BAD_REQUEST, json!({"error": msg})),
-        BodyError::Unsupported(msg) => {
-            reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": msg}))
-        }
-    })
+    let held = s.bytes.try_hold(bytes.len()).ok_or_else(|| {
+        unavailable(
+            1,
+            json!({"error": "overloaded: too many bytes in flight (limits.maxInFlightBytes), retry later"}),
+        )
+    })?;
+    m.endpoint
+        .parse(headers, &bytes)
+        .map(|p| (p, held))
+        .map_err(|e| match e {
+            BodyError::Malformed(msg) => reply(StatusCode::BAD_REQUEST, json!({"error": msg})),
+            BodyError::Unsupported(msg) => {
+                reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": msg}))
+            }
+        })
 }
 
 #[instrument(skip_all, fields(source = %name))]
@@ -188,9 +199,9 @@ async fn deliver(s: Shared, name: &str, headers: HeaderMap, body: Body) -> Respo
             json!({"error": "overloaded: too many requests in flight, retry later"}),
         );
     };
-    let event = match intake(&s, &m, &headers, body).await {
-        Ok(Parsed::Event(e)) => Arc::new(*e),
-        Ok(Parsed::Ping) => {
+    let (event, held) = match intake(&s, &m, &headers, body).await {
+        Ok((Parsed::Event(e), held)) => (Arc::new(*e), held),
+        Ok((Parsed::Ping, _)) => {
             return reply(
                 StatusCode::OK,
                 json!({"event_id": header_str(&headers, "X-GitHub-Delivery"), "ping": true, "matched": []}),
@@ -201,7 +212,12 @@ async fn deliver(s: Shared, name: &str, headers: HeaderMap, body: Body) -> Respo
     // Processing runs to completion even if the sender hangs up, so a
     // submission is never cut in half.
     let process = s.process.clone();
-    let outcome = match tokio::spawn(async move { process.process(event).await }).await {
+    let outcome = match tokio::spawn(async move {
+        let _held = held;
+        process.process(event).await
+    })
+    .await
+    {
         Ok(o) => o,
         Err(e) => {
             return reply(
@@ -231,14 +247,14 @@ async fn explain(
         );
     };
     match intake(&s, &m, &headers, body).await {
-        Ok(Parsed::Event(e)) => {
+        Ok((Parsed::Event(e), _held)) => {
             let (explanation, rendered) = s.process.explain(&e);
             reply(
                 StatusCode::OK,
                 json!({"explanation": explanation, "rendered": rendered}),
             )
         }
-        Ok(Parsed::Ping) => reply(StatusCode::OK, json!({"ping": true})),
+        Ok((Parsed::Ping, _)) => reply(StatusCode::OK, json!({"ping": true})),
         Err(r) => r,
     }
 }

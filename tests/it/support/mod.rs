@@ -5,3 +5,4 @@
 pub mod brokers;
 pub mod kube_api;
 pub mod tripline;
+pub mod wait;

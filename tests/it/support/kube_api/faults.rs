@@ -31,6 +31,8 @@ pub(super) struct Faults {
     pub(super) every: Option<Fault>,
     /// Writes answer 503.
     pub(super) down: bool,
+    /// Every write fails with this, until recovered.
+    pub(super) writes: Option<Fault>,
 }
 
 impl Faults {
@@ -44,6 +46,9 @@ impl Faults {
         }
         if self.down {
             return Some(Fault::Status(503));
+        }
+        if let Some(fault) = &self.writes {
+            return Some(fault.clone());
         }
         self.queued.pop_front()
     }

@@ -93,6 +93,13 @@ pub enum Fault {
     Hang(Duration),
     /// Close the connection without answering; the request is not handled.
     Drop,
+    /// Answer with this status code, `reason` and `message` (say, the 500
+    /// etcd gives for an object over its size limit).
+    Answer {
+        code: u16,
+        reason: &'static str,
+        message: &'static str,
+    },
 }
 
 impl KubeApi {
@@ -173,6 +180,12 @@ preferences: {{}}
         self.shared.faults().every = Some(fault);
     }
 
+    /// Makes every write request fail with `fault` until [`Self::recover`]
+    /// (reads and discovery keep working).
+    pub fn fail_writes(&self, fault: Fault) {
+        self.shared.faults().writes = Some(fault);
+    }
+
     /// While `down`, every write request answers `503 ServiceUnavailable`.
     pub fn set_down(&self, down: bool) {
         self.shared.faults().down = down;
@@ -210,6 +223,23 @@ preferences: {{}}
             .objects
             .get(&ObjectKey::new(plural, namespace, name))
             .cloned()
+    }
+
+    /// Stores `object` as if created by someone else (no validation), under
+    /// its `metadata.namespace`/`metadata.name`.
+    pub fn put(&self, plural: &str, object: Value) {
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        self.shared
+            .store()
+            .objects
+            .insert(ObjectKey::new(plural, &ns, &name), object);
     }
 
     /// Every answered request as `(method, path without query, status)`, in

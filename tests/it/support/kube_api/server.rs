@@ -252,5 +252,14 @@ async fn handle(
             shared.record(&request, response.status().as_u16());
             response
         }
+        Some(Fault::Answer {
+            code,
+            reason,
+            message,
+        }) => {
+            let response = Status::failure(code, reason, message).into_response();
+            shared.record(&request, response.status().as_u16());
+            response
+        }
     }
 }
