@@ -602,3 +602,51 @@ spec:
         peak >> 20
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_never_shows_credentials_from_nats_url() {
+    // $NATS_URL may carry credentials (validate refuses them only in the
+    // file): /readyz, open to anyone who can reach it, must not show them.
+    let closed = crate::support::brokers::free_port();
+    let t = Tripline::launch(
+        "sensors: sensors/\nsources: [{type: nats, name: q, subjects: [a]}]\n",
+        &[],
+        &[(
+            "NATS_URL",
+            &format!("nats://tripline:hunter2@127.0.0.1:{closed}"),
+        )],
+    );
+    let (code, ready) = until_async("/readyz to answer", || async {
+        let r = reqwest::get(t.url("/readyz")).await.ok()?;
+        Some((r.status().as_u16(), r.text().await.ok()?))
+    })
+    .await;
+    assert_eq!(code, 503, "{ready}");
+    assert!(
+        ready.contains("not connected to NATS (nats://***@127.0.0.1:"),
+        "{ready}"
+    );
+    assert!(
+        !ready.contains("hunter2") && !ready.contains("tripline:"),
+        "{ready}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_source_stops_the_process_with_a_non_zero_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sensors")).unwrap();
+    std::fs::write(
+        dir.path().join("tripline.yaml"),
+        "sources: [{type: http, name: a}]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(
+        &["serve", "--listen", &format!("127.0.0.1:{port}")],
+        dir.path(),
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("cannot listen on 127.0.0.1"), "{err}");
+}
