@@ -59,9 +59,12 @@ pub struct ConfigArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Listen address (overrides `listen:`).
+    /// Public listen address (overrides `listen:`).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Admin listen address (overrides `admin.listen:`).
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
     /// Write objects to the outbox even when a cluster is configured.
     #[arg(long)]
     pub dry_run: bool,
@@ -156,6 +159,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let mut cfg = load_config(&args.config)?;
     if let Some(l) = args.listen {
         cfg.listen = l;
+    }
+    if let Some(l) = args.admin_listen {
+        cfg.admin.listen = l;
     }
     let options = serve::Options {
         dry_run: args.dry_run,

@@ -23,7 +23,7 @@ use crate::sources::{Source, SourceError};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
-    /// HTTP listen address for webhooks, `/healthz`, `/readyz`, `/metrics`.
+    /// The public listener: webhook paths and `/healthz`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     #[serde(default)]
@@ -38,11 +38,67 @@ pub struct Config {
     pub dead_letter: PathBuf,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// The admin listener: `/readyz`, `/metrics`, `/explain/<source>`.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Webhook intake: the journal and the reply deadline.
+    #[serde(default)]
+    pub intake: IntakeConfig,
     /// More headers that carry credentials (beyond `Authorization`,
     /// `Cookie`, `X-Api-Key`… — see `redact::CREDENTIAL_HEADERS`): dropped by
     /// every source before the event is built.
     #[serde(default)]
     pub redact_headers: Vec<String>,
+}
+
+/// `admin:` — the listener for operators, apart from the public one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AdminConfig {
+    /// Default `127.0.0.1:9090`: loopback, its own port.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+/// `intake:` — what a webhook delivery does when its outcome is not final in
+/// time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IntakeConfig {
+    /// The directory of queued deliveries (default `journal/`).
+    #[serde(default = "default_journal")]
+    pub journal: PathBuf,
+    /// How long a sender waits for the outcome before `202 queued`
+    /// (default 5s: GitHub gives up after 10 s).
+    #[serde(default = "default_reply_deadline", with = "humantime_serde")]
+    pub reply_deadline: Duration,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            journal: default_journal(),
+            reply_deadline: default_reply_deadline(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    "127.0.0.1:9090".parse().expect("valid address")
+}
+fn default_journal() -> PathBuf {
+    "journal".into()
+}
+fn default_reply_deadline() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// Where objects go.
@@ -169,6 +225,12 @@ impl Config {
         self.limits
             .validate()
             .map_err(|(f, m)| (format!("limits.{f}"), m))?;
+        if self.admin.listen == self.listen && self.listen.port() != 0 {
+            return Err((
+                "admin.listen".into(),
+                "must differ from `listen`: the admin endpoints stay off the public port".into(),
+            ));
+        }
         let mut paths = std::collections::HashMap::new();
         for (i, s) in self.sources.iter().enumerate() {
             if let Some(p) = s.webhook_path() {
@@ -191,6 +253,7 @@ impl Config {
         };
         fix(&mut self.sensors);
         fix(&mut self.dead_letter);
+        fix(&mut self.intake.journal);
         match &mut self.submit {
             SubmitConfig::Outbox { dir, .. } => fix(dir),
             SubmitConfig::Kubernetes { kubeconfig, .. } => {

@@ -6,12 +6,12 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// One event, whatever carried it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Upstream delivery id (X-GitHub-Delivery, ce-id, stream+sequence,
     /// topic/partition/offset) or, when there is none, a hash of the body.
@@ -34,7 +34,7 @@ pub struct Event {
 
 /// Header map with case-insensitive lookup. Names are stored lower-cased,
 /// which is also how templates and CEL programs see them.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Headers(BTreeMap<String, String>);
 
 impl Headers {

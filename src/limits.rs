@@ -31,6 +31,26 @@ pub struct Limits {
     /// its pending triggers are dead-lettered.
     #[serde(default)]
     pub retry_budget: BudgetSpec,
+    /// Largest request head (request line and headers; default 16 KiB):
+    /// larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time for a client to send its request head (also how long an idle
+    /// keep-alive connection stays open; default 10s).
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time for a client to send its whole body (default 10s): past it, 408.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Open connections per listener (default 1024); more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests whose body is being read before their sender is verified
+    /// (HMAC signatures cover the body), per webhook source (default 128):
+    /// past it, 503. A request whose token or signature header is missing or
+    /// malformed is refused before this.
+    #[serde(default = "default_max_pre_auth")]
+    pub max_pre_auth: usize,
     /// Size at which the dead-letter log is rotated to `<path>.1` (64 MiB).
     #[serde(default = "default_dead_letter_max_bytes")]
     pub dead_letter_max_bytes: u64,
@@ -45,6 +65,11 @@ impl Default for Limits {
             shutdown_deadline: default_deadline(),
             retry_budget: BudgetSpec::default(),
             dead_letter_max_bytes: default_dead_letter_max_bytes(),
+            max_header_bytes: default_max_header_bytes(),
+            header_read_timeout: default_read_timeout(),
+            body_read_timeout: default_read_timeout(),
+            max_connections: default_max_connections(),
+            max_pre_auth: default_max_pre_auth(),
         }
     }
 }
@@ -64,6 +89,17 @@ impl Limits {
                 ),
             ));
         }
+        if self.max_header_bytes < 8192 {
+            return Err(("maxHeaderBytes".into(), "must be at least 8192".into()));
+        }
+        for (field, n) in [
+            ("maxConnections", self.max_connections),
+            ("maxPreAuth", self.max_pre_auth),
+        ] {
+            if n == 0 {
+                return Err((field.into(), "must be at least 1".into()));
+            }
+        }
         if self.retry_budget.max_attempts == Some(0) {
             return Err((
                 "retryBudget.maxAttempts".into(),
@@ -79,6 +115,18 @@ fn default_max_body() -> usize {
 }
 fn default_max_in_flight() -> usize {
     64
+}
+fn default_max_header_bytes() -> usize {
+    16 << 10
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_pre_auth() -> usize {
+    128
 }
 fn default_max_in_flight_bytes() -> usize {
     64 << 20

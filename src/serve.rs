@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, SubmitConfig};
@@ -19,7 +20,8 @@ use crate::outcome::Process;
 use crate::readiness::Readiness;
 use crate::sensor::{self, LoadErrors};
 use crate::shutdown::Shutdown;
-use crate::sources::webhook::Webhooks;
+use crate::sources::webhook::server::{drain_journal, wait_tasks};
+use crate::sources::webhook::{Intake, Journal, Rejections, Webhooks};
 use crate::sources::{SourceContext, SourceError};
 use crate::submit::kube::KubeSubmitter;
 use crate::submit::outbox::Outbox;
@@ -42,6 +44,8 @@ pub enum ServeError {
     },
     #[error("a task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Journal(String),
 }
 
 /// How `serve` was asked to run, beyond the config.
@@ -116,18 +120,72 @@ pub async fn run_with(
         })
         .collect();
 
-    let server = http::Server::bind(cfg.listen).await?;
+    let conn_limits = http::ConnLimits {
+        max_header_bytes: cfg.limits.max_header_bytes,
+        header_read_timeout: cfg.limits.header_read_timeout,
+        max_connections: cfg.limits.max_connections,
+    };
+    let public = http::Server::bind(cfg.listen, conn_limits.clone()).await?;
+    let admin = http::Server::bind(cfg.admin.listen, conn_limits).await?;
     for (handle, path) in &mounts {
-        handle.set(true, format!("listening on {}{path}", server.addr()));
+        handle.set(true, format!("listening on {}{path}", public.addr()));
     }
-    let router = http::admin_router(engine, readiness).merge(webhooks.router(process, bytes));
+    info!(public = %public.addr(), admin = %admin.addr(), "listening");
+
+    // Webhook intake: deliveries not final in time wait in the journal.
+    let journal =
+        Journal::open(&cfg.intake.journal).map_err(|e| ServeError::Journal(e.to_string()))?;
+    let intake_tasks = TaskTracker::new();
+    let rejections = Arc::new(Rejections::default());
+    let (public_routes, admin_routes) = webhooks.routers(Intake {
+        process: process.clone(),
+        bytes,
+        journal: journal.clone(),
+        tasks: intake_tasks.clone(),
+        shutdown: shutdown.clone(),
+        rejections: rejections.clone(),
+        reply_deadline: cfg.intake.reply_deadline,
+    });
+    let public_router = public_routes.route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let journal_for_metrics = journal.clone();
+    let extra_metrics: Vec<http::MetricsFn> = vec![
+        Arc::new(move || rejections.render()),
+        Arc::new(move || {
+            let (depth, age) = journal_for_metrics.depth();
+            format!(
+                "# HELP tripline_journal_entries Webhook deliveries waiting in the journal.\n# TYPE tripline_journal_entries gauge\ntripline_journal_entries {depth}\n# HELP tripline_journal_oldest_seconds Age of the oldest journal entry.\n# TYPE tripline_journal_oldest_seconds gauge\ntripline_journal_oldest_seconds {}\n",
+                age.as_secs()
+            )
+        }),
+    ];
+    let admin_router =
+        http::admin_router(engine, readiness.clone(), extra_metrics).merge(admin_routes);
 
     let mut tasks: JoinSet<(String, Result<(), ServeError>)> = JoinSet::new();
-    {
+    for (name, server, router) in [
+        ("http", public, public_router),
+        ("admin", admin, admin_router),
+    ] {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             let served = server.serve(router, shutdown).await;
-            ("http".to_string(), served.map_err(ServeError::from))
+            (name.to_string(), served.map_err(ServeError::from))
+        });
+    }
+    {
+        let (journal, process, handle, shutdown) = (
+            journal,
+            process.clone(),
+            readiness.handle("journal"),
+            shutdown.clone(),
+        );
+        let parallel = cfg.limits.max_in_flight;
+        tasks.spawn(async move {
+            drain_journal(journal, process, handle, shutdown, parallel).await;
+            // Processing that outlived its request finishes (its event is
+            // in the journal already, should the deadline pass first).
+            wait_tasks(intake_tasks).await;
+            ("journal".to_string(), Ok(()))
         });
     }
     for (source, cx) in sources.into_iter().zip(contexts) {

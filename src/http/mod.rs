@@ -1,17 +1,24 @@
-//! The HTTP server, independent of any source: the admin endpoints
-//! (`/healthz`, `/readyz`, `/metrics`) plus the routes sources contribute
-//! (the webhook endpoints and `/explain/<source>`), one listener, graceful
-//! shutdown.
+//! The HTTP servers, independent of any source: the public listener (the
+//! webhook routes and `/healthz`) and the admin listener (`/healthz`,
+//! `/readyz`, `/metrics`, `/explain/<source>`), each with connection
+//! limits (head size and read timeout, connection cap) and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
-use tracing::info;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
 
 use crate::engine::Engine;
 use crate::readiness::Readiness;
@@ -24,13 +31,19 @@ pub enum HttpError {
         addr: SocketAddr,
         error: std::io::Error,
     },
-    #[error("HTTP server: {0}")]
-    Serve(std::io::Error),
 }
 
+/// More Prometheus text for `/metrics`, from a part that counts on its own.
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// `/healthz` (the process answers), `/readyz` (every source ready; 503 and
-/// per-source details otherwise) and `/metrics` (Prometheus text).
-pub fn admin_router(engine: Arc<Engine>, readiness: Arc<Readiness>) -> Router {
+/// per-source details otherwise) and `/metrics` (Prometheus text: the
+/// engine's counters, then `extra`).
+pub fn admin_router(
+    engine: Arc<Engine>,
+    readiness: Arc<Readiness>,
+    extra: Vec<MetricsFn>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -48,11 +61,11 @@ pub fn admin_router(engine: Arc<Engine>, readiness: Arc<Readiness>) -> Router {
         .route(
             "/metrics",
             get(move || async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    engine.metrics(),
-                )
-                    .into_response()
+                let mut text = engine.metrics();
+                for f in &extra {
+                    text.push_str(&f());
+                }
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
             }),
         )
 }
@@ -66,14 +79,23 @@ async fn not_found(uri: axum::http::Uri) -> Response {
         .into_response()
 }
 
+/// How a listener treats its connections (from `limits`).
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
 /// A bound listener, so the caller can say where it listens before serving.
 pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
+    limits: ConnLimits,
 }
 
 impl Server {
-    pub async fn bind(listen: SocketAddr) -> Result<Server, HttpError> {
+    pub async fn bind(listen: SocketAddr, limits: ConnLimits) -> Result<Server, HttpError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|error| HttpError::Listen {
@@ -81,21 +103,78 @@ impl Server {
                 error,
             })?;
         let addr = listener.local_addr().unwrap_or(listen);
-        Ok(Server { listener, addr })
+        Ok(Server {
+            listener,
+            addr,
+            limits,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Serves `router` until shutdown begins, then lets requests in flight
-    /// finish (the caller bounds that with the drain deadline).
+    /// Serves `router` (HTTP/1.1) until shutdown begins, then stops accepting
+    /// and lets requests in flight finish (the caller bounds that with the
+    /// drain deadline). Each connection gets `header_read_timeout` for every
+    /// request head (an idle keep-alive connection is closed after it), heads
+    /// over `max_header_bytes` get 431, and at most `max_connections` are
+    /// open at once (more wait in the accept queue).
     pub async fn serve(self, router: Router, shutdown: Shutdown) -> Result<(), HttpError> {
         info!(addr = %self.addr, "listening");
         let app = router.fallback(not_found);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { shutdown.begun().await })
-            .await
-            .map_err(HttpError::Serve)
+        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
+        let mut connections = JoinSet::new();
+        loop {
+            let slot = tokio::select! {
+                _ = shutdown.begun() => break,
+                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            };
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.begun() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: wait a moment rather than spin.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            while connections.try_join_next().is_some() {}
+            let service = TowerToHyperService::new(app.clone().map_request(
+                move |mut r: http::Request<Incoming>| {
+                    r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    r.map(axum::body::Body::new)
+                },
+            ));
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.limits.header_read_timeout)
+                .max_buf_size(self.limits.max_header_bytes.max(8192))
+                .keep_alive(true);
+            let shutdown = shutdown.clone();
+            connections.spawn(async move {
+                let _slot = slot;
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    done = conn.as_mut() => {
+                        if let Err(e) = done {
+                            debug!(error = %e, "connection ended");
+                        }
+                    }
+                    _ = shutdown.begun() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+        // Requests in flight finish; the caller's deadline bounds the wait.
+        while connections.join_next().await.is_some() {}
+        Ok(())
     }
 }

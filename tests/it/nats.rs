@@ -591,7 +591,12 @@ async fn bound_consumer_must_exist_and_readiness_says_why() {
     let mut child = std::process::Command::new(crate::support::tripline::BIN)
         .args(["serve", "--config"])
         .arg(dir.path().join("tripline.yaml"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .current_dir(dir.path())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -843,7 +848,12 @@ impl Unready {
         let child = std::process::Command::new(crate::support::tripline::BIN)
             .args(["serve", "--config"])
             .arg(dir.path().join("tripline.yaml"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                &format!("127.0.0.1:{port}"),
+            ])
             .envs(env.iter().copied())
             .env("TRIPLINE_LOG", "info,tripline=debug")
             .current_dir(dir.path())

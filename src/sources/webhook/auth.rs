@@ -81,16 +81,43 @@ fn hmac_matches(algorithm: Algorithm, key: &[u8], parts: &[&[u8]], sig: &[u8]) -
     }
 }
 
+/// Whether `given` equals one of `secrets`, in time that tells neither which
+/// one nor how long they are: both sides are compared as SHA-256 digests (a
+/// fixed length), and every secret is checked (no early exit).
 fn ct_eq_any(given: &[u8], secrets: &[Vec<u8>]) -> bool {
-    // Check every secret (no early exit) so timing does not tell which matched.
+    use sha2::Digest;
+    let given = sha2::Sha256::digest(given);
+    secrets.iter().fold(false, |acc, s| {
+        acc | bool::from(given.as_slice().ct_eq(sha2::Sha256::digest(s).as_slice()))
+    })
+}
+
+/// Whether any of `secrets` signed `parts` as `sig`, checking every one.
+fn any_hmac(algorithm: Algorithm, secrets: &[Vec<u8>], parts: &[&[u8]], sig: &[u8]) -> bool {
     secrets
         .iter()
-        .fold(false, |acc, s| acc | bool::from(given.ct_eq(s)))
+        .fold(false, |acc, k| acc | hmac_matches(algorithm, k, parts, sig))
 }
 
 impl Auth {
     /// Verifies the request. Error messages never echo a secret.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthFailure> {
+        self.check(headers, Some(body))
+    }
+
+    /// What can be checked from the headers alone, before a byte of the body
+    /// is read: tokens in full; the presence and shape of a signature, and a
+    /// replay window. A request failing here costs no body read and no permit.
+    pub fn check_headers(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
+        self.check(headers, None)
+    }
+
+    /// Whether the body must be read before the sender is known.
+    pub fn needs_body(&self) -> bool {
+        matches!(self, Auth::GithubHmac(_) | Auth::Hmac { .. })
+    }
+
+    fn check(&self, headers: &HeaderMap, body: Option<&[u8]>) -> Result<(), AuthFailure> {
         match self {
             Auth::None => Ok(()),
             Auth::GithubHmac(secrets) => {
@@ -101,13 +128,15 @@ impl Auth {
                         "missing X-Hub-Signature-256 header (is the webhook secret set in GitHub?)",
                     );
                 };
-                let Some(sig) = v.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()) else {
-                    return fail(H, "malformed signature: expected sha256=<hex>");
+                let Some(sig) = v
+                    .strip_prefix("sha256=")
+                    .and_then(|h| hex::decode(h).ok())
+                    .filter(|s| s.len() == 32)
+                else {
+                    return fail(H, "malformed signature: expected sha256=<64 hex digits>");
                 };
-                if secrets
-                    .iter()
-                    .any(|k| hmac_matches(Algorithm::Sha256, k, &[body], &sig))
-                {
+                let Some(body) = body else { return Ok(()) };
+                if any_hmac(Algorithm::Sha256, secrets, &[body], &sig) {
                     Ok(())
                 } else {
                     fail(
@@ -126,7 +155,11 @@ impl Auth {
             }
             Auth::Bearer(secrets) => {
                 const H: &str = "Authorization";
-                match header_str(headers, H).and_then(|v| v.strip_prefix("Bearer ")) {
+                let token = header_str(headers, H).and_then(|v| {
+                    let (scheme, token) = v.trim().split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+                });
+                match token {
                     None => fail(H, "missing `Authorization: Bearer <token>` header"),
                     Some(t) if ct_eq_any(t.trim().as_bytes(), secrets) => Ok(()),
                     Some(_) => fail(H, "bearer token does not match"),
@@ -162,8 +195,9 @@ impl Auth {
                     );
                 };
                 let ts_value;
+                let body_or_empty = body.unwrap_or_default();
                 let parts: Vec<&[u8]> = match timestamp {
-                    None => vec![body],
+                    None => vec![body_or_empty],
                     Some((ts_header, tolerance)) => {
                         let Some(ts) = header_str(headers, ts_header) else {
                             return fail(ts_header, format!("missing {ts_header} header"));
@@ -185,13 +219,13 @@ impl Auth {
                             );
                         }
                         ts_value = ts.trim().to_string();
-                        vec![ts_value.as_bytes(), b".", body]
+                        vec![ts_value.as_bytes(), b".", body_or_empty]
                     }
                 };
-                if secrets
-                    .iter()
-                    .any(|k| hmac_matches(*algorithm, k, &parts, &sig))
-                {
+                if body.is_none() {
+                    return Ok(());
+                }
+                if any_hmac(*algorithm, secrets, &parts, &sig) {
                     Ok(())
                 } else {
                     fail(
@@ -342,6 +376,45 @@ mod tests {
         );
         assert!(bearer
             .verify(&headers(&[("authorization", "Basic tok")]), b"")
+            .is_err());
+        assert_eq!(
+            bearer.check_headers(&headers(&[("authorization", "bearer tok")])),
+            Ok(()),
+            "the scheme is case-insensitive"
+        );
+        // Rotated secrets: every one is accepted.
+        let two = Auth::GitlabToken(vec![b"old".to_vec(), b"new".to_vec()]);
+        for t in ["old", "new"] {
+            assert_eq!(
+                two.check_headers(&headers(&[("x-gitlab-token", t)])),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn header_checks_come_before_the_body() {
+        let gh = Auth::GithubHmac(vec![b"k".to_vec()]);
+        assert!(gh.needs_body());
+        assert!(gh
+            .check_headers(&headers(&[]))
+            .unwrap_err()
+            .error
+            .contains("missing"));
+        assert!(gh
+            .check_headers(&headers(&[("x-hub-signature-256", "sha256=abcd")]))
+            .unwrap_err()
+            .error
+            .contains("malformed"));
+        let sig = format!("sha256={}", mac_hex(b"k", &[b"body"]));
+        let h = headers(&[("x-hub-signature-256", &sig)]);
+        assert_eq!(gh.check_headers(&h), Ok(()), "well-formed: read the body");
+        assert_eq!(gh.verify(&h, b"body"), Ok(()));
+        assert!(gh.verify(&h, b"other").is_err());
+        let gl = Auth::GitlabToken(vec![b"tok".to_vec()]);
+        assert!(!gl.needs_body());
+        assert!(gl
+            .check_headers(&headers(&[("x-gitlab-token", "no")]))
             .is_err());
     }
 }

@@ -1,11 +1,28 @@
-//! The webhook routes: one `POST <path>` per [`Endpoint`] and `POST
-//! /explain/<source>`, merged into the HTTP server by `serve`. This file
-//! owns what every webhook kind shares — the in-flight limit, the body limit,
-//! authentication before parsing, and the mapping from an outcome's
-//! [`Disposition`] to a status code.
+//! The webhook routes: one `POST <path>` per [`Endpoint`] on the public
+//! listener, and `POST /explain/<source>` on the admin one. This file owns
+//! what every webhook kind shares, in the order a request meets it:
+//!
+//! 1. header-only checks (a token, the presence and shape of a signature):
+//!    a request failing them costs no body read and no permit (401);
+//! 2. the body, read within `limits.bodyReadTimeout` (408) and
+//!    `limits.maxBodyBytes` (413, after reading and discarding the rest up to
+//!    a bound, so an ordinary client sees the 413 rather than a broken pipe);
+//!    a request whose sender is known only from a body signature reads its
+//!    body under a bounded pre-authentication budget (`limits.maxPreAuth`);
+//! 3. the signature over the body (401), the envelope (400/415);
+//! 4. processing under the source's permit (`limits.maxInFlight`) and the
+//!    byte budget, in a task that owns both for its whole life;
+//! 5. the reply: the outcome if it is final within `intake.replyDeadline`,
+//!    otherwise (slow or unavailable API, shutdown, no permit) the event is
+//!    written to the [`Journal`] first and the sender gets `202 queued`.
+//!
+//! A final rejection (dead-lettered) answers 200 with `status: invalid`:
+//! senders such as GitLab disable a hook after repeated errors, and nothing
+//! they resend would change the answer.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -13,14 +30,23 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
-use tracing::{info, instrument};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, instrument, warn};
 
 use super::auth::{header_str, Auth};
 use super::envelope::{BodyError, Parsed, Provider};
+use super::journal::Journal;
+use crate::event::Event;
 use crate::limits::{ByteBudget, BytesHeld, Limits};
-use crate::outcome::{Disposition, Process};
+use crate::outcome::{Disposition, Outcome, Process};
+use crate::shutdown::Shutdown;
+
+/// How much of an oversized body is read and discarded before the 413, so
+/// that a client sending it whole reads the answer.
+const DRAIN_BYTES: u64 = 32 << 20;
 
 /// One mounted webhook source: where, who may call it, how its requests
 /// become events.
@@ -57,15 +83,65 @@ pub struct Webhooks {
 
 struct Mounted {
     endpoint: Endpoint,
-    permits: Semaphore,
+    /// Processing permits (`limits.maxInFlight`).
+    permits: Arc<Semaphore>,
+    /// Body reads before the sender is verified (`limits.maxPreAuth`).
+    pre_auth: Arc<Semaphore>,
+}
+
+/// Replies that were not a plain outcome, per source and status code.
+#[derive(Default)]
+pub struct Rejections(Mutex<BTreeMap<(String, u16), u64>>);
+
+impl Rejections {
+    fn count(&self, source: &str, code: StatusCode) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((source.to_string(), code.as_u16()))
+            .or_default() += 1;
+    }
+
+    /// Prometheus text: `tripline_webhook_rejections_total{source, code}`.
+    pub fn render(&self) -> String {
+        let name = "tripline_webhook_rejections_total";
+        let mut out = format!(
+            "# HELP {name} Webhook requests refused, by source and status (400, 401, 408, 413, 415, 503).\n# TYPE {name} counter\n"
+        );
+        for ((source, code), n) in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.push_str(&format!(
+                "{name}{{source=\"{source}\",code=\"{code}\"}} {n}\n"
+            ));
+        }
+        out
+    }
 }
 
 #[derive(Clone)]
 struct Shared {
     process: Arc<dyn Process>,
     bytes: ByteBudget,
+    journal: Arc<Journal>,
+    /// The processing tasks, which outlive their requests.
+    tasks: TaskTracker,
+    shutdown: Shutdown,
+    rejections: Arc<Rejections>,
+    reply_deadline: Duration,
+    body_read_timeout: Duration,
     max_body: usize,
     by_name: Arc<HashMap<String, Arc<Mounted>>>,
+}
+
+/// What the routes need from `serve`.
+pub struct Intake {
+    pub process: Arc<dyn Process>,
+    pub bytes: ByteBudget,
+    pub journal: Arc<Journal>,
+    pub tasks: TaskTracker,
+    pub shutdown: Shutdown,
+    pub rejections: Arc<Rejections>,
+    pub reply_deadline: Duration,
 }
 
 impl Webhooks {
@@ -84,21 +160,29 @@ impl Webhooks {
             .collect()
     }
 
-    /// The routes: `POST <path>` per endpoint and `POST /explain/<source>`.
-    pub fn router(self, process: Arc<dyn Process>, bytes: ByteBudget) -> Router {
+    /// `(public, admin)` routes: `POST <path>` per endpoint on the public
+    /// listener; `POST /explain/<source>` on the admin one.
+    pub fn routers(self, intake: Intake) -> (Router, Router) {
         let mounted: Vec<Arc<Mounted>> = self
             .endpoints
             .into_iter()
             .map(|endpoint| {
                 Arc::new(Mounted {
                     endpoint,
-                    permits: Semaphore::new(self.limits.max_in_flight),
+                    permits: Arc::new(Semaphore::new(self.limits.max_in_flight)),
+                    pre_auth: Arc::new(Semaphore::new(self.limits.max_pre_auth)),
                 })
             })
             .collect();
         let shared = Shared {
-            process,
-            bytes,
+            process: intake.process,
+            bytes: intake.bytes,
+            journal: intake.journal,
+            tasks: intake.tasks,
+            shutdown: intake.shutdown,
+            rejections: intake.rejections,
+            reply_deadline: intake.reply_deadline,
+            body_read_timeout: self.limits.body_read_timeout,
             max_body: self.limits.max_body_bytes,
             by_name: Arc::new(
                 mounted
@@ -107,11 +191,11 @@ impl Webhooks {
                     .collect(),
             ),
         };
-        let mut app = Router::new().route("/explain/{source}", post(explain));
+        let mut public = Router::new();
         for m in &mounted {
             let name = m.endpoint.name.clone();
             info!(source = %name, path = %m.endpoint.path, "webhook mounted");
-            app = app.route(
+            public = public.route(
                 &m.endpoint.path,
                 post(
                     move |State(s): State<Shared>, headers: HeaderMap, body: Body| async move {
@@ -120,7 +204,10 @@ impl Webhooks {
                 ),
             );
         }
-        app.with_state(shared)
+        let admin = Router::new()
+            .route("/explain/{source}", post(explain))
+            .with_state(shared.clone());
+        (public.with_state(shared), admin)
     }
 }
 
@@ -135,70 +222,125 @@ fn unavailable(retry_after_secs: u64, body: Value) -> Response {
     r
 }
 
-/// Reads a verified, parsed event from the request, or the reply to send.
+/// Why a request was refused: its reply, counted per source and code.
+struct Refused(StatusCode, Response);
+
+fn refuse(code: StatusCode, body: Value) -> Refused {
+    let response = if code == StatusCode::SERVICE_UNAVAILABLE {
+        unavailable(1, body)
+    } else {
+        reply(code, body)
+    };
+    Refused(code, response)
+}
+
+/// Reads the body within the deadline and the limit. Over the limit, the
+/// rest is read and discarded (up to [`DRAIN_BYTES`], within the deadline)
+/// before the 413, so that the sender reads it.
+async fn read_body(s: &Shared, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Refused> {
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": format!("body is larger than the {} byte limit", s.max_body)}),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + s.body_read_timeout;
+    let timed_out = || {
+        refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            json!({"error": format!("the body did not arrive within {:?}", s.body_read_timeout)}),
+        )
+    };
+    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut over = declared.is_some_and(|n| n > s.max_body as u64);
+    if over && declared.is_some_and(|n| n > DRAIN_BYTES) {
+        return Err(too_large());
+    }
+    let mut drained: u64 = 0;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) if over => return Err(too_large()),
+            Err(_) => return Err(timed_out()),
+            Ok(None) => break,
+            Ok(Some(Ok(c))) => c,
+            Ok(Some(Err(e))) => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": format!("cannot read body: {e}")}),
+                ))
+            }
+        };
+        if over {
+            drained += chunk.len() as u64;
+            if drained > DRAIN_BYTES {
+                return Err(too_large());
+            }
+            continue;
+        }
+        if buf.len() + chunk.len() > s.max_body {
+            over = true;
+            drained = (buf.len() + chunk.len()) as u64;
+            buf = bytes::BytesMut::new();
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if over {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads a verified, parsed event from the request, holding room for it in
+/// the byte budget.
 async fn intake(
     s: &Shared,
     m: &Mounted,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Parsed, BytesHeld), Response> {
-    let too_large = || {
-        reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json!({"error": format!("body is larger than the {} byte limit", s.max_body)}),
-        )
-    };
-    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > s.max_body as u64) {
-        return Err(too_large());
-    }
-    let bytes = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
-        body, s.max_body,
-    ))
-    .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => {
-            return Err(reply(
-                StatusCode::BAD_REQUEST,
-                json!({"error": format!("cannot read body: {e}")}),
-            ))
-        }
-    };
-    if let Err(f) = m.endpoint.auth.verify(headers, &bytes) {
-        tracing::warn!(source = %m.endpoint.name, check = %f.check, error = %f.error, "webhook rejected");
-        return Err(reply(
+) -> Result<(Parsed, Option<BytesHeld>), Refused> {
+    let unauthorized = |f: super::auth::AuthFailure| {
+        warn!(source = %m.endpoint.name, check = %f.check, error = %f.error, "webhook rejected");
+        refuse(
             StatusCode::UNAUTHORIZED,
             json!({"error": f.error, "check": f.check}),
-        ));
-    }
-    let held = s.bytes.try_hold(bytes.len()).ok_or_else(|| {
-        unavailable(
-            1,
-            json!({"error": "overloaded: too many bytes in flight (limits.maxInFlightBytes), retry later"}),
         )
-    })?;
+    };
     m.endpoint
-        .parse(headers, &bytes)
-        .map(|p| (p, held))
-        .map_err(|e| match e {
-            BodyError::Malformed(msg) => reply(StatusCode::BAD_REQUEST, json!({"error": msg})),
-            BodyError::Unsupported(msg) => {
-                reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": msg}))
-            }
-        })
+        .auth
+        .check_headers(headers)
+        .map_err(unauthorized)?;
+    // A sender known only from a signature over the body reads it under the
+    // pre-authentication budget.
+    let _pre_auth = if m.endpoint.auth.needs_body() {
+        Some(m.pre_auth.clone().try_acquire_owned().map_err(|_| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "overloaded: too many unverified requests in flight, retry later"}),
+            )
+        })?)
+    } else {
+        None
+    };
+    let bytes = read_body(s, headers, body).await?;
+    m.endpoint
+        .auth
+        .verify(headers, &bytes)
+        .map_err(unauthorized)?;
+    let parsed = m.endpoint.parse(headers, &bytes).map_err(|e| match e {
+        BodyError::Malformed(msg) => refuse(StatusCode::BAD_REQUEST, json!({"error": msg})),
+        BodyError::Unsupported(msg) => {
+            refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": msg}))
+        }
+    })?;
+    Ok((parsed, s.bytes.try_hold(bytes.len())))
 }
 
 #[instrument(skip_all, fields(source = %name))]
 async fn deliver(s: Shared, name: &str, headers: HeaderMap, body: Body) -> Response {
     let m = s.by_name[name].clone();
-    let Ok(_permit) = m.permits.try_acquire() else {
-        return unavailable(
-            1,
-            json!({"error": "overloaded: too many requests in flight, retry later"}),
-        );
-    };
     let (event, held) = match intake(&s, &m, &headers, body).await {
         Ok((Parsed::Event(e), held)) => (Arc::new(*e), held),
         Ok((Parsed::Ping, _)) => {
@@ -207,31 +349,116 @@ async fn deliver(s: Shared, name: &str, headers: HeaderMap, body: Body) -> Respo
                 json!({"event_id": header_str(&headers, "X-GitHub-Delivery"), "ping": true, "matched": []}),
             )
         }
-        Err(r) => return r,
-    };
-    // Processing runs to completion even if the sender hangs up, so a
-    // submission is never cut in half.
-    let process = s.process.clone();
-    let outcome = match tokio::spawn(async move {
-        let _held = held;
-        process.process(event).await
-    })
-    .await
-    {
-        Ok(o) => o,
-        Err(e) => {
-            return reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": format!("processing failed: {e}")}),
-            )
+        Err(Refused(code, response)) => {
+            s.rejections.count(name, code);
+            return response;
         }
     };
-    let body = serde_json::to_value(&outcome).unwrap_or_default();
-    match outcome.disposition() {
-        Disposition::Done => reply(StatusCode::OK, body),
-        Disposition::Rejected => reply(StatusCode::UNPROCESSABLE_ENTITY, body),
-        Disposition::Retry => unavailable(5, body),
+    let permit = m.permits.clone().try_acquire_owned().ok();
+    match (permit, held) {
+        (Some(permit), Some(held)) if !s.shutdown.is_begun() => {
+            process_or_queue(&s, name, event, permit, held).await
+        }
+        // No room to process it now: queued durably, processed by the
+        // journal worker.
+        _ => queue(&s, name, &event, None).await,
     }
+}
+
+/// Processes `event` in a task of its own (which keeps the permits even if
+/// the sender hangs up); answers with the outcome if it is final within the
+/// reply deadline, else queues the event and answers 202.
+async fn process_or_queue(
+    s: &Shared,
+    name: &str,
+    event: Arc<Event>,
+    permit: OwnedSemaphorePermit,
+    held: BytesHeld,
+) -> Response {
+    let key = Journal::key(&event);
+    // While this task runs, the journal worker leaves the entry alone.
+    let claimed = s.journal.claim(&key);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let task = {
+        let (process, journal, event, key) = (
+            s.process.clone(),
+            s.journal.clone(),
+            event.clone(),
+            key.clone(),
+        );
+        async move {
+            let _permits = (permit, held);
+            let outcome = process.process(event).await;
+            let final_outcome = outcome.disposition() != Disposition::Retry;
+            if final_outcome {
+                // If it was queued meanwhile, it is done now.
+                journal.remove(&key);
+            }
+            if claimed {
+                journal.release(&key);
+            }
+            let _ = done_tx.send(outcome);
+        }
+    };
+    s.tasks.spawn(task);
+    // Shutting down, the outcome gets half the drain deadline at most: the
+    // event must be in the journal before the process exits.
+    let shutdown_grace = async {
+        s.shutdown.begun().await;
+        tokio::time::sleep(s.shutdown.deadline() / 2).await
+    };
+    let waited = tokio::select! {
+        outcome = done_rx => outcome.ok(),
+        _ = tokio::time::sleep(s.reply_deadline) => None,
+        _ = shutdown_grace => None,
+    };
+    match waited {
+        Some(outcome) => match outcome.disposition() {
+            Disposition::Done | Disposition::Rejected => {
+                reply(StatusCode::OK, outcome_json(&outcome))
+            }
+            Disposition::Retry => queue(s, name, &event, Some(&outcome)).await,
+        },
+        None => queue(s, name, &event, None).await,
+    }
+}
+
+fn outcome_json(outcome: &Outcome) -> Value {
+    serde_json::to_value(outcome).unwrap_or_default()
+}
+
+/// Writes `event` to the journal and answers `202 queued` with the names
+/// its objects will get; if even that fails, 503 (the sender may retry).
+async fn queue(s: &Shared, name: &str, event: &Event, outcome: Option<&Outcome>) -> Response {
+    if let Err(e) = s.journal.append(event).await {
+        error!(source = %name, error = %e, "cannot queue the delivery");
+        s.rejections.count(name, StatusCode::SERVICE_UNAVAILABLE);
+        return unavailable(
+            5,
+            json!({"event_id": event.id, "error": format!("not processed and cannot be queued: {e}")}),
+        );
+    }
+    let matched: Vec<Value> = match outcome {
+        Some(o) => o
+            .matched
+            .iter()
+            .map(|t| json!({"sensor": t.sensor, "trigger": t.trigger, "name": t.name, "status": "queued", "message": t.message}))
+            .collect(),
+        None => s
+            .process
+            .explain(event)
+            .1
+            .iter()
+            .map(|r| {
+                let name = r.object.as_ref().and_then(|o| o["metadata"]["name"].as_str());
+                json!({"sensor": r.sensor, "trigger": r.trigger, "name": name, "status": "queued"})
+            })
+            .collect(),
+    };
+    reply(
+        StatusCode::ACCEPTED,
+        json!({"event_id": event.id, "status": "queued", "matched": matched}),
+    )
 }
 
 async fn explain(
@@ -246,6 +473,10 @@ async fn explain(
             json!({"error": format!("no source named `{source}`")}),
         );
     };
+    // Explaining renders every trigger: it takes a processing permit too.
+    let Ok(_permit) = m.permits.clone().try_acquire_owned() else {
+        return unavailable(1, json!({"error": "overloaded, retry later"}));
+    };
     match intake(&s, &m, &headers, body).await {
         Ok((Parsed::Event(e), _held)) => {
             let (explanation, rendered) = s.process.explain(&e);
@@ -255,6 +486,107 @@ async fn explain(
             )
         }
         Ok((Parsed::Ping, _)) => reply(StatusCode::OK, json!({"ping": true})),
-        Err(r) => r,
+        Err(Refused(_, r)) => r,
     }
+}
+
+/// Drains the journal: every queued event is processed (up to `parallel`
+/// at once) with the normal retries until its outcome is final, then
+/// removed; one still unavailable is tried again with backoff; what is left
+/// at shutdown stays for the next start. Publishes the depth to `/readyz`.
+pub async fn drain_journal(
+    journal: Arc<Journal>,
+    process: Arc<dyn Process>,
+    readiness: crate::readiness::ReadinessHandle,
+    shutdown: Shutdown,
+    parallel: usize,
+) {
+    let next_try: Arc<Mutex<HashMap<String, (u32, Instant)>>> = Arc::default();
+    let slots = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut running = tokio::task::JoinSet::new();
+    while !shutdown.is_begun() {
+        while running.try_join_next().is_some() {}
+        let queued = journal.list();
+        let (depth, age) = journal.depth();
+        readiness.set(
+            true,
+            format!(
+                "{depth} queued, oldest {}s ({})",
+                age.as_secs(),
+                journal.dir().display()
+            ),
+        );
+        let now = Instant::now();
+        {
+            let mut next = next_try.lock().unwrap_or_else(|e| e.into_inner());
+            next.retain(|k, _| queued.iter().any(|q| &q.key == k));
+        }
+        for q in queued {
+            let due = next_try
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&q.key)
+                .is_none_or(|(_, at)| *at <= now);
+            if !due || shutdown.is_begun() {
+                continue;
+            }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            if !journal.claim(&q.key) {
+                continue;
+            }
+            let (journal, process, next_try) = (journal.clone(), process.clone(), next_try.clone());
+            running.spawn(async move {
+                let _slot = slot;
+                let key = q.key;
+                match journal.read(&key) {
+                    Ok(event) => {
+                        let outcome = process.process(Arc::new(event)).await;
+                        let mut next = next_try.lock().unwrap_or_else(|e| e.into_inner());
+                        if outcome.disposition() == Disposition::Retry {
+                            let attempts = next.get(&key).map_or(0, |(a, _)| *a).saturating_add(1);
+                            let delay = crate::backoff::jittered(crate::backoff::exponential(
+                                Duration::from_secs(1),
+                                Duration::from_secs(60),
+                                attempts,
+                            ));
+                            next.insert(key.clone(), (attempts, Instant::now() + delay));
+                        } else {
+                            journal.remove(&key);
+                            next.remove(&key);
+                        }
+                    }
+                    Err(e) => {
+                        // Written fsynced, so this is a disk problem or a
+                        // bug: said loudly, the file kept for an operator.
+                        error!(error = %e, "unreadable journal entry left in place");
+                        next_try.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                            key.clone(),
+                            (u32::MAX, Instant::now() + Duration::from_secs(3600)),
+                        );
+                    }
+                }
+                journal.release(&key);
+            });
+        }
+        tokio::select! {
+            _ = shutdown.begun() => break,
+            _ = journal.wait_added(Duration::from_millis(200)) => {}
+        }
+    }
+    // What runs finishes (bounded by the drain deadline); the rest stays.
+    while running.join_next().await.is_some() {}
+    let (depth, _) = journal.depth();
+    if depth > 0 {
+        info!(queued = depth, dir = %journal.dir().display(), "journal entries left for the next start");
+    }
+}
+
+/// The processing tasks that outlived their requests: waited for at
+/// shutdown (the drain deadline bounds it); an unfinished one's event is in
+/// the journal already.
+pub async fn wait_tasks(tasks: TaskTracker) {
+    tasks.close();
+    tasks.wait().await;
 }

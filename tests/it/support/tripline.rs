@@ -25,7 +25,10 @@ pub fn fixture(path: &str) -> Vec<u8> {
 
 pub struct Tripline {
     pub dir: TempDir,
+    /// The public listener: webhook paths and `/healthz`.
     pub port: u16,
+    /// The admin listener: `/readyz`, `/metrics`, `/explain/…`.
+    pub admin_port: u16,
     child: Option<Child>,
     env: Vec<(String, String)>,
     config: PathBuf,
@@ -85,6 +88,7 @@ impl Tripline {
         Tripline {
             dir,
             port: free_port(),
+            admin_port: free_port(),
             child: None,
             env: env
                 .iter()
@@ -113,6 +117,8 @@ impl Tripline {
             .arg(&self.config)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{}", self.admin_port))
             .args(&self.args)
             .env("TRIPLINE_LOG", "info,tripline=debug")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -151,7 +157,18 @@ impl Tripline {
         }
     }
 
+    /// `path` on the listener that serves it: `/readyz`, `/metrics` and
+    /// `/explain/…` on the admin one, everything else on the public one.
     pub fn url(&self, path: &str) -> String {
+        let admin = ["/readyz", "/metrics", "/explain"]
+            .iter()
+            .any(|p| path.starts_with(p));
+        let port = if admin { self.admin_port } else { self.port };
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    /// `path` on the public listener, whatever it is.
+    pub fn public_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
