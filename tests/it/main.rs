@@ -5,6 +5,7 @@ mod brokers_smoke;
 mod engine;
 mod failures;
 mod fault_matrix;
+mod intake;
 mod kafka;
 mod kube_api_double;
 mod nats;

@@ -109,6 +109,17 @@ impl Journal {
         }
     }
 
+    /// Moves an unreadable entry out of the way (`<key>.json.bad`), kept for
+    /// an operator to look at.
+    pub fn set_aside(&self, key: &str) {
+        let path = self.path(key);
+        let mut bad = path.as_os_str().to_owned();
+        bad.push(".bad");
+        if let Err(e) = std::fs::rename(&path, &bad) {
+            tracing::error!(path = %path.display(), error = %e, "cannot move the entry aside");
+        }
+    }
+
     pub fn read(&self, key: &str) -> Result<Event, JournalError> {
         let path = self.path(key);
         let bytes = std::fs::read(&path).map_err(io(&path))?;

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -490,10 +490,12 @@ async fn explain(
     }
 }
 
-/// Drains the journal: every queued event is processed (up to `parallel`
-/// at once) with the normal retries until its outcome is final, then
-/// removed; one still unavailable is tried again with backoff; what is left
-/// at shutdown stays for the next start. Publishes the depth to `/readyz`.
+/// Drains the journal: queued events are processed with the normal retries,
+/// up to `parallel` at once, and removed once their outcome is final. While
+/// the target keeps failing, only the oldest entry is tried (with backoff, up
+/// to 10 s) — a probe, so an outage is not hammered with the whole backlog —
+/// and the backlog follows as soon as the probe succeeds. What is left at
+/// shutdown stays for the next start. Publishes the depth to `/readyz`.
 pub async fn drain_journal(
     journal: Arc<Journal>,
     process: Arc<dyn Process>,
@@ -501,82 +503,75 @@ pub async fn drain_journal(
     shutdown: Shutdown,
     parallel: usize,
 ) {
-    let next_try: Arc<Mutex<HashMap<String, (u32, Instant)>>> = Arc::default();
-    let slots = Arc::new(Semaphore::new(parallel.max(1)));
-    let mut running = tokio::task::JoinSet::new();
+    let mut probe =
+        crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let mut failing = false;
     while !shutdown.is_begun() {
-        while running.try_join_next().is_some() {}
         let queued = journal.list();
-        let (depth, age) = journal.depth();
+        let age = queued
+            .first()
+            .and_then(|q| q.since.elapsed().ok())
+            .unwrap_or_default();
         readiness.set(
             true,
             format!(
-                "{depth} queued, oldest {}s ({})",
+                "{} queued, oldest {}s ({})",
+                queued.len(),
                 age.as_secs(),
                 journal.dir().display()
             ),
         );
-        let now = Instant::now();
-        {
-            let mut next = next_try.lock().unwrap_or_else(|e| e.into_inner());
-            next.retain(|k, _| queued.iter().any(|q| &q.key == k));
+        let batch: Vec<String> = queued
+            .into_iter()
+            .map(|q| q.key)
+            .filter(|k| journal.claim(k))
+            .take(if failing { 1 } else { parallel.max(1) })
+            .collect();
+        // Claimed beyond the batch: `take` stops early, so nothing to release.
+        if batch.is_empty() {
+            tokio::select! {
+                _ = shutdown.begun() => break,
+                _ = journal.wait_added(Duration::from_millis(500)) => {}
+            }
+            continue;
         }
-        for q in queued {
-            let due = next_try
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&q.key)
-                .is_none_or(|(_, at)| *at <= now);
-            if !due || shutdown.is_begun() {
-                continue;
-            }
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                break;
-            };
-            if !journal.claim(&q.key) {
-                continue;
-            }
-            let (journal, process, next_try) = (journal.clone(), process.clone(), next_try.clone());
-            running.spawn(async move {
-                let _slot = slot;
-                let key = q.key;
-                match journal.read(&key) {
+        let results = futures::future::join_all(batch.iter().map(|key| {
+            let (journal, process) = (journal.clone(), process.clone());
+            async move {
+                let retry = match journal.read(key) {
                     Ok(event) => {
                         let outcome = process.process(Arc::new(event)).await;
-                        let mut next = next_try.lock().unwrap_or_else(|e| e.into_inner());
-                        if outcome.disposition() == Disposition::Retry {
-                            let attempts = next.get(&key).map_or(0, |(a, _)| *a).saturating_add(1);
-                            let delay = crate::backoff::jittered(crate::backoff::exponential(
-                                Duration::from_secs(1),
-                                Duration::from_secs(60),
-                                attempts,
-                            ));
-                            next.insert(key.clone(), (attempts, Instant::now() + delay));
-                        } else {
-                            journal.remove(&key);
-                            next.remove(&key);
+                        let retry = outcome.disposition() == Disposition::Retry;
+                        if !retry {
+                            journal.remove(key);
                         }
+                        retry
                     }
                     Err(e) => {
-                        // Written fsynced, so this is a disk problem or a
-                        // bug: said loudly, the file kept for an operator.
-                        error!(error = %e, "unreadable journal entry left in place");
-                        next_try.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                            key.clone(),
-                            (u32::MAX, Instant::now() + Duration::from_secs(3600)),
-                        );
+                        // Written fsynced, so a disk problem or a bug: said
+                        // loudly; moved aside for an operator.
+                        error!(error = %e, "unreadable journal entry moved aside");
+                        journal.set_aside(key);
+                        false
                     }
-                }
-                journal.release(&key);
-            });
-        }
-        tokio::select! {
-            _ = shutdown.begun() => break,
-            _ = journal.wait_added(Duration::from_millis(200)) => {}
+                };
+                journal.release(key);
+                retry
+            }
+        }))
+        .await;
+        if results.iter().any(|retry| *retry) {
+            failing = true;
+            let delay = probe.next_delay();
+            tokio::select! {
+                _ = shutdown.begun() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        } else {
+            failing = false;
+            probe.reset();
         }
     }
-    // What runs finishes (bounded by the drain deadline); the rest stays.
-    while running.join_next().await.is_some() {}
     let (depth, _) = journal.depth();
     if depth > 0 {
         info!(queued = depth, dir = %journal.dir().display(), "journal entries left for the next start");
