@@ -38,6 +38,20 @@ pub struct GithubConfig {
     pub path: Option<String>,
     /// The webhook secret configured in GitHub.
     pub secret: SecretRef,
+    /// What makes two deliveries the same event: `delivery` (default: the
+    /// `X-GitHub-Delivery` id, so GitHub's redeliveries are one event) or
+    /// `body` (a hash of the signed body, so a captured body replayed under
+    /// a new delivery id is one event too).
+    #[serde(default)]
+    pub dedupe: Dedupe,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Dedupe {
+    #[default]
+    Delivery,
+    Body,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,7 +181,9 @@ impl GithubConfig {
             &self.name,
             self.path.as_deref(),
             auth,
-            Provider::Github,
+            Provider::Github {
+                dedupe_body: self.dedupe == Dedupe::Body,
+            },
         ))
     }
 }
@@ -437,6 +453,23 @@ mod tests {
             ("idempotency-key", "k1"),
         ]);
         assert_eq!(event(gl.parse(&h, b"{}").unwrap()).id, "k1");
+        // dedupe: body — a signed body replayed under a new delivery id is
+        // the same event.
+        let gh = endpoint(
+            "{name: gh, secret: {env: TRIPLINE_UNIT_SECRET}, dedupe: body}",
+            GithubConfig::endpoint,
+        );
+        let id = |delivery: &str| {
+            let h = headers(&[
+                ("x-github-event", "push"),
+                ("x-github-delivery", delivery),
+                ("content-type", "application/json"),
+            ]);
+            event(gh.parse(&h, br#"{"after":"abc"}"#).unwrap())
+        };
+        assert_eq!(id("d-1").id, id("d-2").id);
+        assert!(id("d-1").id.starts_with("sha256:"));
+        assert_eq!(id("d-1").meta["delivery"], json!("d-1"));
         // CloudEvents ids are unique per `source` only: the identity says so.
         let ce = endpoint("{name: ce}", CloudEventsConfig::endpoint);
         let from = |src: &str| {

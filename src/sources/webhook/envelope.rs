@@ -20,7 +20,10 @@ pub enum Provider {
         id_from: Option<Vec<String>>,
         type_header: Option<String>,
     },
-    Github,
+    Github {
+        /// `dedupe: body`: the id is a hash of the body, not the delivery id.
+        dedupe_body: bool,
+    },
     Gitlab,
     CloudEvents,
 }
@@ -130,10 +133,15 @@ impl Provider {
                 }
                 event.subject = path.to_string();
             }
-            Provider::Github => {
+            Provider::Github { dedupe_body } => {
                 event.kind = required("X-GitHub-Event")?;
-                if let Some(id) = header_str(headers, "X-GitHub-Delivery") {
+                // With `dedupe: body` the id stays the hash of the body.
+                if let Some(id) = header_str(headers, "X-GitHub-Delivery").filter(|_| !dedupe_body)
+                {
                     event.id = id.to_string();
+                }
+                if let Some(d) = header_str(headers, "X-GitHub-Delivery") {
+                    meta.insert("delivery".into(), json!(d));
                 }
                 if event.kind == "ping" {
                     return Ok(Parsed::Ping);
