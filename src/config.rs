@@ -19,6 +19,7 @@ use crate::sources::kafka::{KafkaConfig, KafkaSource};
 use crate::sources::nats::{NatsConfig, NatsSource};
 use crate::sources::webhook::{self, Endpoint};
 use crate::sources::{Source, SourceError};
+use crate::state::nats_kv::NatsKvConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -41,6 +42,9 @@ pub struct Config {
     /// The admin listener: `/readyz`, `/metrics`, `/explain/<source>`.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Where multi-dependency triggers keep what they wait for.
+    #[serde(default)]
+    pub correlation: CorrelationConfig,
     /// Webhook intake: the journal and the reply deadline.
     #[serde(default)]
     pub intake: IntakeConfig,
@@ -49,6 +53,32 @@ pub struct Config {
     /// every source before the event is built.
     #[serde(default)]
     pub redact_headers: Vec<String>,
+}
+
+/// `correlation:` — the state store of multi-dependency triggers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "store", rename_all = "lowercase")]
+pub enum CorrelationConfig {
+    /// A directory of fsynced files (default `correlation/`): survives
+    /// restarts; one process.
+    Local {
+        #[serde(default = "default_correlation_dir")]
+        dir: PathBuf,
+    },
+    /// A NATS JetStream KeyValue bucket shared by every replica.
+    Nats(NatsKvConfig),
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        CorrelationConfig::Local {
+            dir: default_correlation_dir(),
+        }
+    }
+}
+
+fn default_correlation_dir() -> PathBuf {
+    "correlation".into()
 }
 
 /// `admin:` — the listener for operators, apart from the public one.
@@ -225,6 +255,10 @@ impl Config {
         self.limits
             .validate()
             .map_err(|(f, m)| (format!("limits.{f}"), m))?;
+        if let CorrelationConfig::Nats(c) = &self.correlation {
+            c.validate()
+                .map_err(|(f, m)| (format!("correlation.{f}"), m))?;
+        }
         if self.admin.listen == self.listen && self.listen.port() != 0 {
             return Err((
                 "admin.listen".into(),
@@ -254,6 +288,10 @@ impl Config {
         fix(&mut self.sensors);
         fix(&mut self.dead_letter);
         fix(&mut self.intake.journal);
+        match &mut self.correlation {
+            CorrelationConfig::Local { dir } => fix(dir),
+            CorrelationConfig::Nats(c) => c.rebase(base),
+        }
         match &mut self.submit {
             SubmitConfig::Outbox { dir, .. } => fix(dir),
             SubmitConfig::Kubernetes { kubeconfig, .. } => {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// One event, whatever carried it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     /// Upstream delivery id (X-GitHub-Delivery, ce-id, stream+sequence,
     /// topic/partition/offset) or, when there is none, a hash of the body.

@@ -41,6 +41,7 @@ pub mod sensor;
 pub mod serve;
 pub mod shutdown;
 pub mod sources;
+pub mod state;
 pub mod submit;
 pub mod throttle;
 pub mod tls;

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, SubmitConfig};
+use crate::config::{Config, CorrelationConfig, SubmitConfig};
 use crate::engine::Engine;
 use crate::http::{self, HttpError};
 use crate::limits::ByteBudget;
@@ -23,6 +23,9 @@ use crate::shutdown::Shutdown;
 use crate::sources::webhook::server::{drain_journal, wait_tasks};
 use crate::sources::webhook::{Intake, Journal, Rejections, Webhooks};
 use crate::sources::{SourceContext, SourceError};
+use crate::state::local::LocalStore;
+use crate::state::nats_kv::NatsKvStore;
+use crate::state::Store;
 use crate::submit::kube::KubeSubmitter;
 use crate::submit::outbox::Outbox;
 use crate::submit::{DeadLetter, Submitter};
@@ -46,6 +49,8 @@ pub enum ServeError {
     Task(String),
     #[error("{0}")]
     Journal(String),
+    #[error("correlation: {0}")]
+    State(String),
 }
 
 /// How `serve` was asked to run, beyond the config.
@@ -75,9 +80,12 @@ pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
     let readiness = Arc::new(Readiness::default());
     let dead_letter =
         DeadLetter::with_max_bytes(&cfg.dead_letter, cfg.limits.dead_letter_max_bytes);
+    let store = correlation_store(&cfg.correlation).await?;
+    info!(store = %store.describe(), "correlation state");
     let engine = Arc::new(
         Engine::new(set, submitter, dead_letter)
             .with_budget(cfg.limits.retry_budget.clone())
+            .with_correlation_store(store)
             .with_target_health(readiness.handle("submit")),
     );
     let shutdown = Shutdown::new(cfg.limits.shutdown_deadline);
@@ -235,6 +243,21 @@ async fn drain(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The correlation state store: a local directory, or a NATS KV bucket.
+pub async fn correlation_store(cfg: &CorrelationConfig) -> Result<Arc<dyn Store>, ServeError> {
+    let store: Arc<dyn Store> = match cfg {
+        CorrelationConfig::Local { dir } => {
+            Arc::new(LocalStore::open(dir).map_err(|e| ServeError::State(e.to_string()))?)
+        }
+        CorrelationConfig::Nats(c) => Arc::new(
+            NatsKvStore::connect(c, std::time::Duration::from_secs(30))
+                .await
+                .map_err(|e| ServeError::State(e.to_string()))?,
+        ),
+    };
+    Ok(store)
 }
 
 /// The outbox, or the Kubernetes API (`--dry-run` keeps the outbox).

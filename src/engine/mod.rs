@@ -16,6 +16,7 @@
 //! acknowledged, so it cannot pin a partition or a stream.
 
 pub mod budget;
+pub mod correlation;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -35,11 +36,12 @@ use crate::event::Event;
 pub use crate::metrics::Stats;
 use crate::outcome::{panic_message, Outcome, Process, Status, TriggerOutcome, WHY_NOT_LIMIT};
 use crate::readiness::ReadinessHandle;
-use crate::sensor::correlate::{Correlator, Firing, Step};
 use crate::sensor::{Explanation, Rendered, SensorSet};
+use crate::state::{MemoryStore, Store};
 use crate::submit::{submit_with_retry, DeadLetter, SubmitError, Submitted, Submitter};
 use crate::throttle::Throttle;
 use budget::{BudgetSpec, RetryBudget};
+use correlation::{Correlation, Firing, Step};
 
 /// How often an ongoing failure of the target is logged (with a count).
 const LOG_WINDOW: Duration = Duration::from_secs(60);
@@ -48,7 +50,6 @@ const LOG_WINDOW: Duration = Duration::from_secs(60);
 /// buckets): replaced as a whole when sensors are reloaded.
 pub struct Loaded {
     pub sensors: SensorSet,
-    correlator: Correlator,
     limiters: HashMap<(usize, usize), DefaultDirectRateLimiter>,
 }
 
@@ -67,11 +68,7 @@ impl Loaded {
                 }
             }
         }
-        Loaded {
-            sensors,
-            correlator: Correlator::default(),
-            limiters,
-        }
+        Loaded { sensors, limiters }
     }
 }
 
@@ -80,6 +77,8 @@ pub struct Engine {
     submitter: Arc<dyn Submitter>,
     dead_letter: DeadLetter,
     budget: RetryBudget,
+    /// Where multi-dependency triggers keep what they wait for.
+    correlation: Correlation,
     /// The `submit` entry of `/readyz`, when serving.
     target_health: Option<ReadinessHandle>,
     unavailable_log: Throttle,
@@ -99,6 +98,7 @@ impl Engine {
             submitter,
             dead_letter,
             budget: RetryBudget::new(BudgetSpec::default()),
+            correlation: Correlation::new(Arc::new(MemoryStore::default())),
             target_health: None,
             unavailable_log: Throttle::new(LOG_WINDOW),
             stats: Stats::default(),
@@ -108,6 +108,12 @@ impl Engine {
     /// With the retry budget of `limits.retryBudget`.
     pub fn with_budget(mut self, spec: BudgetSpec) -> Self {
         self.budget = RetryBudget::new(spec);
+        self
+    }
+
+    /// Keeps correlation state in `store` (default: in memory).
+    pub fn with_correlation_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.correlation = Correlation::new(store);
         self
     }
 
@@ -127,7 +133,9 @@ impl Engine {
     }
 
     /// Swaps in a new sensor set. Events in flight finish with the old one;
-    /// correlation state and rate-limit buckets start afresh.
+    /// rate-limit buckets start afresh; correlation state is kept for
+    /// triggers whose definition did not change (and dropped, logged, for
+    /// the others, when next touched).
     pub fn reload(&self, sensors: SensorSet) {
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Loaded::new(sensors));
         self.stats.reloads.fetch_add(1, Ordering::Relaxed);
@@ -135,7 +143,9 @@ impl Engine {
 
     /// `/metrics`.
     pub fn metrics(&self) -> String {
-        self.stats.render(self.budget.retrying())
+        let mut text = self.stats.render(self.budget.retrying());
+        text.push_str(&self.correlation.render());
+        text
     }
 
     /// Matches, correlates, renders and submits. Returns once every fired
@@ -189,9 +199,10 @@ impl Engine {
     async fn process_inner(&self, event: &Arc<Event>, last_chance: bool) -> Outcome {
         let loaded = self.loaded();
         let matches = loaded.sensors.match_event(event);
-        let steps = loaded
-            .correlator
-            .offer(&loaded.sensors, &matches, event, Instant::now());
+        let steps = self
+            .correlation
+            .offer(&loaded.sensors, &matches, event)
+            .await;
         let why_not = if steps.is_empty() {
             self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
             let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
@@ -203,15 +214,70 @@ impl Engine {
         let loaded = &*loaded;
         let futures = steps.into_iter().map(|step| async move {
             match step {
-                Step::Fire(f) => self.fire(loaded, event, f, last_chance).await,
-                Step::Waiting { sensor, trigger } => {
+                Step::Fire(f) => {
+                    let out = self.fire(loaded, event, &f, last_chance).await;
+                    if out.status != Status::Unavailable {
+                        self.correlation.settle(&loaded.sensors, &f).await;
+                    }
+                    out
+                }
+                Step::Waiting {
+                    sensor,
+                    trigger,
+                    key,
+                    missing,
+                } => {
                     let (s, t) = loaded.sensors.trigger(sensor, trigger);
+                    let key = if key.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (key `{key}`)")
+                    };
                     TriggerOutcome {
                         sensor: s.name.clone(),
                         trigger: t.name.clone(),
                         name: None,
                         status: Status::Waiting,
-                        message: Some(format!("waiting for `{}`", t.when)),
+                        message: Some(format!(
+                            "waiting for `{}`{key}: still missing {}",
+                            t.when,
+                            missing.join(", ")
+                        )),
+                    }
+                }
+                Step::Consumed { sensor, trigger } => {
+                    let (s, t) = loaded.sensors.trigger(sensor, trigger);
+                    TriggerOutcome {
+                        sensor: s.name.clone(),
+                        trigger: t.name.clone(),
+                        name: None,
+                        status: Status::Existing,
+                        message: Some("this event already took part in a firing of this trigger".into()),
+                    }
+                }
+                Step::Failed {
+                    sensor,
+                    trigger,
+                    message,
+                    retry,
+                } => {
+                    let (s, t) = loaded.sensors.trigger(sensor, trigger);
+                    let status = if retry {
+                        warn!(sensor = %s.name, trigger = %t.name, error = %message, "correlation unavailable; the event will be retried");
+                        Status::Unavailable
+                    } else {
+                        warn!(sensor = %s.name, trigger = %t.name, error = %message, "cannot correlate; dead-lettered");
+                        self.dead_letter
+                            .record(&s.name, &t.name, &[("event", event)], &Value::Null, &message, &Value::Null)
+                            .await;
+                        Status::Invalid
+                    };
+                    TriggerOutcome {
+                        sensor: s.name.clone(),
+                        trigger: t.name.clone(),
+                        name: None,
+                        status,
+                        message: Some(message),
                     }
                 }
             }
@@ -233,7 +299,7 @@ impl Engine {
         &self,
         loaded: &Loaded,
         primary: &Event,
-        f: Firing,
+        f: &Firing,
         last_chance: bool,
     ) -> TriggerOutcome {
         let (sensor, trigger) = loaded.sensors.trigger(f.sensor, f.trigger);

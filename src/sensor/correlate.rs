@@ -1,209 +1,289 @@
 //! Correlation: a trigger whose condition names several dependencies
-//! (`when: "code && data"`) keeps the latest event per dependency for the
-//! sensor's window, fires once the condition holds, then resets.
+//! (`when: "code && data"`) keeps, per correlation key, the latest event of
+//! each dependency for the sensor's window, and fires once the condition
+//! holds. This file is the pure part — what one event does to one trigger's
+//! [`TriggerState`] — and is unit-tested without any store; the engine loads
+//! the state from a store, calls [`offer`], and saves it back with
+//! compare-and-set, so that exactly one replica claims a firing.
 //!
-//! Single-dependency triggers never touch the state (no lock on the hot
-//! path). State is in memory, per replica: see docs/scaling.md.
+//! A firing is **pending** until its outcome is final: a redelivery of any of
+//! its events fires it again (same events, so the same deterministic name),
+//! and a transient failure never loses it. Once final ([`settle`]), its
+//! events are remembered as consumed for the window: a redelivery of one of
+//! them is answered as done and never stored again.
+//!
+//! Keys: a dependency may name `key: "{{body.sha}}"`; events only pair with
+//! events of the same key (state is kept per key). Without keys, every event
+//! of a dependency is a candidate (the window alone decides).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::collections::BTreeMap;
 
-use super::{Match, SensorSet};
+use serde::{Deserialize, Serialize};
+
 use crate::event::Event;
 
-/// A trigger whose condition became true.
-#[derive(Debug, Clone)]
-pub struct Firing {
-    pub sensor: usize,
-    pub trigger: usize,
-    /// The events of the satisfied dependencies, in dependency order.
-    pub events: Vec<(usize, Arc<Event>)>,
+/// The correlation state of one trigger for one key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TriggerState {
+    /// What the state was built for (the trigger's condition and
+    /// dependencies); a state for another definition is dropped.
+    pub definition: String,
+    /// The latest event per dependency name, with when it was stored.
+    pub slots: BTreeMap<String, Stored>,
+    /// A firing whose outcome is not final yet.
+    pub pending: Option<Pending>,
+    /// Identities of events whose firing is final, until when they count.
+    pub consumed: BTreeMap<String, u64>,
 }
 
-/// Outcome of offering a match to one trigger.
-#[derive(Debug, Clone)]
-pub enum Step {
-    Fire(Firing),
-    /// Stored; the trigger waits for its other dependencies.
-    Waiting {
-        sensor: usize,
-        trigger: usize,
-    },
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stored {
+    /// Unix milliseconds.
+    pub at: u64,
+    pub event: Event,
 }
 
-/// Per dependency of one trigger: the latest matching event and when it came.
-type Slots = Vec<Option<(Instant, Arc<Event>)>>;
-
-#[derive(Default)]
-pub struct Correlator {
-    /// Keyed by `(sensor, trigger)`.
-    state: Mutex<HashMap<(usize, usize), Slots>>,
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pending {
+    /// Unix milliseconds.
+    pub since: u64,
+    /// The events, by dependency name, in dependency order.
+    pub events: Vec<(String, Event)>,
 }
 
-impl Correlator {
-    /// Offers one event's matches to every trigger that mentions a matched
-    /// dependency.
-    pub fn offer(
-        &self,
-        set: &SensorSet,
-        matches: &[Match],
-        event: &Arc<Event>,
-        now: Instant,
-    ) -> Vec<Step> {
-        let mut steps = Vec::new();
-        for m in matches {
-            let sensor = &set.sensors[m.sensor];
-            for (ti, t) in sensor.triggers.iter().enumerate() {
-                if !t.deps.iter().any(|d| m.deps.contains(d)) {
-                    continue;
-                }
-                let n = sensor.dependencies.len();
-                if t.deps.len() == 1 {
-                    let mut sat = vec![false; n];
-                    for d in &m.deps {
-                        sat[*d] = true;
-                    }
-                    if t.condition.eval(&sat) {
-                        steps.push(Step::Fire(Firing {
-                            sensor: m.sensor,
-                            trigger: ti,
-                            events: vec![(t.deps[0], Arc::clone(event))],
-                        }));
-                    }
-                    continue;
-                }
-                let mut state = self.state.lock().expect("correlator lock");
-                let slots = state.entry((m.sensor, ti)).or_insert_with(|| vec![None; n]);
-                for slot in slots.iter_mut() {
-                    if slot
-                        .as_ref()
-                        .is_some_and(|(at, _)| now.duration_since(*at) > sensor.window)
-                    {
-                        *slot = None;
-                    }
-                }
-                for d in &m.deps {
-                    slots[*d] = Some((now, Arc::clone(event)));
-                }
-                let sat: Vec<bool> = slots.iter().map(Option::is_some).collect();
-                if t.condition.eval(&sat) {
-                    let events = t
-                        .deps
-                        .iter()
-                        .filter_map(|d| slots[*d].as_ref().map(|(_, e)| (*d, Arc::clone(e))))
-                        .collect();
-                    slots.iter_mut().for_each(|s| *s = None);
-                    steps.push(Step::Fire(Firing {
-                        sensor: m.sensor,
-                        trigger: ti,
-                        events,
-                    }));
-                } else {
-                    steps.push(Step::Waiting {
-                        sensor: m.sensor,
-                        trigger: ti,
-                    });
-                }
-            }
-        }
-        steps
+/// What one event does to one trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The condition holds: fire with these events (by dependency name).
+    Fire(Vec<(String, Event)>),
+    /// The event belongs to a pending firing: fire it again.
+    Refire(Vec<(String, Event)>),
+    /// Stored; the trigger waits for `missing`.
+    Waiting { missing: Vec<String> },
+    /// The event already took part in a firing whose outcome is final.
+    Consumed,
+}
+
+/// The trigger as correlation sees it.
+pub struct Shape<'a> {
+    /// Dependency names the condition mentions, in dependency order.
+    pub deps: &'a [String],
+    /// Whether the condition holds for the dependencies that have an event.
+    pub holds: &'a (dyn Fn(&[&str]) -> bool + Sync),
+    /// The window, in milliseconds.
+    pub window_ms: u64,
+}
+
+/// Offers `event`, which satisfied the dependencies `matched`, to a trigger
+/// whose state is `state`. Pure: the caller saves `state` afterwards.
+pub fn offer(
+    state: &mut TriggerState,
+    shape: &Shape,
+    matched: &[&str],
+    event: &Event,
+    now_ms: u64,
+) -> Decision {
+    let identity = event.identity();
+    state.consumed.retain(|_, until| *until > now_ms);
+    state
+        .slots
+        .retain(|_, s| now_ms.saturating_sub(s.at) <= shape.window_ms);
+    if state.consumed.contains_key(&identity) {
+        return Decision::Consumed;
     }
+    if let Some(p) = &state.pending {
+        if p.events.iter().any(|(_, e)| e.identity() == identity) {
+            return Decision::Refire(p.events.clone());
+        }
+    }
+    for dep in matched {
+        state.slots.insert(
+            dep.to_string(),
+            Stored {
+                at: now_ms,
+                event: event.clone(),
+            },
+        );
+    }
+    let present: Vec<&str> = state.slots.keys().map(String::as_str).collect();
+    if state.pending.is_none() && (shape.holds)(&present) {
+        let events: Vec<(String, Event)> = shape
+            .deps
+            .iter()
+            .filter_map(|d| state.slots.remove(d).map(|s| (d.clone(), s.event)))
+            .collect();
+        state.pending = Some(Pending {
+            since: now_ms,
+            events: events.clone(),
+        });
+        return Decision::Fire(events);
+    }
+    let missing = shape
+        .deps
+        .iter()
+        .filter(|d| !state.slots.contains_key(*d))
+        .cloned()
+        .collect();
+    Decision::Waiting { missing }
+}
+
+/// The firing made of `identities` has a final outcome: it is no longer
+/// pending, and its events count as consumed for the window.
+pub fn settle(state: &mut TriggerState, identities: &[String], now_ms: u64, window_ms: u64) {
+    let ours = state.pending.as_ref().is_some_and(|p| {
+        p.events.len() == identities.len()
+            && p.events
+                .iter()
+                .all(|(_, e)| identities.contains(&e.identity()))
+    });
+    if ours {
+        state.pending = None;
+    }
+    for id in identities {
+        state.consumed.insert(id.clone(), now_ms + window_ms);
+    }
+}
+
+/// Whether the state holds nothing worth keeping.
+pub fn is_empty(state: &TriggerState) -> bool {
+    state.slots.is_empty() && state.pending.is_none() && state.consumed.is_empty()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sensor::load;
     use serde_json::json;
-    use std::collections::HashSet;
-    use std::time::Duration;
 
-    fn set(when: &str) -> SensorSet {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            r#"
-apiVersion: tripline.dev/v1alpha1
-kind: Sensor
-metadata: {{name: s}}
-spec:
-  correlationWindow: 60s
-  dependencies:
-    - {{name: code, source: src, filters: {{path: body.kind, equals: code}}}}
-    - {{name: data, source: src, filters: {{path: body.kind, equals: data}}}}
-  triggers:
-    - name: both
-      when: "{when}"
-      workflow: {{workflowTemplateRef: wt}}
-"#
-        );
-        let f = dir.path().join("s.yaml");
-        std::fs::write(&f, text).unwrap();
-        let sources: HashSet<String> = ["src".to_string()].into();
-        load(&[f], Some(&sources)).unwrap()
-    }
-
-    fn ev(kind: &str, id: &str) -> Arc<Event> {
-        let mut e = Event::new("src", b"", json!({"kind": kind}));
+    fn ev(id: &str) -> Event {
+        let mut e = Event::new("src", b"", json!({}));
         e.id = id.into();
-        Arc::new(e)
+        e
     }
 
-    fn offer(c: &Correlator, s: &SensorSet, e: &Arc<Event>, at: Instant) -> Vec<Step> {
-        c.offer(s, &s.match_event(e), e, at)
+    fn deps() -> Vec<String> {
+        vec!["code".into(), "data".into()]
     }
 
-    fn fired(steps: &[Step]) -> Option<Vec<String>> {
-        steps.iter().find_map(|s| match s {
-            Step::Fire(f) => Some(f.events.iter().map(|(_, e)| e.id.clone()).collect()),
-            _ => None,
-        })
+    fn both(present: &[&str]) -> bool {
+        present.contains(&"code") && present.contains(&"data")
     }
 
-    #[test]
-    fn fires_once_both_arrive_then_resets() {
-        let s = set("code && data");
-        let c = Correlator::default();
-        let t0 = Instant::now();
-        assert!(fired(&offer(&c, &s, &ev("code", "c1"), t0)).is_none());
-        assert!(fired(&offer(&c, &s, &ev("code", "c2"), t0)).is_none()); // latest wins
-        let f = fired(&offer(
-            &c,
-            &s,
-            &ev("data", "d1"),
-            t0 + Duration::from_secs(5),
-        ))
-        .unwrap();
-        assert_eq!(f, vec!["c2", "d1"]);
-        // Reset: another data event alone does not fire.
-        assert!(fired(&offer(
-            &c,
-            &s,
-            &ev("data", "d2"),
-            t0 + Duration::from_secs(6)
-        ))
-        .is_none());
+    fn either(present: &[&str]) -> bool {
+        !present.is_empty()
+    }
+
+    const WINDOW: u64 = 60_000;
+
+    fn ids(events: &[(String, Event)]) -> Vec<&str> {
+        events.iter().map(|(_, e)| e.id.as_str()).collect()
     }
 
     #[test]
-    fn events_older_than_the_window_expire() {
-        let s = set("code && data");
-        let c = Correlator::default();
-        let t0 = Instant::now();
-        offer(&c, &s, &ev("code", "c1"), t0);
-        let late = offer(&c, &s, &ev("data", "d1"), t0 + Duration::from_secs(61));
-        assert!(fired(&late).is_none());
-        assert!(matches!(late[0], Step::Waiting { .. }));
-    }
-
-    #[test]
-    fn or_conditions_fire_on_either() {
-        let s = set("code || data");
-        let c = Correlator::default();
+    fn fires_once_both_arrive_and_stays_pending_until_settled() {
+        let deps = deps();
+        let shape = Shape {
+            deps: &deps,
+            holds: &both,
+            window_ms: WINDOW,
+        };
+        let mut s = TriggerState::default();
         assert_eq!(
-            fired(&offer(&c, &s, &ev("data", "d1"), Instant::now())).unwrap(),
-            vec!["d1"]
+            offer(&mut s, &shape, &["code"], &ev("c1"), 0),
+            Decision::Waiting {
+                missing: vec!["data".into()]
+            }
         );
-        assert!(offer(&c, &s, &ev("other", "x"), Instant::now()).is_empty());
+        offer(&mut s, &shape, &["code"], &ev("c2"), 1); // the latest wins
+        let Decision::Fire(events) = offer(&mut s, &shape, &["data"], &ev("d1"), 5) else {
+            panic!("should fire")
+        };
+        assert_eq!(ids(&events), ["c2", "d1"]);
+        // Not final yet (say the API was unavailable): a redelivery of either
+        // event fires the same pair again, never a new one.
+        let Decision::Refire(again) = offer(&mut s, &shape, &["data"], &ev("d1"), 6) else {
+            panic!("should refire")
+        };
+        assert_eq!(ids(&again), ["c2", "d1"]);
+        assert!(matches!(
+            offer(&mut s, &shape, &["code"], &ev("c2"), 7),
+            Decision::Refire(_)
+        ));
+        // Final: consumed; a redelivery is done, a new event starts afresh.
+        let identities: Vec<String> = events.iter().map(|(_, e)| e.identity()).collect();
+        settle(&mut s, &identities, 8, WINDOW);
+        assert!(s.pending.is_none());
+        assert_eq!(
+            offer(&mut s, &shape, &["data"], &ev("d1"), 9),
+            Decision::Consumed
+        );
+        assert!(matches!(
+            offer(&mut s, &shape, &["data"], &ev("d2"), 10),
+            Decision::Waiting { .. }
+        ));
+    }
+
+    #[test]
+    fn a_lost_half_never_shifts_later_pairs() {
+        // c1 stored; its d1 is lost. The next pair (c2, d2) must join
+        // c2 with d2 — with keys they can never mix; without keys the latest
+        // event of each dependency wins, so the older c1 is replaced.
+        let deps = deps();
+        let shape = Shape {
+            deps: &deps,
+            holds: &both,
+            window_ms: WINDOW,
+        };
+        let mut s = TriggerState::default();
+        offer(&mut s, &shape, &["code"], &ev("c1"), 0);
+        offer(&mut s, &shape, &["code"], &ev("c2"), 10);
+        let Decision::Fire(events) = offer(&mut s, &shape, &["data"], &ev("d2"), 20) else {
+            panic!()
+        };
+        assert_eq!(ids(&events), ["c2", "d2"]);
+    }
+
+    #[test]
+    fn events_older_than_the_window_expire_and_consumed_ids_are_forgotten_after_it() {
+        let deps = deps();
+        let shape = Shape {
+            deps: &deps,
+            holds: &both,
+            window_ms: WINDOW,
+        };
+        let mut s = TriggerState::default();
+        offer(&mut s, &shape, &["code"], &ev("c1"), 0);
+        assert!(matches!(
+            offer(&mut s, &shape, &["data"], &ev("d1"), WINDOW + 1),
+            Decision::Waiting { .. }
+        ));
+        settle(&mut s, &[ev("x").identity()], 0, WINDOW);
+        assert_eq!(
+            offer(&mut s, &shape, &["code"], &ev("x"), 10),
+            Decision::Consumed
+        );
+        assert!(!matches!(
+            offer(&mut s, &shape, &["code"], &ev("x"), WINDOW + 10),
+            Decision::Consumed
+        ));
+    }
+
+    #[test]
+    fn or_conditions_fire_on_either_and_the_state_round_trips() {
+        let deps = deps();
+        let shape = Shape {
+            deps: &deps,
+            holds: &either,
+            window_ms: WINDOW,
+        };
+        let mut s = TriggerState::default();
+        let Decision::Fire(events) = offer(&mut s, &shape, &["data"], &ev("d1"), 0) else {
+            panic!()
+        };
+        assert_eq!(ids(&events), ["d1"]);
+        let json = serde_json::to_string(&s).unwrap();
+        let back: TriggerState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        settle(&mut s, &[events[0].1.identity()], 1, WINDOW);
+        assert!(!is_empty(&s));
     }
 }

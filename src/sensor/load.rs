@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::condition::Condition;
 use super::filter::Filter;
 use super::render::{self, Templates};
-use super::spec::{SensorDoc, TriggerSpec, WorkflowSpec, API_VERSION, KIND};
+use super::spec::{DependencySpec, SensorDoc, TriggerSpec, WorkflowSpec, API_VERSION, KIND};
 use super::{Dependency, Param, Sensor, SensorSet, Trigger};
 use crate::event::ROOTS;
 
@@ -262,10 +262,18 @@ fn compile(
                 }
             },
         };
+        let key = d.key.as_ref().map(|src| {
+            let key = format!("{name}\u{0}dependency\u{0}{}\u{0}key", d.name);
+            if let Err(e) = templates.add(&key, src) {
+                ctx.err(&format!("{at}.key"), e.to_string());
+            }
+            key
+        });
         dependencies.push(Dependency {
             name: d.name.clone(),
             source: d.source.clone(),
             filter,
+            key,
         });
     }
 
@@ -288,7 +296,15 @@ fn compile(
             );
         }
         trigger_names.push(&t.name);
-        if let Some(tr) = compile_trigger(&name, t, &at, &dep_names, ctx, templates) {
+        if let Some(tr) = compile_trigger(
+            &name,
+            t,
+            &at,
+            &spec.dependencies,
+            &dep_names,
+            ctx,
+            templates,
+        ) {
             triggers.push(tr);
         }
     }
@@ -306,6 +322,7 @@ fn compile_trigger(
     sensor: &str,
     t: &TriggerSpec,
     at: &str,
+    dep_specs: &[DependencySpec],
     dep_names: &[&str],
     ctx: &mut DocCtx,
     templates: &mut Templates,
@@ -413,10 +430,40 @@ fn compile_trigger(
             );
         }
     }
+    let deps = condition.deps();
+    if deps.len() > 1 {
+        let keyed = deps
+            .iter()
+            .filter(|d| dep_specs.get(**d).is_some_and(|s| s.key.is_some()))
+            .count();
+        if keyed != 0 && keyed != deps.len() {
+            ctx.err(
+                &format!("{at}.when"),
+                format!(
+                    "`{when}` correlates dependencies of which only some have a `key`: give every one a key (events pair when their keys are equal), or none"
+                ),
+            );
+        }
+    }
     if ctx.errors.len() != before {
         return None;
     }
-    let deps = condition.deps();
+    let definition = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(when.as_bytes());
+        for d in &deps {
+            if let Some(spec) = dep_specs.get(*d) {
+                h.update([0]);
+                h.update(spec.name.as_bytes());
+                h.update([0]);
+                h.update(spec.source.as_bytes());
+                h.update([0]);
+                h.update(spec.key.as_deref().unwrap_or("").as_bytes());
+            }
+        }
+        hex::encode(&h.finalize()[..8])
+    };
     Some(Trigger {
         name: t.name.clone(),
         when,
@@ -428,6 +475,7 @@ fn compile_trigger(
         allowed_namespaces: t.allowed_namespaces.clone(),
         retry,
         rate_limit: t.rate_limit.clone(),
+        definition,
         uses_dependency_names: t
             .parameters
             .iter()

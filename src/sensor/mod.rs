@@ -50,6 +50,8 @@ pub struct Dependency {
     pub name: String,
     pub source: String,
     pub filter: Option<Filter>,
+    /// Key of the compiled correlation-key template in [`SensorSet::templates`].
+    pub key: Option<String>,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,9 @@ pub struct Trigger {
     pub allowed_namespaces: Vec<String>,
     pub retry: RetryPolicy,
     pub rate_limit: Option<RateLimitSpec>,
+    /// What correlation state was built for: a hash of the condition, the
+    /// dependencies and their keys. State built for another is dropped.
+    pub definition: String,
     /// Whether a template refers to a dependency by name (`{{push.body.x}}`);
     /// if not, templates see only the envelope and rendering copies less.
     pub uses_dependency_names: bool,
@@ -100,6 +105,35 @@ impl SensorSet {
 }
 
 impl Sensor {
+    /// The correlation key of `event` for trigger `t`: rendered from the key
+    /// of the first dependency of `t` the event satisfied (`matched`), or
+    /// `""` when the trigger's dependencies have no keys.
+    pub fn correlation_key(
+        &self,
+        templates: &Templates,
+        t: &Trigger,
+        matched: &[usize],
+        event: &Event,
+    ) -> Result<String, render::RenderError> {
+        let Some(dep) = t
+            .deps
+            .iter()
+            .find(|d| matched.contains(d))
+            .map(|d| &self.dependencies[*d])
+        else {
+            return Ok(String::new());
+        };
+        let Some(template) = &dep.key else {
+            return Ok(String::new());
+        };
+        templates
+            .render(template, &render::context(event, &[]))
+            .map_err(|reason| render::RenderError::Param {
+                param: format!("{}.key", dep.name),
+                reason,
+            })
+    }
+
     /// Events keyed by dependency index → keyed by dependency name, as
     /// templates and dead letters see them.
     pub fn named<'e>(

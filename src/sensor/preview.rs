@@ -37,10 +37,22 @@ impl SensorSet {
                 }
                 let mut sat = vec![false; sensor.dependencies.len()];
                 m.deps.iter().for_each(|d| sat[*d] = true);
+                let key = match sensor.correlation_key(&sensors.templates, t, &m.deps, event) {
+                    Ok(k) if !k.is_empty() => format!(" with key `{k}`"),
+                    Ok(_) => String::new(),
+                    Err(e) => format!(" (its correlation key cannot be rendered: {e})"),
+                };
                 let note = (!t.condition.eval(&sat)).then(|| {
+                    let missing: Vec<&str> = t
+                        .deps
+                        .iter()
+                        .filter(|d| !sat[**d])
+                        .map(|d| sensor.dependencies[*d].name.as_str())
+                        .collect();
                     format!(
-                        "waits for `{}`; rendered with this event standing in for every dependency",
-                        t.when
+                        "waits for `{}`{key}: this event alone leaves {} missing; rendered with this event standing in for every dependency",
+                        t.when,
+                        missing.join(", ")
                     )
                 });
                 let events: Vec<(&str, &Event)> = t

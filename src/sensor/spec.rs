@@ -57,6 +57,10 @@ pub struct DependencySpec {
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<FilterSpec>,
+    /// Correlation key (a template over the event, `"{{body.sha}}"`): a
+    /// multi-dependency trigger pairs only events with equal keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

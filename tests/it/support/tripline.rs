@@ -181,14 +181,18 @@ impl Tripline {
     }
 
     /// Files in `<dir>/outbox`, sorted, with their parsed YAML.
+    /// Finished objects only: the temp files tripline writes first (and
+    /// links under their name once complete) are skipped, as is a file that
+    /// vanished while listing.
     pub fn outbox(&self) -> Vec<(String, Value)> {
         let mut out: Vec<(String, Value)> = std::fs::read_dir(self.dir.path().join("outbox"))
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
-                    .map(|e| {
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".yaml"))
+                    .filter_map(|e| {
                         let name = e.file_name().to_string_lossy().to_string();
-                        let text = std::fs::read_to_string(e.path()).unwrap();
-                        (name, serde_yaml_ng::from_str(&text).unwrap())
+                        let text = std::fs::read_to_string(e.path()).ok()?;
+                        Some((name, serde_yaml_ng::from_str(&text).unwrap()))
                     })
                     .collect()
             })
