@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::stream;
 use async_trait::async_trait;
 use serde::Deserialize;
 
@@ -127,19 +128,29 @@ impl NatsKvStore {
             })?
             .map_err(unavailable)?;
         let js = async_nats::jetstream::new(client);
-        let kv = match js.get_key_value(&config.bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: config.bucket.clone(),
-                    description: "tripline correlation state".into(),
-                    history: 1,
-                    max_age: config.max_age,
-                    ..Default::default()
-                })
-                .await
-                .map_err(unavailable)?,
-        };
+        // The bucket's stream is created as the KeyValue convention lays it
+        // out (what `create_key_value` does, without its account query, which
+        // older servers answer in a shape the client does not read).
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{}", config.bucket),
+            description: Some("tripline correlation state".into()),
+            subjects: vec![format!("$KV.{}.>", config.bucket)],
+            max_messages_per_subject: 1,
+            max_age: config.max_age,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+        let kv = js
+            .get_key_value(&config.bucket)
+            .await
+            .map_err(unavailable)?;
         Ok(NatsKvStore {
             kv,
             describe: format!("NATS KV bucket `{}` at {}", config.bucket, shown.join(",")),

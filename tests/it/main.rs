@@ -2,6 +2,7 @@
 //! Shared pieces (brokers, the Kubernetes API double, fixtures, running the real
 //! binary) live in `support/`.
 mod brokers_smoke;
+mod correlation;
 mod engine;
 mod failures;
 mod fault_matrix;
