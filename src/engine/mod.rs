@@ -760,4 +760,37 @@ spec:
             .metrics()
             .contains("tripline_objects_expired_total 1"));
     }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_state_of_unchanged_triggers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, rec) = engine(dir.path());
+        let reload = |text: &str| {
+            let f = dir.path().join("s.yaml");
+            std::fs::write(&f, text).unwrap();
+            let sources: HashSet<String> = ["src".to_string()].into();
+            crate::sensor::load(&[f], Some(&sources)).unwrap()
+        };
+        let out = engine
+            .process(ev("c1", json!({"kind": "code", "rev": "a"})))
+            .await;
+        assert_eq!(out.matched[0].status, Status::Waiting);
+        engine.reload(reload(SENSORS));
+        let out = engine
+            .process(ev("d1", json!({"kind": "data", "key": "k"})))
+            .await;
+        assert_eq!(out.matched[0].status, Status::Created, "unchanged: kept");
+        assert_eq!(rec.objects.lock().unwrap().len(), 1);
+
+        engine
+            .process(ev("c2", json!({"kind": "code", "rev": "b"})))
+            .await;
+        engine.reload(reload(
+            &SENSORS.replace("when: code && data", "when: data && code"),
+        ));
+        let out = engine
+            .process(ev("d2", json!({"kind": "data", "key": "k"})))
+            .await;
+        assert_eq!(out.matched[0].status, Status::Waiting, "changed: dropped");
+    }
 }
