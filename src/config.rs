@@ -17,6 +17,7 @@ use serde::Deserialize;
 pub use crate::limits::Limits;
 use crate::sources::kafka::{KafkaConfig, KafkaSource};
 use crate::sources::nats::{NatsConfig, NatsSource};
+use crate::sources::webhook::journal::NatsJournalConfig;
 use crate::sources::webhook::{self, Endpoint};
 use crate::sources::{Source, SourceError};
 use crate::state::nats_kv::NatsKvConfig;
@@ -103,9 +104,10 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IntakeConfig {
-    /// The directory of queued deliveries (default `journal/`).
+    /// Where queued deliveries wait: a directory (default `journal/`), or
+    /// `{nats: {urls, stream}}` for a JetStream stream every replica drains.
     #[serde(default = "default_journal")]
-    pub journal: PathBuf,
+    pub journal: JournalConfig,
     /// How long a sender waits for the outcome before `202 queued`
     /// (default 5s: GitHub gives up after 10 s).
     #[serde(default = "default_reply_deadline", with = "humantime_serde")]
@@ -124,8 +126,16 @@ impl Default for IntakeConfig {
 fn default_admin_listen() -> SocketAddr {
     "127.0.0.1:9090".parse().expect("valid address")
 }
-fn default_journal() -> PathBuf {
-    "journal".into()
+fn default_journal() -> JournalConfig {
+    JournalConfig::Dir("journal".into())
+}
+
+/// `intake.journal`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum JournalConfig {
+    Dir(PathBuf),
+    Nats { nats: NatsJournalConfig },
 }
 fn default_reply_deadline() -> Duration {
     Duration::from_secs(5)
@@ -255,6 +265,10 @@ impl Config {
         self.limits
             .validate()
             .map_err(|(f, m)| (format!("limits.{f}"), m))?;
+        if let JournalConfig::Nats { nats } = &self.intake.journal {
+            nats.validate()
+                .map_err(|(f, m)| (format!("intake.journal.nats.{f}"), m))?;
+        }
         if let CorrelationConfig::Nats(c) = &self.correlation {
             c.validate()
                 .map_err(|(f, m)| (format!("correlation.{f}"), m))?;
@@ -287,7 +301,10 @@ impl Config {
         };
         fix(&mut self.sensors);
         fix(&mut self.dead_letter);
-        fix(&mut self.intake.journal);
+        match &mut self.intake.journal {
+            JournalConfig::Dir(d) => fix(d),
+            JournalConfig::Nats { nats } => nats.rebase(base),
+        }
         match &mut self.correlation {
             CorrelationConfig::Local { dir } => fix(dir),
             CorrelationConfig::Nats(c) => c.rebase(base),

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, CorrelationConfig, SubmitConfig};
+use crate::config::{Config, CorrelationConfig, JournalConfig, SubmitConfig};
 use crate::engine::Engine;
 use crate::http::{self, HttpError};
 use crate::limits::ByteBudget;
@@ -20,7 +20,8 @@ use crate::outcome::Process;
 use crate::readiness::Readiness;
 use crate::sensor::{self, LoadErrors};
 use crate::shutdown::Shutdown;
-use crate::sources::webhook::server::{drain_journal, wait_tasks};
+use crate::sources::webhook::journal;
+use crate::sources::webhook::server::wait_tasks;
 use crate::sources::webhook::{Intake, Journal, Rejections, Webhooks};
 use crate::sources::{SourceContext, SourceError};
 use crate::state::local::LocalStore;
@@ -141,8 +142,12 @@ pub async fn run_with(
     info!(public = %public.addr(), admin = %admin.addr(), "listening");
 
     // Webhook intake: deliveries not final in time wait in the journal.
-    let journal =
-        Journal::open(&cfg.intake.journal).map_err(|e| ServeError::Journal(e.to_string()))?;
+    let journal = match &cfg.intake.journal {
+        JournalConfig::Dir(dir) => Journal::open(dir),
+        JournalConfig::Nats { nats } => Journal::open_nats(nats).await,
+    }
+    .map_err(|e| ServeError::Journal(e.to_string()))?;
+    info!(journal = %journal.describe(), "webhook intake journal");
     let intake_tasks = TaskTracker::new();
     let rejections = Arc::new(Rejections::default());
     let (public_routes, admin_routes) = webhooks.routers(Intake {
@@ -189,7 +194,7 @@ pub async fn run_with(
         );
         let parallel = cfg.limits.max_in_flight;
         tasks.spawn(async move {
-            drain_journal(journal, process, handle, shutdown, parallel).await;
+            journal::drain(journal, process, handle, shutdown, parallel).await;
             // Processing that outlived its request finishes (its event is
             // in the journal already, should the deadline pass first).
             wait_tasks(intake_tasks).await;

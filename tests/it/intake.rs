@@ -292,3 +292,73 @@ async fn api_down_while_300_pushes_arrive_and_tripline_is_killed_loses_nothing()
     assert_eq!(shas.len(), 300, "every delivery");
     assert!(t.dead_letters().is_empty());
 }
+
+/// The journal on JetStream: deliveries queued by one replica, which is then
+/// killed for good, are created by the other — exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_journal_is_drained_by_whichever_replica_is_left() {
+    let nats = crate::support::brokers::Nats::start().await;
+    let api = KubeApi::start().await;
+    let kube_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(kube_dir.path());
+    let config = format!(
+        "sensors: sensors/
+submit: {{type: kubernetes, kubeconfig: {}, namespace: default, timeout: 5s}}
+intake: {{journal: {{nats: {{urls: [{}], stream: INTAKE}}}}, replyDeadline: 2s}}
+limits: {{shutdownDeadline: 10s}}
+sources:
+  - {{type: github, name: github, path: /webhooks/github, secret: {{env: GH_SECRET}}}}
+",
+        kubeconfig.display(),
+        nats.url()
+    );
+    let mut a = Tripline::start(
+        &config,
+        &[("pushes.yaml", SENSOR)],
+        &[("GH_SECRET", SECRET)],
+    )
+    .await;
+    let b = Tripline::start(
+        &config,
+        &[("pushes.yaml", SENSOR)],
+        &[("GH_SECRET", SECRET)],
+    )
+    .await;
+    api.set_down(true);
+    let client = reqwest::Client::new();
+    for n in 0..50 {
+        let (code, reply, _) = send_push(&client, &a, n).await;
+        assert_eq!(code, 202, "{reply}");
+    }
+    a.kill();
+    api.set_down(false);
+    until("50 objects", || {
+        (api.objects("workflows").len() >= 50).then_some(())
+    })
+    .await;
+    until_async("the journal drained", || async {
+        let m = reqwest::get(b.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.contains("tripline_journal_entries 0").then_some(())
+    })
+    .await;
+    let objects = api.objects("workflows");
+    assert_eq!(objects.len(), 50, "exactly once");
+    let readyz: Value = reqwest::get(b.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        readyz["sources"]["journal"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("JetStream stream `INTAKE`"),
+        "{readyz}"
+    );
+}
