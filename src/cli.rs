@@ -107,7 +107,7 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 pub enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     Sensors(#[from] LoadErrors),
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -142,6 +142,9 @@ fn validate(args: ConfigArgs) -> Result<ExitCode, CliError> {
         std::slice::from_ref(&cfg.sensors),
         Some(&cfg.source_names()),
     )?;
+    for w in &set.warnings {
+        eprintln!("warning: {w}");
+    }
     // Secrets must resolve too: a missing env var is a config error.
     cfg.build_sources()?;
     let triggers: usize = set.sensors.iter().map(|s| s.triggers.len()).sum();
@@ -174,6 +177,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
 
 fn test(args: TestArgs) -> Result<ExitCode, CliError> {
     let set = sensor::load(std::slice::from_ref(&args.sensor_file), None)?;
+    for w in &set.warnings {
+        eprintln!("warning: {w}");
+    }
     let raw = std::fs::read(&args.event).map_err(|source| CliError::Io {
         path: args.event.clone(),
         source,

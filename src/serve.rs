@@ -33,7 +33,7 @@ use crate::submit::{DeadLetter, Submitter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{0}")]
+    #[error(transparent)]
     Sensors(#[from] LoadErrors),
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -70,6 +70,9 @@ pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
         std::slice::from_ref(&cfg.sensors),
         Some(&cfg.source_names()),
     )?;
+    for w in &set.warnings {
+        warn!(warning = %w, "sensor");
+    }
     let submitter = build_submitter(&cfg, options.dry_run, options.kubeconfig.as_deref()).await?;
     info!(
         sensors = set.sensors.len(),

@@ -88,6 +88,8 @@ pub enum FilterError {
 /// A compiled filter.
 #[derive(Debug)]
 pub enum Filter {
+    /// An Argo dependency's filters, over upstream's event shape.
+    Argo(Arc<super::argo::filter::DependencyFilter>),
     All(Vec<Filter>),
     Any(Vec<Filter>),
     Not(Box<Filter>),
@@ -338,6 +340,7 @@ impl Filter {
     /// Fast yes/no.
     pub fn test(&self, ctx: &EvalCtx) -> bool {
         match self {
+            Filter::Argo(f) => f.test(ctx.event),
             Filter::All(list) => list.iter().all(|f| f.test(ctx)),
             Filter::Any(list) => list.iter().any(|f| f.test(ctx)),
             Filter::Not(inner) => !inner.test(ctx),
@@ -354,6 +357,7 @@ impl Filter {
     /// The full story: every sub-filter, the value it saw, and why it failed.
     pub fn explain(&self, ctx: &EvalCtx) -> Trace {
         match self {
+            Filter::Argo(f) => f.explain(ctx.event),
             Filter::All(list) | Filter::Any(list) => {
                 let children: Vec<Trace> = list.iter().map(|f| f.explain(ctx)).collect();
                 let is_all = matches!(self, Filter::All(_));

@@ -73,6 +73,7 @@ pub fn load(paths: &[PathBuf], sources: Option<&HashSet<String>>) -> Result<Sens
     let mut templates = Templates::default();
     let mut sensors: Vec<Sensor> = Vec::new();
     let mut seen_names: HashSet<String> = HashSet::new();
+    let mut warnings: Vec<String> = Vec::new();
     for path in paths {
         let files = match sensor_files(path) {
             Ok(f) => f,
@@ -105,6 +106,33 @@ pub fn load(paths: &[PathBuf], sources: Option<&HashSet<String>>) -> Result<Sens
                         break;
                     }
                 };
+                if let Some(kind) = super::argo::argo_kind(&value) {
+                    let at = |field: &str| format!("{}: document {doc}: {field}", file.display());
+                    if kind != "Sensor" {
+                        warnings.push(at(&format!(
+                            "{kind} ignored here; run 'tripline import' to turn it into tripline.yaml sources"
+                        )));
+                        continue;
+                    }
+                    let compiled = super::argo::compile::compile(&value, &file, sources);
+                    for (field, message) in compiled.warnings {
+                        warnings.push(format!("{}: {message}", at(&field)));
+                    }
+                    for (field, message) in compiled.errors {
+                        ctx.err(&field, message);
+                    }
+                    if let Some(s) = compiled.sensor {
+                        if !seen_names.insert(s.name.clone()) {
+                            ctx.err(
+                                "metadata.name",
+                                format!("sensor `{}` is defined twice", s.name),
+                            );
+                        } else {
+                            sensors.push(s);
+                        }
+                    }
+                    continue;
+                }
                 let parsed: Result<SensorDoc, _> = serde_path_to_error::deserialize(&value);
                 let sensor_doc = match parsed {
                     Ok(d) => d,
@@ -131,7 +159,9 @@ pub fn load(paths: &[PathBuf], sources: Option<&HashSet<String>>) -> Result<Sens
         }
     }
     if errors.is_empty() {
-        Ok(SensorSet::new(sensors, templates))
+        let mut set = SensorSet::new(sensors, templates);
+        set.warnings = warnings;
+        Ok(set)
     } else {
         Err(LoadErrors(errors))
     }
@@ -390,6 +420,7 @@ fn compile_trigger(
             }
         };
         parameters.push(Param {
+            argo: None,
             name: p.name.clone(),
             template: key,
             default: p.default.clone(),

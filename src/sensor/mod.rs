@@ -10,6 +10,7 @@
 //! * [`render`] — parameters into the manifest, deterministic names.
 //! * [`preview`] — what an event would submit, for `test` and `/explain`.
 
+pub mod argo;
 pub mod condition;
 pub mod correlate;
 pub mod filter;
@@ -80,11 +81,21 @@ pub struct Trigger {
 #[derive(Debug)]
 pub struct Param {
     pub name: String,
+    /// For an Argo sensor's parameter: resolved with Argo's rules instead
+    /// of a template.
+    pub argo: Option<ArgoParam>,
     /// Key of the compiled template in [`SensorSet::templates`].
     pub template: String,
     pub default: Option<String>,
     /// Where to insert; `None` = Argo Workflow argument `name`.
     pub dest: Option<Vec<String>>,
+}
+
+/// An Argo parameter and the dependency whose event it reads.
+#[derive(Debug, Clone)]
+pub struct ArgoParam {
+    pub param: std::sync::Arc<argo::params::Param>,
+    pub dependency: std::sync::Arc<argo::filter::DependencyFilter>,
 }
 
 /// Every loaded sensor plus an index from source name to the dependencies
@@ -93,6 +104,9 @@ pub struct SensorSet {
     pub sensors: Vec<Sensor>,
     by_source: HashMap<String, index::SourceIndex>,
     pub templates: Templates,
+    /// What loading noticed but accepted (`file: document N: field: …`):
+    /// unknown fields of Argo sensors, ignored Argo documents.
+    pub warnings: Vec<String>,
 }
 
 impl SensorSet {
@@ -175,7 +189,11 @@ pub struct Miss {
 /// The first failing leaf of a trace, as one line:
 /// `body.ref equals "refs/heads/main" (seen "refs/tags/v1"): value does not satisfy the operator`.
 fn first_failure(t: &Trace) -> String {
-    if t.filter == "all" {
+    // Into `all` and the Argo kinds (an Argo dependency, its `data (and)`):
+    // the first failing child says why.
+    let conjunctive =
+        t.filter == "all" || t.filter.starts_with("argo ") || t.filter.starts_with("data (");
+    if conjunctive && t.reason.is_none() {
         if let Some(c) = t.children.iter().find(|c| !c.matched) {
             return first_failure(c);
         }
@@ -235,6 +253,7 @@ impl SensorSet {
             sensors,
             by_source,
             templates,
+            warnings: Vec::new(),
         }
     }
 
@@ -357,6 +376,19 @@ impl Trigger {
         );
         let mut obj = self.manifest.clone();
         for p in &self.parameters {
+            if let Some(a) = &p.argo {
+                let event = events
+                    .iter()
+                    .find(|(name, _)| *name == a.param.dependency)
+                    .and_then(|(_, e)| a.dependency.argo_event(e));
+                a.param.apply(&mut obj, event.as_ref()).map_err(|reason| {
+                    render::RenderError::Param {
+                        param: format!("{} (dest {})", p.name, a.param.dest()),
+                        reason,
+                    }
+                })?;
+                continue;
+            }
             let value = match templates.render(&p.template, &ctx) {
                 Ok(v) => v,
                 Err(reason) => match &p.default {

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (links once) with a module per area.
 //! Shared pieces (brokers, the Kubernetes API double, fixtures, running the real
 //! binary) live in `support/`.
+mod argo;
 mod brokers_smoke;
 mod correlation;
 mod engine;

@@ -1,0 +1,616 @@
+//! An Argo Events `Sensor` document → tripline's compiled [`Sensor`], so that
+//! Argo sensors go through the same matching, correlation, rendering,
+//! submission, replies and metrics as native ones (ARGO-COMPAT §1, §5, §6).
+//! Parsing is tolerant like Go's `encoding/json`: an unknown field is a
+//! warning naming its path, not an error. What is out of scope is a load
+//! error naming the path and what is supported.
+
+use std::collections::BTreeMap;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::filter::{DependencyFilter, FiltersSpec};
+use super::params::{Param as ArgoParamSpec, ParamSpec};
+use crate::backoff::RetryPolicy;
+use crate::sensor::condition::Condition;
+use crate::sensor::filter::Filter;
+use crate::sensor::spec::RateLimitSpec;
+use crate::sensor::{ArgoParam, Dependency, Param, Sensor, Trigger};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArgoSensor {
+    #[serde(default, rename = "apiVersion")]
+    _api_version: Option<Value>,
+    #[serde(default, rename = "kind")]
+    _kind: Option<Value>,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    _rest: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    #[serde(default)]
+    dependencies: Vec<Dep>,
+    #[serde(default)]
+    triggers: Vec<TriggerWrap>,
+    // Kubernetes and deployment concerns with no meaning in tripline.
+    #[serde(default)]
+    template: Option<Value>,
+    #[serde(default)]
+    event_bus_name: Option<Value>,
+    #[serde(default)]
+    revision_history_limit: Option<Value>,
+    #[serde(default)]
+    logging_fields: Option<Value>,
+    #[serde(default)]
+    replicas: Option<Value>,
+    #[serde(default)]
+    error_on_failed_round: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Dep {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    event_source_name: String,
+    #[serde(default)]
+    event_name: String,
+    #[serde(default)]
+    filters: Option<FiltersSpec>,
+    #[serde(default)]
+    filters_logical_operator: Option<String>,
+    #[serde(default)]
+    transform: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TriggerWrap {
+    template: Option<Template>,
+    #[serde(default)]
+    parameters: Vec<Value>,
+    #[serde(default)]
+    retry_strategy: Option<RetryStrategy>,
+    #[serde(default)]
+    rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    policy: Option<Value>,
+    #[serde(default)]
+    at_least_once: Option<Value>,
+    #[serde(default)]
+    dlq_trigger: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Template {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    conditions: Option<String>,
+    #[serde(default)]
+    conditions_reset: Option<Value>,
+    #[serde(default)]
+    k8s: Option<ResourceTrigger>,
+    #[serde(default)]
+    argo_workflow: Option<ResourceTrigger>,
+    #[serde(default)]
+    log: Option<Value>,
+    /// Every other trigger kind upstream has.
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceTrigger {
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    source: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    parameters: Vec<ParamSpec>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RetryStrategy {
+    #[serde(default)]
+    steps: Option<u32>,
+    #[serde(default)]
+    duration: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RateLimit {
+    #[serde(default)]
+    unit: Option<String>,
+    #[serde(default)]
+    requests_per_unit: Option<u32>,
+}
+
+/// Trigger kinds upstream has and tripline does not run.
+const OTHER_KINDS: [&str; 14] = [
+    "http",
+    "awsLambda",
+    "kafka",
+    "nats",
+    "slack",
+    "openWhisk",
+    "azureEventHubs",
+    "pulsar",
+    "custom",
+    "email",
+    "azureServiceBus",
+    "sns",
+    "sqs",
+    "apacheOpenWhisk",
+];
+
+/// What compiling one document found.
+pub struct Compiled {
+    pub sensor: Option<Sensor>,
+    /// `(field path, message)`.
+    pub errors: Vec<(String, String)>,
+    pub warnings: Vec<(String, String)>,
+}
+
+/// Compiles an Argo Sensor document. `sources`: the source names of
+/// `tripline.yaml` (`None`: any name binds, as for `tripline test`).
+pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> Compiled {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let parsed: Result<ArgoSensor, _> = serde_ignored::deserialize(doc, |path| {
+        let path = path.to_string();
+        let hint = if path.ends_with("template.policy") || path.ends_with("template.atLeastOnce") {
+            " (it belongs on the trigger, next to `template`; Argo ignores it here too)"
+        } else {
+            ""
+        };
+        warnings.push((path, format!("unknown field, ignored{hint}")));
+    });
+    let argo = match parsed {
+        Ok(a) => a,
+        Err(e) => {
+            errors.push(("-".into(), e.to_string()));
+            return Compiled {
+                sensor: None,
+                errors,
+                warnings,
+            };
+        }
+    };
+    let mut err = |field: String, message: String| errors.push((field, message));
+    let sensor_name = argo.metadata.name.clone();
+    if sensor_name.is_empty() {
+        err("metadata.name".into(), "required".into());
+    }
+    let spec = &argo.spec;
+    if spec.replicas.is_some() {
+        warnings.push((
+            "spec.replicas".into(),
+            "tripline scales via broker consumer groups; ignored".into(),
+        ));
+    }
+    if spec.error_on_failed_round.is_some() {
+        warnings.push((
+            "spec.errorOnFailedRound".into(),
+            "no sensor-level error state in tripline; ignored".into(),
+        ));
+    }
+    let _ = (
+        &spec.template,
+        &spec.event_bus_name,
+        &spec.revision_history_limit,
+        &spec.logging_fields,
+    );
+    if spec.dependencies.is_empty() {
+        err("spec.dependencies".into(), "at least one dependency".into());
+    }
+    if spec.triggers.is_empty() {
+        err("spec.triggers".into(), "at least one trigger".into());
+    }
+
+    // Dependencies, bound to tripline sources named `<eventSourceName>-<eventName>`.
+    let mut dependencies = Vec::new();
+    let mut filters: BTreeMap<String, Arc<DependencyFilter>> = BTreeMap::new();
+    for (i, d) in spec.dependencies.iter().enumerate() {
+        let at = format!("spec.dependencies[{i}]");
+        if d.name.is_empty() || d.event_source_name.is_empty() || d.event_name.is_empty() {
+            err(
+                at.clone(),
+                "`name`, `eventSourceName` and `eventName` are required".into(),
+            );
+            continue;
+        }
+        if d.transform.is_some() {
+            err(
+                format!("{at}.transform"),
+                "transforms (jq, Lua) are not supported by tripline yet".into(),
+            );
+            continue;
+        }
+        let source = format!("{}-{}", d.event_source_name, d.event_name);
+        if let Some(known) = sources {
+            if !known.contains(&source) {
+                err(
+                    at.clone(),
+                    format!(
+                        "no tripline source for Argo event '{}/{}': declare a source named '{source}' in tripline.yaml",
+                        d.event_source_name, d.event_name
+                    ),
+                );
+                continue;
+            }
+        }
+        match DependencyFilter::compile(
+            &d.event_source_name,
+            &d.event_name,
+            d.filters.as_ref(),
+            d.filters_logical_operator.as_deref(),
+        ) {
+            Ok(f) => {
+                let f = Arc::new(f);
+                filters.insert(d.name.clone(), f.clone());
+                dependencies.push(Dependency {
+                    name: d.name.clone(),
+                    source,
+                    filter: Some(Filter::Argo(f)),
+                    key: None,
+                });
+            }
+            Err((field, message)) => err(format!("{at}.{field}"), message),
+        }
+    }
+
+    // Argo treats `-` and `_` in dependency names as the same character.
+    let norm = |s: &str| s.replace('_', "-");
+    let dep_names: Vec<String> = dependencies.iter().map(|d| norm(&d.name)).collect();
+    let dep_refs: Vec<&str> = dep_names.iter().map(String::as_str).collect();
+    let mut triggers = Vec::new();
+    let mut trigger_names = HashSet::new();
+    for (i, w) in spec.triggers.iter().enumerate() {
+        let at = format!("spec.triggers[{i}]");
+        let Some(t) = &w.template else {
+            err(format!("{at}.template"), "required".into());
+            continue;
+        };
+        if t.name.is_empty() || !trigger_names.insert(t.name.clone()) {
+            err(
+                format!("{at}.template.name"),
+                "required and unique within the sensor".into(),
+            );
+            continue;
+        }
+        if !w.parameters.is_empty() {
+            err(format!("{at}.parameters"), "template-level parameters are not supported by tripline yet (resource parameters are)".into());
+        }
+        if w.dlq_trigger.is_some() {
+            err(
+                format!("{at}.dlqTrigger"),
+                "not supported: tripline's dead-letter log records failures".into(),
+            );
+        }
+        if w.policy.is_some() {
+            warnings.push((
+                format!("{at}.policy"),
+                "ignored: tripline does not watch created objects".into(),
+            ));
+        }
+        if w.at_least_once.is_some() {
+            warnings.push((
+                format!("{at}.atLeastOnce"),
+                "tripline is always at-least-once with idempotent names".into(),
+            ));
+        }
+        if t.conditions_reset.is_some() {
+            err(
+                format!("{at}.template.conditionsReset"),
+                "not supported by tripline yet".into(),
+            );
+        }
+        for k in t.other.keys() {
+            if OTHER_KINDS.contains(&k.as_str()) {
+                err(
+                    format!("{at}.template.{k}"),
+                    format!("trigger kind '{k}' is not supported (supported: k8s, argoWorkflow)"),
+                );
+            } else {
+                warnings.push((
+                    format!("{at}.template.{k}"),
+                    "unknown field, ignored".into(),
+                ));
+            }
+        }
+        if t.log.is_some() {
+            err(
+                format!("{at}.template.log"),
+                "the log trigger is not supported by tripline yet (supported: k8s, argoWorkflow)"
+                    .into(),
+            );
+            continue;
+        }
+        let (kind, rt) = match (&t.k8s, &t.argo_workflow) {
+            (Some(k), None) => ("k8s", k),
+            (None, Some(a)) => ("argoWorkflow", a),
+            (Some(_), Some(_)) => {
+                err(
+                    format!("{at}.template"),
+                    "one trigger kind per template (k8s and argoWorkflow both given)".into(),
+                );
+                continue;
+            }
+            (None, None) => {
+                if t.other.keys().all(|k| !OTHER_KINDS.contains(&k.as_str())) {
+                    err(
+                        format!("{at}.template"),
+                        "no trigger kind (supported: k8s, argoWorkflow)".into(),
+                    );
+                }
+                continue;
+            }
+        };
+        let tat = format!("{at}.template.{kind}");
+        let op = rt.operation.as_deref().unwrap_or("");
+        let op_ok = match kind {
+            "k8s" => matches!(op, "" | "create"),
+            _ => matches!(op, "submit" | "submit-from"),
+        };
+        if !op_ok {
+            let hint = if kind == "argoWorkflow" && op.is_empty() {
+                "required: set `operation: submit`".to_string()
+            } else {
+                format!(
+                    "`{op}` is not supported (supported: {})",
+                    if kind == "k8s" {
+                        "create"
+                    } else {
+                        "submit, submit-from"
+                    }
+                )
+            };
+            err(format!("{tat}.operation"), hint);
+            continue;
+        }
+        for (j, a) in rt.args.iter().enumerate() {
+            warnings.push((
+                format!("{tat}.args[{j}]"),
+                format!("`{a}` ignored: tripline creates the Workflow through the API"),
+            ));
+        }
+        let Some(source) = &rt.source else {
+            err(format!("{tat}.source"), "required".into());
+            continue;
+        };
+        let mut manifest = match source.get("resource") {
+            Some(r) if r.is_object() => r.clone(),
+            _ => {
+                let kinds: Vec<&str> = source.keys().map(String::as_str).collect();
+                err(
+                    format!("{tat}.source"),
+                    format!(
+                        "source {kinds:?} is not supported by tripline yet (supported: resource)"
+                    ),
+                );
+                continue;
+            }
+        };
+        if op == "submit-from" {
+            let k = manifest["kind"].as_str().unwrap_or_default().to_string();
+            let name = manifest["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if k != "WorkflowTemplate" || name.is_empty() {
+                err(format!("{tat}.source.resource"), "submit-from takes a WorkflowTemplate stub with a name (CronWorkflow: not supported yet)".into());
+                continue;
+            }
+            manifest = json!({
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"generateName": format!("{name}-"), "labels": {"workflows.argoproj.io/workflow-template": name}},
+                "spec": {"workflowTemplateRef": {"name": name}},
+            });
+        } else if kind == "argoWorkflow" && manifest["kind"] != "Workflow" {
+            err(
+                format!("{tat}.source.resource.kind"),
+                "argoWorkflow submit takes a Workflow".into(),
+            );
+            continue;
+        }
+        if manifest["metadata"]["name"].as_str().is_none()
+            && manifest["metadata"]["generateName"].as_str().is_none()
+        {
+            if kind == "argoWorkflow" {
+                err(
+                    format!("{tat}.source.resource.metadata"),
+                    "a Workflow needs `name` or `generateName`".into(),
+                );
+                continue;
+            }
+            manifest["metadata"]["generateName"] = json!(format!("{}-", t.name));
+        }
+        let labels = &mut manifest["metadata"]["labels"];
+        if !labels.is_object() {
+            *labels = json!({});
+        }
+        labels["events.argoproj.io/sensor"] = json!(sensor_name);
+        labels["events.argoproj.io/trigger"] = json!(t.name);
+
+        let mut parameters = Vec::new();
+        for (j, p) in rt.parameters.iter().enumerate() {
+            let pat = format!("{tat}.parameters[{j}]");
+            match ArgoParamSpec::compile(p) {
+                Ok(param) => {
+                    let Some(dependency) = filters.get(&param.dependency).cloned() else {
+                        err(
+                            format!("{pat}.src.dependencyName"),
+                            format!("no dependency named `{}`", param.dependency),
+                        );
+                        continue;
+                    };
+                    parameters.push(Param {
+                        name: format!("{j}"),
+                        template: String::new(),
+                        default: None,
+                        dest: None,
+                        argo: Some(ArgoParam {
+                            param: Arc::new(param),
+                            dependency,
+                        }),
+                    });
+                }
+                Err((field, message)) => err(format!("{pat}.{field}"), message),
+            }
+        }
+
+        let when = t
+            .conditions
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| dep_names.join(" && "));
+        let condition = match Condition::parse(&norm(&when), &dep_refs) {
+            Ok(c) => c,
+            Err(e) => {
+                err(format!("{at}.template.conditions"), e.to_string());
+                continue;
+            }
+        };
+        let deps = condition.deps();
+        let retry = match &w.retry_strategy {
+            None => RetryPolicy {
+                attempts: 1,
+                ..RetryPolicy::default()
+            },
+            Some(r) => RetryPolicy {
+                attempts: match r.steps {
+                    None | Some(0) => 5,
+                    Some(n) => n,
+                },
+                backoff: r
+                    .duration
+                    .as_ref()
+                    .and_then(go_duration)
+                    .unwrap_or(Duration::from_secs(1)),
+                ..RetryPolicy::default()
+            },
+        };
+        let rate_limit = match &w.rate_limit {
+            None => None,
+            Some(r) => {
+                let n = r.requests_per_unit.unwrap_or(1).max(1);
+                match r.unit.as_deref().unwrap_or("Second") {
+                    "Second" => Some(RateLimitSpec {
+                        per_minute: n.saturating_mul(60),
+                        burst: None,
+                    }),
+                    "Minute" => Some(RateLimitSpec {
+                        per_minute: n,
+                        burst: None,
+                    }),
+                    "Hour" => {
+                        warnings.push((
+                            format!("{at}.rateLimit"),
+                            "per Hour is rounded up to one per minute".into(),
+                        ));
+                        Some(RateLimitSpec {
+                            per_minute: n.div_ceil(60).max(1),
+                            burst: None,
+                        })
+                    }
+                    other => {
+                        err(
+                            format!("{at}.rateLimit.unit"),
+                            format!("`{other}` (use Second, Minute, Hour)"),
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
+        let namespace = manifest["metadata"]["namespace"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| argo.metadata.namespace.clone());
+        let definition = format!("argo:{}:{}", when, dep_names.join(","));
+        triggers.push(Trigger {
+            name: t.name.clone(),
+            when,
+            condition,
+            deps,
+            manifest,
+            parameters,
+            namespace,
+            allowed_namespaces: Vec::new(),
+            retry,
+            rate_limit,
+            definition,
+            uses_dependency_names: false,
+        });
+    }
+
+    // Argo sensors keep correlation state until fired (no window), unless
+    // the annotation says otherwise.
+    let window = match argo
+        .metadata
+        .annotations
+        .get("tripline.dev/correlation-window")
+    {
+        Some(w) => match humantime::parse_duration(w) {
+            Ok(d) => d,
+            Err(e) => {
+                err(
+                    "metadata.annotations.tripline.dev/correlation-window".into(),
+                    e.to_string(),
+                );
+                Duration::from_secs(0)
+            }
+        },
+        None => Duration::from_secs(100 * 365 * 24 * 3600),
+    };
+    let sensor = errors.is_empty().then(|| Sensor {
+        name: sensor_name,
+        file: file.to_path_buf(),
+        dependencies,
+        triggers,
+        window,
+    });
+    Compiled {
+        sensor,
+        errors,
+        warnings,
+    }
+}
+
+/// A Go duration: `"1s"` or integer nanoseconds.
+fn go_duration(v: &Value) -> Option<Duration> {
+    match v {
+        Value::Number(n) => n.as_u64().map(Duration::from_nanos),
+        Value::String(s) => humantime::parse_duration(s).ok(),
+        _ => None,
+    }
+}

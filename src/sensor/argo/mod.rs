@@ -1,0 +1,26 @@
+//! Argo Events `Sensor` manifests, run unchanged (ARGO-COMPAT.md): an Argo
+//! sensor is compiled into tripline's own [`Sensor`](super::Sensor) — its
+//! dependencies bound to tripline sources named `<eventSourceName>-<eventName>`,
+//! its filters and parameters evaluated over upstream's event shape — so it
+//! goes through the same intake, acknowledgement, naming, replies and
+//! `/explain` as a native sensor.
+//!
+//! * [`compile`] — the document → a compiled sensor, warnings, errors.
+//! * [`data`] — upstream's `{context, data}` built from the envelope.
+//! * [`filter`] — data, context and time filters with their logical operators.
+//! * [`params`] — `dataKey`/`dataTemplate`/`contextKey`/… and sjson `dest`.
+//! * [`path`] — the gjson path subset; [`gotmpl`] — the Go template subset.
+
+pub mod compile;
+pub mod data;
+pub mod filter;
+pub mod gotmpl;
+pub mod params;
+pub mod path;
+
+/// Whether a YAML document is an Argo Events document, and which kind.
+pub fn argo_kind(doc: &serde_json::Value) -> Option<&str> {
+    (doc["apiVersion"] == "argoproj.io/v1alpha1")
+        .then(|| doc["kind"].as_str())
+        .flatten()
+}

@@ -1,0 +1,303 @@
+//! Argo Events `Sensor` manifests run unchanged (#12, the part done so far):
+//! the upstream examples load next to native sensors, explain and render
+//! through `tripline test`, and an upstream GitHub sensor behind a signed
+//! github source creates the Workflow upstream would, in the API double.
+
+use serde_json::Value;
+
+use crate::support::kube_api::KubeApi;
+use crate::support::tripline::{fixture, github_signature, repo, run_cli, Tripline};
+use crate::support::wait::until;
+
+/// Sources named `<eventSourceName>-<eventName>` for every upstream example.
+const SOURCES: &str = "sources:
+  - {type: http, name: webhook-example}
+  - {type: http, name: webhook-example-foo}
+  - {type: http, name: github-example}
+  - {type: http, name: gitlab-example}
+  - {type: http, name: nats-example}
+  - {type: http, name: kafka-example}
+";
+
+fn argo(name: &str) -> std::path::PathBuf {
+    repo("tests/fixtures/argo-events/sensors").join(name)
+}
+
+#[test]
+fn the_upstream_examples_load_or_say_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tripline.yaml"), SOURCES).unwrap();
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(repo("tests/fixtures/argo-events/sensors")).unwrap() {
+        let path = entry.unwrap().path();
+        let (code, out, err) = run_cli(
+            &["validate", "--sensors", path.to_str().unwrap()],
+            dir.path(),
+        );
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name == "dependencies-conditions.yaml" {
+            // conditionsReset (cron) is not implemented yet: a clear error.
+            assert_ne!(code, 0);
+            assert!(
+                err.contains(
+                    "spec.triggers[0].template.conditionsReset: not supported by tripline yet"
+                ),
+                "{err}"
+            );
+            assert_eq!(
+                err.matches("conditionsReset").count(),
+                1,
+                "printed once: {err}"
+            );
+            continue;
+        }
+        assert_eq!(code, 0, "{name}: {err}");
+        assert!(out.contains("1 sensor(s)"), "{name}: {out}");
+        assert!(!err.contains("apiVersion"), "{name}: {err}");
+        loaded += 1;
+    }
+    assert_eq!(loaded, 9);
+    // Argo next to native in one directory, and the trap warnings.
+    let sensors = dir.path().join("sensors");
+    std::fs::create_dir(&sensors).unwrap();
+    std::fs::copy(argo("webhook.yaml"), sensors.join("webhook.yaml")).unwrap();
+    std::fs::copy(
+        argo("special-workflow-trigger.yaml"),
+        sensors.join("special.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        sensors.join("native.yaml"),
+        "apiVersion: tripline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: native}\nspec:\n  dependencies: [{name: d, source: webhook-example}]\n  triggers: [{name: t, workflow: {workflowTemplateRef: x}}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sensors.join("policy.yaml"),
+        "apiVersion: argoproj.io/v1alpha1\nkind: Sensor\nmetadata: {name: policy}\nspec:\n  dependencies: [{name: d, eventSourceName: webhook, eventName: example}]\n  triggers:\n    - template:\n        name: t\n        policy: {k8s: {}}\n        k8s: {operation: create, source: {resource: {apiVersion: v1, kind: ConfigMap, metadata: {generateName: x-}}}}\n---\napiVersion: argoproj.io/v1alpha1\nkind: EventSource\nmetadata: {name: webhook}\nspec: {}\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_cli(&["validate", "--sensors", "sensors"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("4 sensor(s)"), "{out}");
+    assert!(
+        err.contains("warning:") && err.contains("template.policy: unknown field, ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains("EventSource ignored here; run 'tripline import'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("args[0]: `--node-field-selector` ignored"),
+        "{err}"
+    );
+    // An unbound dependency and an unsupported trigger kind: load errors.
+    std::fs::write(
+        sensors.join("policy.yaml"),
+        "apiVersion: argoproj.io/v1alpha1\nkind: Sensor\nmetadata: {name: other}\nspec:\n  dependencies: [{name: d, eventSourceName: calendar, eventName: example}]\n  triggers: [{template: {name: t, http: {url: 'http://x'}}}]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["validate", "--sensors", "sensors"], dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("no tripline source for Argo event 'calendar/example': declare a source named 'calendar-example'"), "{err}");
+    assert!(
+        err.contains("trigger kind 'http' is not supported (supported: k8s, argoWorkflow)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tripline_test_renders_an_argo_sensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = repo("tests/fixtures/github/push.payload.json");
+    let (code, out, err) = run_cli(
+        &[
+            "test",
+            argo("webhook.yaml").to_str().unwrap(),
+            "--event",
+            event.to_str().unwrap(),
+            "-H",
+            "Content-Type=application/json",
+            "--output",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let wf = &v["rendered"][0]["object"];
+    assert_eq!(wf["kind"], "Workflow");
+    assert_eq!(
+        wf["metadata"]["labels"]["events.argoproj.io/sensor"],
+        "webhook"
+    );
+    assert_eq!(
+        wf["metadata"]["labels"]["events.argoproj.io/trigger"],
+        "webhook-workflow-trigger"
+    );
+    // `dataKey: body` puts the whole body, as JSON text, into the argument.
+    let message = wf["spec"]["arguments"]["parameters"][0]["value"]
+        .as_str()
+        .unwrap();
+    let body: Value = serde_json::from_str(message).unwrap();
+    assert_eq!(body["ref"], "refs/tags/simple-tag");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_github_sensor_behind_a_signed_source_creates_its_workflow() {
+    let api = KubeApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let config = format!(
+        "sensors: sensors/
+deadLetter: dead-letter.jsonl
+submit: {{type: kubernetes, kubeconfig: {}, namespace: default, timeout: 5s}}
+sources:
+  - {{type: github, name: github-example, path: /push, secret: {{env: GH_SECRET}}}}
+",
+        kubeconfig.display()
+    );
+    let sensor = std::fs::read_to_string(argo("github.yaml")).unwrap();
+    let t = Tripline::start(
+        &config,
+        &[("github.yaml", &sensor)],
+        &[("GH_SECRET", "s3cret")],
+    )
+    .await;
+    let body = fixture("github/pull_request.opened.payload.json");
+    let send = |event: &'static str, delivery: &'static str| {
+        let (url, body) = (t.url("/push"), body.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .header("X-GitHub-Event", event)
+                .header("X-GitHub-Delivery", delivery)
+                .header("X-Hub-Signature-256", github_signature("s3cret", &body))
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // A push delivery does not pass the sensor's `headers.X-Github-Event`
+    // filter; the reply says why.
+    let (code, reply) = send("push", "d-0").await;
+    assert_eq!(code, 200);
+    assert_eq!(reply["matched"], serde_json::json!([]), "{reply}");
+    assert!(
+        reply["why_not"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("X-Github-Event"),
+        "{reply}"
+    );
+
+    let (code, reply) = send("pull_request", "d-1").await;
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["matched"][0]["status"], "created", "{reply}");
+    until("the Workflow", || {
+        (!api.objects("workflows").is_empty()).then_some(())
+    })
+    .await;
+    let wf = &api.objects("workflows")[0];
+    // What upstream submits: the name from `append` on an absent
+    // metadata.name (the example's comment promising github-… is wrong).
+    assert_eq!(wf["metadata"]["name"], "2-ec26c3e");
+    let params = &wf["spec"]["arguments"]["parameters"];
+    assert_eq!(
+        params[0]["value"],
+        "Update the README with new information."
+    );
+    assert_eq!(params[1]["value"], "2");
+    assert_eq!(params[2]["value"], "ec26c3e");
+    assert_eq!(
+        wf["metadata"]["labels"]["events.argoproj.io/sensor"],
+        "github"
+    );
+    // A redelivery (or a second firing) finds the fixed name: existing.
+    let (_, reply) = send("pull_request", "d-2").await;
+    assert_eq!(reply["matched"][0]["status"], "existing", "{reply}");
+    assert_eq!(api.objects("workflows").len(), 1);
+}
+
+/// The upstream Kafka and NATS sensors on the real brokers: the Kafka one
+/// puts the message body into the Workflow, the NATS one the whole Argo
+/// event (context and base64 data), as upstream does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_kafka_and_nats_sensors_on_the_real_brokers() {
+    use crate::support::brokers::{kafka_produce, Kafka, Nats};
+    let kafka = Kafka::start(&[("topic-2", 1)]).await;
+    let nats = Nats::start().await;
+    let config = format!(
+        "sensors: sensors/
+limits: {{shutdownDeadline: 10s}}
+sources:
+  - type: kafka
+    name: kafka-example
+    brokers: {}
+    topics: [topic-2]
+    groupId: argo
+    commitInterval: 200ms
+    properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 1000}}
+  - type: nats
+    name: nats-example
+    urls: [{}]
+    subjects: [foo]
+",
+        kafka.bootstrap(),
+        nats.url()
+    );
+    let read = |name: &str| std::fs::read_to_string(argo(name)).unwrap();
+    let t = Tripline::start(
+        &config,
+        &[
+            ("kafka.yaml", &read("kafka.yaml")),
+            ("nats.yaml", &read("nats.yaml")),
+        ],
+        &[],
+    )
+    .await;
+    kafka_produce(
+        &kafka.bootstrap(),
+        "topic-2",
+        &[(None::<&str>, r#"{"job":"thumbnails","n":7}"#)],
+    )
+    .await;
+    let client = nats.client().await;
+    client
+        .publish("foo", r#"{"file":"a.csv"}"#.into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    until("two Workflows", || (t.outbox().len() >= 2).then_some(())).await;
+    let objects: Vec<Value> = t.outbox().into_iter().map(|(_, o)| o).collect();
+    let by_sensor = |s: &str| {
+        objects
+            .iter()
+            .find(|o| o["metadata"]["labels"]["events.argoproj.io/sensor"] == s)
+            .unwrap_or_else(|| panic!("no object of sensor {s}: {objects:#?}"))
+    };
+    let message = by_sensor("kafka")["spec"]["arguments"]["parameters"][0]["value"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(message).unwrap()["job"],
+        "thumbnails"
+    );
+    let whole = by_sensor("nats")["spec"]["arguments"]["parameters"][0]["value"]
+        .as_str()
+        .unwrap();
+    let whole: Value = serde_json::from_str(whole).unwrap();
+    assert_eq!(whole["context"]["source"], "nats");
+    assert_eq!(whole["context"]["subject"], "example");
+    assert_eq!(whole["context"]["type"], "nats");
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(whole["data"].as_str().unwrap())
+        .unwrap();
+    let data: Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(data["subject"], "foo");
+    assert_eq!(data["body"]["file"], "a.csv");
+}
