@@ -210,7 +210,8 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
     }
     let explanation = set.explain(&event);
     let rendered = set.preview(&event, Some("default"));
-    let fired = !rendered.is_empty();
+    let fired = rendered.iter().any(|r| r.fires);
+    let broken = rendered.iter().any(|r| r.fires && r.error.is_some());
     let mut out = std::io::stdout().lock();
     let _ = match args.output {
         Output::Json => writeln!(
@@ -223,7 +224,10 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
         ),
         Output::Text => write!(out, "{}", text_report(&explanation, &rendered)),
     };
-    Ok(if fired {
+    Ok(if broken {
+        // A trigger fires but cannot render: what would be dead-lettered.
+        ExitCode::from(2)
+    } else if fired {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -193,7 +193,7 @@ fn first_failure(t: &Trace) -> String {
     // the first failing child says why.
     let conjunctive =
         t.filter == "all" || t.filter.starts_with("argo ") || t.filter.starts_with("data (");
-    if conjunctive && t.reason.is_none() {
+    if conjunctive {
         if let Some(c) = t.children.iter().find(|c| !c.matched) {
             return first_failure(c);
         }

@@ -12,6 +12,12 @@ use crate::event::Event;
 pub struct Rendered {
     pub sensor: String,
     pub trigger: String,
+    /// Whether the trigger's condition holds with only the dependencies this
+    /// event satisfies (whatever rendering gave).
+    pub fires: bool,
+    /// When it does not: the dependencies it still waits for.
+    #[serde(rename = "waitsFor", skip_serializing_if = "Vec::is_empty")]
+    pub waits_for: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,13 +48,19 @@ impl SensorSet {
                     Ok(_) => String::new(),
                     Err(e) => format!(" (its correlation key cannot be rendered: {e})"),
                 };
-                let note = (!t.condition.eval(&sat)).then(|| {
-                    let missing: Vec<&str> = t
-                        .deps
-                        .iter()
-                        .filter(|d| !sat[**d])
-                        .map(|d| sensor.dependencies[*d].name.as_str())
-                        .collect();
+                let fires = t.condition.eval(&sat);
+                let missing: Vec<&str> = t
+                    .deps
+                    .iter()
+                    .filter(|d| !sat[**d])
+                    .map(|d| sensor.dependencies[*d].name.as_str())
+                    .collect();
+                let waits_for: Vec<String> = if fires {
+                    Vec::new()
+                } else {
+                    missing.iter().map(|m| m.to_string()).collect()
+                };
+                let note = (!fires).then(|| {
                     format!(
                         "waits for `{}`{key}: this event alone leaves {} missing; rendered with this event standing in for every dependency",
                         t.when,
@@ -68,6 +80,8 @@ impl SensorSet {
                 out.push(Rendered {
                     sensor: sensor.name.clone(),
                     trigger: t.name.clone(),
+                    fires,
+                    waits_for,
                     object,
                     error,
                     note,
