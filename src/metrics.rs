@@ -43,7 +43,7 @@ impl Stats {
             Status::Invalid => &self.invalid,
             Status::Unavailable => &self.unavailable,
             Status::Expired => &self.expired,
-            Status::Waiting => return,
+            Status::Waiting | Status::Logged => return,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }

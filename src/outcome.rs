@@ -53,6 +53,8 @@ pub enum Status {
     /// Still unavailable when the event's retry budget ran out: given up
     /// and dead-lettered.
     Expired,
+    /// A log trigger (Argo's `log`): the events were logged, nothing submitted.
+    Logged,
 }
 
 /// Everything that happened to one event.

@@ -163,10 +163,12 @@ impl Correlation {
                 .collect();
             t.condition.eval(&sat)
         };
+        let reset = |at: u64, now: u64| t.resets.iter().any(|c| c.ticked_between(at, now));
         let shape = Shape {
             deps: &names,
             holds: &holds,
             window_ms: sensor.window.as_millis() as u64,
+            reset: &reset,
         };
         let skey = state_key(&sensor.name, &t.name, key);
         let failed = |message: String| Step::Failed {

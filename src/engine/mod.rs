@@ -51,6 +51,8 @@ const LOG_WINDOW: Duration = Duration::from_secs(60);
 pub struct Loaded {
     pub sensors: SensorSet,
     limiters: HashMap<(usize, usize), DefaultDirectRateLimiter>,
+    /// When each log trigger last wrote a line.
+    logged: std::sync::Mutex<HashMap<(usize, usize), Instant>>,
 }
 
 impl Loaded {
@@ -68,7 +70,11 @@ impl Loaded {
                 }
             }
         }
-        Loaded { sensors, limiters }
+        Loaded {
+            sensors,
+            limiters,
+            logged: std::sync::Mutex::default(),
+        }
     }
 }
 
@@ -313,6 +319,32 @@ impl Engine {
                 status: Status::Invalid,
                 message: None,
             };
+            match &trigger.action {
+                crate::sensor::Action::Submit => {}
+                crate::sensor::Action::Log { interval } => {
+                    let now = Instant::now();
+                    let mut last = loaded.logged.lock().unwrap_or_else(|e| e.into_inner());
+                    let due = last
+                        .get(&(f.sensor, f.trigger))
+                        .is_none_or(|at| now.duration_since(*at) >= *interval);
+                    if due {
+                        last.insert((f.sensor, f.trigger), now);
+                        for (dependency, e) in &events {
+                            info!(dependency = %dependency, event_id = %e.id, event_source = %e.source, data = %e.body, "log trigger");
+                        }
+                    }
+                    out.status = Status::Logged;
+                    return out;
+                }
+                crate::sensor::Action::Unavailable(reason) => {
+                    warn!(error = %reason, "trigger cannot submit; dead-lettered");
+                    self.dead_letter
+                        .record(&sensor.name, &trigger.name, &events, &Value::Null, reason, &Value::Null)
+                        .await;
+                    out.message = Some(reason.clone());
+                    return out;
+                }
+            }
             let ns = self.submitter.default_namespace();
             let rendered = trigger.render(&loaded.sensors.templates, &sensor.name, primary, &events, ns);
             let (name, obj) = match rendered {

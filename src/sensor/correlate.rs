@@ -72,6 +72,9 @@ pub struct Shape<'a> {
     pub holds: &'a (dyn Fn(&[&str]) -> bool + Sync),
     /// The window, in milliseconds.
     pub window_ms: u64,
+    /// Whether a reset (Argo `conditionsReset`) happened between a stored
+    /// event's time and now (unix milliseconds).
+    pub reset: &'a (dyn Fn(u64, u64) -> bool + Sync),
 }
 
 /// Offers `event`, which satisfied the dependencies `matched`, to a trigger
@@ -85,9 +88,9 @@ pub fn offer(
 ) -> Decision {
     let identity = event.identity();
     state.consumed.retain(|_, until| *until > now_ms);
-    state
-        .slots
-        .retain(|_, s| now_ms.saturating_sub(s.at) <= shape.window_ms);
+    state.slots.retain(|_, s| {
+        now_ms.saturating_sub(s.at) <= shape.window_ms && !(shape.reset)(s.at, now_ms)
+    });
     if state.consumed.contains_key(&identity) {
         return Decision::Consumed;
     }
@@ -174,6 +177,10 @@ mod tests {
 
     const WINDOW: u64 = 60_000;
 
+    fn never(_: u64, _: u64) -> bool {
+        false
+    }
+
     fn ids(events: &[(String, Event)]) -> Vec<&str> {
         events.iter().map(|(_, e)| e.id.as_str()).collect()
     }
@@ -185,6 +192,7 @@ mod tests {
             deps: &deps,
             holds: &both,
             window_ms: WINDOW,
+            reset: &never,
         };
         let mut s = TriggerState::default();
         assert_eq!(
@@ -232,6 +240,7 @@ mod tests {
             deps: &deps,
             holds: &both,
             window_ms: WINDOW,
+            reset: &never,
         };
         let mut s = TriggerState::default();
         offer(&mut s, &shape, &["code"], &ev("c1"), 0);
@@ -249,6 +258,7 @@ mod tests {
             deps: &deps,
             holds: &both,
             window_ms: WINDOW,
+            reset: &never,
         };
         let mut s = TriggerState::default();
         offer(&mut s, &shape, &["code"], &ev("c1"), 0);
@@ -274,6 +284,7 @@ mod tests {
             deps: &deps,
             holds: &either,
             window_ms: WINDOW,
+            reset: &never,
         };
         let mut s = TriggerState::default();
         let Decision::Fire(events) = offer(&mut s, &shape, &["data"], &ev("d1"), 0) else {

@@ -507,6 +507,8 @@ fn compile_trigger(
         retry,
         rate_limit: t.rate_limit.clone(),
         definition,
+        resets: Vec::new(),
+        action: crate::sensor::Action::Submit,
         uses_dependency_names: t
             .parameters
             .iter()

@@ -70,6 +70,10 @@ pub struct Trigger {
     pub allowed_namespaces: Vec<String>,
     pub retry: RetryPolicy,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Argo `conditionsReset`: stored events are cleared at each tick.
+    pub resets: Vec<std::sync::Arc<argo::cron::Cron>>,
+    /// What happens when it fires.
+    pub action: Action,
     /// What correlation state was built for: a hash of the condition, the
     /// dependencies and their keys. State built for another is dropped.
     pub definition: String,
@@ -89,6 +93,19 @@ pub struct Param {
     pub default: Option<String>,
     /// Where to insert; `None` = Argo Workflow argument `name`.
     pub dest: Option<Vec<String>>,
+}
+
+/// What a trigger does when it fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Render and submit the object.
+    Submit,
+    /// Log the events (Argo's `log` trigger), at most once per interval;
+    /// nothing is submitted.
+    Log { interval: Duration },
+    /// The object cannot be had (an Argo trigger source tripline does not
+    /// fetch): every firing is dead-lettered with this reason.
+    Unavailable(String),
 }
 
 /// An Argo parameter and the dependency whose event it reads.

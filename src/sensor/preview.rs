@@ -72,11 +72,23 @@ impl SensorSet {
                     .iter()
                     .map(|d| (sensor.dependencies[*d].name.as_str(), event))
                     .collect();
-                let (object, error) =
-                    match t.render(&sensors.templates, &sensor.name, event, &events, namespace) {
-                        Ok((_, obj)) => (Some(obj), None),
-                        Err(e) => (None, Some(e.to_string())),
-                    };
+                let (object, error) = match &t.action {
+                    super::Action::Log { .. } => (None, None),
+                    super::Action::Unavailable(reason) => (None, Some(reason.clone())),
+                    super::Action::Submit => {
+                        match t.render(&sensors.templates, &sensor.name, event, &events, namespace)
+                        {
+                            Ok((_, obj)) => (Some(obj), None),
+                            Err(e) => (None, Some(e.to_string())),
+                        }
+                    }
+                };
+                let note = match (&t.action, note) {
+                    (super::Action::Log { .. }, None) => {
+                        Some("log trigger: logs the events, submits nothing".to_string())
+                    }
+                    (_, note) => note,
+                };
                 out.push(Rendered {
                     sensor: sensor.name.clone(),
                     trigger: t.name.clone(),

@@ -35,28 +35,12 @@ fn the_upstream_examples_load_or_say_what_is_missing() {
             dir.path(),
         );
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if name == "dependencies-conditions.yaml" {
-            // conditionsReset (cron) is not implemented yet: a clear error.
-            assert_ne!(code, 0);
-            assert!(
-                err.contains(
-                    "spec.triggers[0].template.conditionsReset: not supported by tripline yet"
-                ),
-                "{err}"
-            );
-            assert_eq!(
-                err.matches("conditionsReset").count(),
-                1,
-                "printed once: {err}"
-            );
-            continue;
-        }
         assert_eq!(code, 0, "{name}: {err}");
         assert!(out.contains("1 sensor(s)"), "{name}: {out}");
         assert!(!err.contains("apiVersion"), "{name}: {err}");
         loaded += 1;
     }
-    assert_eq!(loaded, 9);
+    assert_eq!(loaded, 10);
     // Argo next to native in one directory, and the trap warnings.
     let sensors = dir.path().join("sensors");
     std::fs::create_dir(&sensors).unwrap();
@@ -300,4 +284,102 @@ sources:
     let data: Value = serde_json::from_slice(&data).unwrap();
     assert_eq!(data["subject"], "foo");
     assert_eq!(data["body"]["file"], "a.csv");
+}
+
+/// A log trigger next to a Workflow trigger, a `conditionsReset` schedule,
+/// and an `inline` trigger source, through `tripline test`.
+#[test]
+fn log_triggers_resets_and_inline_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let sensor = dir.path().join("emoji.yaml");
+    std::fs::write(
+        &sensor,
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: gitlab-emoji}
+spec:
+  dependencies:
+    - {name: emoji, eventSourceName: gitlab, eventName: group-example}
+  triggers:
+    - template:
+        name: log-it
+        log: {intervalSeconds: 10}
+    - template:
+        name: workflow
+        conditionsReset: [{byTime: {cron: "59 23 * * *", timezone: America/Los_Angeles}}]
+        argoWorkflow:
+          operation: submit
+          source:
+            inline: |
+              apiVersion: argoproj.io/v1alpha1
+              kind: Workflow
+              metadata: {generateName: emoji-}
+              spec: {entrypoint: main, arguments: {parameters: [{name: title}]}, templates: [{name: main, container: {image: busybox}}]}
+          parameters:
+            - src: {dependencyName: emoji, dataKey: body.object_attributes.title}
+              dest: spec.arguments.parameters.0.value
+"#,
+    )
+    .unwrap();
+    let event = dir.path().join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"object_kind":"emoji","object_attributes":{"title":"Fix the build"}}"#,
+    )
+    .unwrap();
+    let (code, out, err) = run_cli(
+        &[
+            "test",
+            sensor.to_str().unwrap(),
+            "--event",
+            event.to_str().unwrap(),
+            "-H",
+            "X-Gitlab-Event=Emoji Hook",
+            "-H",
+            "Content-Type=application/json",
+            "--output",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let by = |name: &str| {
+        v["rendered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["trigger"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("log-it")["fires"], true);
+    assert!(by("log-it").get("object").is_none());
+    let wf = &by("workflow")["object"];
+    assert_eq!(
+        wf["spec"]["arguments"]["parameters"][0]["value"],
+        "Fix the build"
+    );
+    assert_eq!(
+        wf["metadata"]["labels"]["events.argoproj.io/trigger"],
+        "workflow"
+    );
+    // Without the title, the Workflow trigger cannot render: exit 2.
+    std::fs::write(&event, r#"{"object_kind":"emoji"}"#).unwrap();
+    let (code, out, _) = run_cli(
+        &[
+            "test",
+            sensor.to_str().unwrap(),
+            "--event",
+            event.to_str().unwrap(),
+            "-H",
+            "X-Gitlab-Event=Emoji Hook",
+            "-H",
+            "Content-Type=application/json",
+            "--output",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{out}");
 }

@@ -14,13 +14,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::cron::{Cron, ResetSpec};
 use super::filter::{DependencyFilter, FiltersSpec};
 use super::params::{Param as ArgoParamSpec, ParamSpec};
 use crate::backoff::RetryPolicy;
 use crate::sensor::condition::Condition;
 use crate::sensor::filter::Filter;
 use crate::sensor::spec::RateLimitSpec;
-use crate::sensor::{ArgoParam, Dependency, Param, Sensor, Trigger};
+use crate::sensor::{Action, ArgoParam, Dependency, Param, Sensor, Trigger};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -326,11 +327,26 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
                 "tripline is always at-least-once with idempotent names".into(),
             ));
         }
-        if t.conditions_reset.is_some() {
-            err(
-                format!("{at}.template.conditionsReset"),
-                "not supported by tripline yet".into(),
-            );
+        let mut resets = Vec::new();
+        if let Some(r) = &t.conditions_reset {
+            match serde_json::from_value::<Vec<ResetSpec>>(r.clone()) {
+                Ok(list) => {
+                    for (j, spec) in list.iter().enumerate() {
+                        let Some(by_time) = &spec.by_time else {
+                            err(
+                                format!("{at}.template.conditionsReset[{j}]"),
+                                "byTime is required".into(),
+                            );
+                            continue;
+                        };
+                        match Cron::parse(by_time) {
+                            Ok(c) => resets.push(Arc::new(c)),
+                            Err(e) => err(format!("{at}.template.conditionsReset[{j}].byTime"), e),
+                        }
+                    }
+                }
+                Err(e) => err(format!("{at}.template.conditionsReset"), e.to_string()),
+            }
         }
         for k in t.other.keys() {
             if OTHER_KINDS.contains(&k.as_str()) {
@@ -345,12 +361,48 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
                 ));
             }
         }
-        if t.log.is_some() {
-            err(
-                format!("{at}.template.log"),
-                "the log trigger is not supported by tripline yet (supported: k8s, argoWorkflow)"
-                    .into(),
-            );
+        let when = t
+            .conditions
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| dep_names.join(" && "));
+        let condition = match Condition::parse(&norm(&when), &dep_refs) {
+            Ok(c) => c,
+            Err(e) => {
+                err(format!("{at}.template.conditions"), e.to_string());
+                continue;
+            }
+        };
+        let deps = condition.deps();
+        let definition = format!("argo:{}:{}", when, dep_names.join(","));
+        if let Some(log) = &t.log {
+            if t.k8s.is_some() || t.argo_workflow.is_some() {
+                err(
+                    format!("{at}.template"),
+                    "one trigger kind per template".into(),
+                );
+                continue;
+            }
+            let interval = log["intervalSeconds"].as_u64().unwrap_or(0);
+            triggers.push(Trigger {
+                name: t.name.clone(),
+                when,
+                condition,
+                deps,
+                manifest: Value::Null,
+                parameters: Vec::new(),
+                namespace: None,
+                allowed_namespaces: Vec::new(),
+                retry: RetryPolicy::default(),
+                rate_limit: None,
+                definition,
+                resets,
+                action: Action::Log {
+                    interval: Duration::from_secs(interval),
+                },
+                uses_dependency_names: false,
+            });
             continue;
         }
         let (kind, rt) = match (&t.k8s, &t.argo_workflow) {
@@ -405,18 +457,70 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
             err(format!("{tat}.source"), "required".into());
             continue;
         };
-        let mut manifest = match source.get("resource") {
-            Some(r) if r.is_object() => r.clone(),
-            _ => {
-                let kinds: Vec<&str> = source.keys().map(String::as_str).collect();
-                err(
-                    format!("{tat}.source"),
-                    format!(
-                        "source {kinds:?} is not supported by tripline yet (supported: resource)"
-                    ),
-                );
-                continue;
+        let mut action = Action::Submit;
+        let mut manifest = if let Some(r) = source.get("resource").filter(|r| r.is_object()) {
+            r.clone()
+        } else if let Some(text) = source.get("inline").and_then(Value::as_str) {
+            match serde_yaml_ng::from_str::<Value>(text) {
+                Ok(v) if v.is_object() => v,
+                _ => {
+                    err(
+                        format!("{tat}.source.inline"),
+                        "not a YAML or JSON object".into(),
+                    );
+                    continue;
+                }
             }
+        } else if let Some(p) = source.get("file").and_then(|f| f["path"].as_str()) {
+            // Read at load (relative paths follow the sensor file).
+            let path = file.parent().unwrap_or(Path::new(".")).join(p);
+            let read = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_yaml_ng::from_str::<Value>(&t).map_err(|e| e.to_string()));
+            match read {
+                Ok(v) if v.is_object() => v,
+                Ok(_) => {
+                    err(
+                        format!("{tat}.source.file.path"),
+                        format!("{}: not an object", path.display()),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    err(
+                        format!("{tat}.source.file.path"),
+                        format!(
+                            "{}: {e} (Argo's paths are pod paths; give one tripline can read)",
+                            path.display()
+                        ),
+                    );
+                    continue;
+                }
+            }
+        } else if let Some(k) = ["url", "configmap", "git", "s3"]
+            .into_iter()
+            .find(|k| source.contains_key(*k))
+        {
+            warnings.push((
+                format!("{tat}.source.{k}"),
+                "fetched at fire time upstream; not fetched by tripline yet: every firing of this trigger is dead-lettered".into(),
+            ));
+            action = Action::Unavailable(format!(
+                "trigger source `{k}` is not fetched by tripline yet"
+            ));
+            let placeholder = if kind == "argoWorkflow" {
+                ("argoproj.io/v1alpha1", "Workflow")
+            } else {
+                ("v1", "ConfigMap")
+            };
+            json!({"apiVersion": placeholder.0, "kind": placeholder.1, "metadata": {"generateName": format!("{}-", t.name)}})
+        } else {
+            let kinds: Vec<&str> = source.keys().map(String::as_str).collect();
+            err(
+                format!("{tat}.source"),
+                format!("source {kinds:?} is not supported (supported: resource, inline, file)"),
+            );
+            continue;
         };
         if op == "submit-from" {
             let k = manifest["kind"].as_str().unwrap_or_default().to_string();
@@ -487,20 +591,6 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
             }
         }
 
-        let when = t
-            .conditions
-            .as_deref()
-            .filter(|c| !c.trim().is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| dep_names.join(" && "));
-        let condition = match Condition::parse(&norm(&when), &dep_refs) {
-            Ok(c) => c,
-            Err(e) => {
-                err(format!("{at}.template.conditions"), e.to_string());
-                continue;
-            }
-        };
-        let deps = condition.deps();
         let retry = match &w.retry_strategy {
             None => RetryPolicy {
                 attempts: 1,
@@ -556,7 +646,6 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
             .as_str()
             .map(str::to_string)
             .or_else(|| argo.metadata.namespace.clone());
-        let definition = format!("argo:{}:{}", when, dep_names.join(","));
         triggers.push(Trigger {
             name: t.name.clone(),
             when,
@@ -569,6 +658,8 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
             retry,
             rate_limit,
             definition,
+            resets,
+            action,
             uses_dependency_names: false,
         });
     }

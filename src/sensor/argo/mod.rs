@@ -12,6 +12,7 @@
 //! * [`path`] — the gjson path subset; [`gotmpl`] — the Go template subset.
 
 pub mod compile;
+pub mod cron;
 pub mod data;
 pub mod filter;
 pub mod gotmpl;
