@@ -43,6 +43,10 @@ pub enum Command {
     /// Show, per dependency and filter, why an event matches a sensor or
     /// not, and print the rendered object(s). Submits nothing.
     Test(TestArgs),
+    /// Convert Argo Events Sensors to native sensors and EventSources to
+    /// `tripline.yaml` sources (printed on stdout; notes on stderr and as
+    /// `# import:` comments).
+    Import(ImportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +94,13 @@ pub struct TestArgs {
     pub output: Output,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Argo Events Sensor and EventSource manifests.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Output {
     Text,
@@ -125,6 +136,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => serve(args).await,
         Command::Validate(args) => validate(args),
         Command::Test(args) => test(args),
+        Command::Import(args) => import(args),
     }
 }
 
@@ -173,6 +185,62 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     serve::run(cfg, options).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
+    use crate::sensor::argo::{argo_kind, import};
+    use serde::Deserialize;
+    let mut out = String::new();
+    let mut failed = false;
+    let mut taken_paths = Vec::new();
+    for file in &args.files {
+        let text = std::fs::read_to_string(file).map_err(|source| CliError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        for (i, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+            let at = format!("{}: document {}", file.display(), i + 1);
+            let doc = match Value::deserialize(de) {
+                Ok(Value::Null) => continue,
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("error: {at}: {e}");
+                    failed = true;
+                    break;
+                }
+            };
+            let converted = match argo_kind(&doc) {
+                Some("Sensor") => import::sensor(&doc),
+                Some("EventSource") => import::event_source(&doc, &mut taken_paths),
+                _ => {
+                    eprintln!("note: {at}: not an Argo Sensor or EventSource; skipped");
+                    continue;
+                }
+            };
+            match converted {
+                Ok(imported) => {
+                    out.push_str("---\n");
+                    for note in &imported.notes {
+                        eprintln!("note: {at}: {note}");
+                        out.push_str(&format!("# import: {note}\n"));
+                    }
+                    out.push_str(&serde_yaml_ng::to_string(&imported.doc).unwrap_or_default());
+                }
+                Err(errors) => {
+                    failed = true;
+                    for (path, message) in errors {
+                        eprintln!("error: {at}: {path}: {message}");
+                    }
+                }
+            }
+        }
+    }
+    print!("{out}");
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn test(args: TestArgs) -> Result<ExitCode, CliError> {

@@ -279,9 +279,40 @@ fn compile(
                 );
             }
         }
-        let filter = match &d.filters {
-            None => None,
-            Some(f) => match Filter::compile(f, &format!("{at}.filters")) {
+        let filter = match (&d.filters, &d.argo) {
+            (Some(_), Some(_)) => {
+                ctx.err(&format!("{at}.argo"), "give `filters` or `argo`, not both");
+                None
+            }
+            (None, Some(a)) => {
+                let spec = match &a.filters {
+                    None => Ok(None),
+                    Some(v) => {
+                        serde_json::from_value::<super::argo::filter::FiltersSpec>(v.clone())
+                            .map(Some)
+                    }
+                };
+                match spec {
+                    Ok(spec) => match super::argo::filter::DependencyFilter::compile(
+                        &a.event_source_name,
+                        &a.event_name,
+                        spec.as_ref(),
+                        a.filters_logical_operator.as_deref(),
+                    ) {
+                        Ok(f) => Some(Filter::Argo(std::sync::Arc::new(f))),
+                        Err((field, message)) => {
+                            ctx.err(&format!("{at}.argo.{field}"), message);
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        ctx.err(&format!("{at}.argo.filters"), e.to_string());
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+            (Some(f), None) => match Filter::compile(f, &format!("{at}.filters")) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     // The error text starts with its own location.
@@ -330,7 +361,7 @@ fn compile(
             &name,
             t,
             &at,
-            &spec.dependencies,
+            (&spec.dependencies, &dependencies),
             &dep_names,
             ctx,
             templates,
@@ -352,7 +383,7 @@ fn compile_trigger(
     sensor: &str,
     t: &TriggerSpec,
     at: &str,
-    dep_specs: &[DependencySpec],
+    (dep_specs, compiled_deps): (&[DependencySpec], &[Dependency]),
     dep_names: &[&str],
     ctx: &mut DocCtx,
     templates: &mut Templates,
@@ -371,7 +402,17 @@ fn compile_trigger(
             Condition::all_of(dep_names.len().max(1)),
         ),
     };
-    let manifest = build_manifest(&t.workflow, &format!("{at}.workflow"), ctx);
+    let workflow_given = t.workflow.manifest.is_some()
+        || t.workflow.file.is_some()
+        || t.workflow.workflow_template_ref.is_some();
+    let manifest = match &t.log {
+        Some(_) if workflow_given => {
+            ctx.err(&format!("{at}.log"), "give `workflow` or `log`, not both");
+            None
+        }
+        Some(_) => Some(Value::Null),
+        None => build_manifest(&t.workflow, &format!("{at}.workflow"), ctx),
+    };
     let is_workflow = manifest.as_ref().is_some_and(|m| {
         m["kind"] == "Workflow"
             && m["apiVersion"]
@@ -392,6 +433,74 @@ fn compile_trigger(
             );
         }
         param_names.push(&p.name);
+        if let Some(src) = &p.argo {
+            if !p.value.is_empty() || p.default.is_some() {
+                ctx.err(
+                    &format!("{pat}.argo"),
+                    "give `value` or `argo`, not both (an Argo source has its own `value` default)",
+                );
+                continue;
+            }
+            let Some(dest) = &p.dest else {
+                ctx.err(&format!("{pat}.dest"), "required with `argo`");
+                continue;
+            };
+            let spec = serde_json::from_value::<super::argo::params::ParamSpec>(
+                json!({"src": src, "dest": dest, "operation": p.operation}),
+            );
+            let param = match spec {
+                Ok(spec) => super::argo::params::Param::compile(&spec),
+                Err(e) => Err(("argo".to_string(), e.to_string())),
+            };
+            match param {
+                Ok(param) => {
+                    let dependency = compiled_deps
+                        .iter()
+                        .find(|d| d.name == param.dependency)
+                        .and_then(|d| match &d.filter {
+                            Some(Filter::Argo(f)) => Some(f.clone()),
+                            _ => None,
+                        });
+                    match dependency {
+                        Some(dependency) => parameters.push(Param {
+                            name: p.name.clone(),
+                            template: String::new(),
+                            default: None,
+                            dest: None,
+                            argo: Some(super::ArgoParam {
+                                param: std::sync::Arc::new(param),
+                                dependency,
+                            }),
+                        }),
+                        None => ctx.err(
+                            &format!("{pat}.argo.dependencyName"),
+                            format!("`{}` must be a dependency with an `argo:` block (its event is read the Argo way)", param.dependency),
+                        ),
+                    }
+                }
+                Err((field, message)) => ctx.err(
+                    &format!(
+                        "{pat}.{}",
+                        if field == "argo" {
+                            "argo".to_string()
+                        } else {
+                            format!("argo.{field}")
+                        }
+                    ),
+                    message,
+                ),
+            }
+            continue;
+        }
+        if p.operation.is_some() {
+            ctx.err(&format!("{pat}.operation"), "goes with `argo`");
+        }
+        if p.value.is_empty() {
+            ctx.err(
+                &format!("{pat}.value"),
+                "required (a template, or `argo:` for an Argo parameter source)",
+            );
+        }
         let key = format!("{sensor}/{}/{}", t.name, j);
         if let Err(e) = templates.add(&key, &p.value) {
             ctx.err(&format!("{pat}.value"), e.to_string());
@@ -479,6 +588,19 @@ fn compile_trigger(
     if ctx.errors.len() != before {
         return None;
     }
+    let mut resets = Vec::new();
+    if let Some(a) = &t.argo {
+        for (j, r) in a.conditions_reset.iter().enumerate() {
+            let parsed = serde_json::from_value::<super::argo::cron::ResetSpec>(r.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|spec| spec.by_time.ok_or_else(|| "byTime is required".to_string()))
+                .and_then(|by_time| super::argo::cron::Cron::parse(&by_time));
+            match parsed {
+                Ok(c) => resets.push(std::sync::Arc::new(c)),
+                Err(e) => ctx.err(&format!("{at}.argo.conditionsReset[{j}]"), e),
+            }
+        }
+    }
     let definition = {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
@@ -507,8 +629,13 @@ fn compile_trigger(
         retry,
         rate_limit: t.rate_limit.clone(),
         definition,
-        resets: Vec::new(),
-        action: crate::sensor::Action::Submit,
+        resets,
+        action: match &t.log {
+            Some(l) => crate::sensor::Action::Log {
+                interval: Duration::from_secs(l.interval_seconds),
+            },
+            None => crate::sensor::Action::Submit,
+        },
         uses_dependency_names: t
             .parameters
             .iter()

@@ -61,6 +61,23 @@ pub struct DependencySpec {
     /// multi-dependency trigger pairs only events with equal keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Argo Events semantics for this dependency (what `tripline import`
+    /// writes when a native filter would not be exact): the filters see
+    /// upstream's event shape. Replaces `filters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argo: Option<ArgoDependencySpec>,
+}
+
+/// `argo:` of a dependency.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ArgoDependencySpec {
+    pub event_source_name: String,
+    pub event_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters_logical_operator: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -70,7 +87,17 @@ pub struct TriggerSpec {
     /// Boolean over dependency names; default: all dependencies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// What to submit (required unless `log` is given).
+    #[serde(default)]
     pub workflow: WorkflowSpec,
+    /// Instead of `workflow`: log the events, submit nothing (at most one
+    /// line per `intervalSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogSpec>,
+    /// Argo Events extras: `conditionsReset` (cron schedules clearing the
+    /// stored events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argo: Option<ArgoTriggerSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameters: Vec<ParameterSpec>,
     /// Namespace to create the object in (default: the submit target's).
@@ -112,7 +139,16 @@ pub struct WorkflowSpec {
 pub struct ParameterSpec {
     pub name: String,
     /// Handlebars template over the event: `"{{body.after}}"`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
+    /// Instead of `value`: an Argo parameter source (`dependencyName`,
+    /// `dataKey`, `dataTemplate`, …), resolved with Argo's rules over the
+    /// dependency's `argo:` event; `dest` is then required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argo: Option<Value>,
+    /// With `argo:`: `overwrite` (default), `append` or `prepend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
     /// Used when the template refers to a field the event lacks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
@@ -130,4 +166,18 @@ pub struct RateLimitSpec {
     /// Submissions allowed at once before the rate applies (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogSpec {
+    #[serde(default)]
+    pub interval_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ArgoTriggerSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions_reset: Vec<Value>,
 }

@@ -383,3 +383,147 @@ spec:
     );
     assert_eq!(code, 2, "{out}");
 }
+
+/// `tripline import`: every upstream example converts, the native result
+/// validates, and it renders exactly what the Argo sensor renders for the
+/// same event; EventSources become sources that validate.
+#[test]
+fn import_converts_and_behaves_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tripline.yaml"), SOURCES).unwrap();
+    let sensors = repo("tests/fixtures/argo-events/sensors");
+    for entry in std::fs::read_dir(&sensors).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let (code, out, err) = run_cli(&["import", path.to_str().unwrap()], dir.path());
+        assert_eq!(code, 0, "{name}: {err}");
+        let native = dir.path().join(format!("native-{name}"));
+        std::fs::write(&native, &out).unwrap();
+        let (code, _, err) = run_cli(
+            &["validate", "--sensors", native.to_str().unwrap()],
+            dir.path(),
+        );
+        assert_eq!(
+            code, 0,
+            "{name}: the import does not validate: {err}\n{out}"
+        );
+    }
+    // Same event, same object: the Argo sensor and its import.
+    let cases = [
+        (
+            "webhook.yaml",
+            "github/push.payload.json",
+            vec!["Content-Type=application/json"],
+        ),
+        (
+            "github.yaml",
+            "github/pull_request.opened.payload.json",
+            vec![
+                "Content-Type=application/json",
+                "X-GitHub-Event=pull_request",
+                "X-GitHub-Delivery=d-1",
+            ],
+        ),
+        (
+            "trigger-with-template.yaml",
+            "github/push.payload.json",
+            vec!["Content-Type=application/json"],
+        ),
+        (
+            "filter-with-data-advanced.yaml",
+            "github/push.payload.json",
+            vec!["Content-Type=application/json"],
+        ),
+    ];
+    for (name, event, headers) in cases {
+        let event = repo("tests/fixtures").join(event);
+        let render = |sensor: &std::path::Path| {
+            let mut args = vec![
+                "test".to_string(),
+                sensor.display().to_string(),
+                "--event".into(),
+                event.display().to_string(),
+                "--output".into(),
+                "json".into(),
+            ];
+            for h in &headers {
+                args.push("-H".into());
+                args.push(h.to_string());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = run_cli(&args, dir.path());
+            let v: Value =
+                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{name}: {e}: {out}\n{err}"));
+            (code, v["rendered"].clone())
+        };
+        let (code_argo, argo_rendered) = render(&argo(name));
+        let (code_native, native_rendered) = render(&dir.path().join(format!("native-{name}")));
+        assert_eq!(code_argo, code_native, "{name}");
+        let strip = |r: &Value| -> Vec<(Value, Value, Value)> {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t["fires"].clone(),
+                        t["object"].clone(),
+                        t["error"].is_null().into(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            strip(&argo_rendered),
+            strip(&native_rendered),
+            "{name}: {argo_rendered:#}\n{native_rendered:#}"
+        );
+    }
+    // EventSources → sources that validate.
+    // All of them in one import: their paths do not clash.
+    let sources = repo("tests/fixtures/argo-events/event-sources");
+    let mut files: Vec<String> = std::fs::read_dir(&sources)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.sort();
+    let mut args = vec!["import"];
+    args.extend(files.iter().map(String::as_str));
+    let (code, out, err) = run_cli(&args, dir.path());
+    assert_eq!(code, 0, "{err}");
+    let mut all = String::from("sources:\n");
+    for doc in out.split("---\n").filter(|d| !d.trim().is_empty()) {
+        let v: Value = serde_yaml_ng::from_str(doc).unwrap();
+        for s in v["sources"].as_array().unwrap() {
+            all.push_str(&format!("  - {}\n", serde_json::to_string(s).unwrap()));
+        }
+    }
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    let all = all.replace(
+        "/etc/tripline/secrets/",
+        &format!("{}/secrets/", dir.path().display()),
+    );
+    for (name, key) in [("github-access", "secret"), ("gitlab-secret", "token")] {
+        std::fs::create_dir_all(dir.path().join("secrets").join(name)).unwrap();
+        std::fs::write(dir.path().join("secrets").join(name).join(key), "s").unwrap();
+    }
+    let config = dir.path().join("imported.yaml");
+    std::fs::write(&config, &all).unwrap();
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    let out = std::process::Command::new(crate::support::tripline::BIN)
+        .args([
+            "validate",
+            "--config",
+            config.to_str().unwrap(),
+            "--sensors",
+            "empty",
+        ])
+        .env("GITHUB_EXAMPLE_WEBHOOK_SECRET", "s")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{all}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

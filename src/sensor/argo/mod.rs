@@ -16,6 +16,7 @@ pub mod cron;
 pub mod data;
 pub mod filter;
 pub mod gotmpl;
+pub mod import;
 pub mod params;
 pub mod path;
 

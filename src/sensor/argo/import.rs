@@ -1,0 +1,342 @@
+//! `tripline import` (ARGO-COMPAT §9): an Argo `Sensor` → a native sensor
+//! document, an `EventSource` → `tripline.yaml` sources. The native sensor
+//! behaves exactly like the Argo one: dependencies and parameters keep Argo
+//! semantics through the native `argo:` blocks (same code as running the Argo
+//! sensor directly), the rest is native (`when`, `workflow.manifest` with the
+//! labels upstream adds, `retry`, `rateLimit`, `log`). What cannot be
+//! converted is an error naming the path; what is approximated or dropped is
+//! a note (`# import:` comments in the output).
+
+use serde_json::{json, Map, Value};
+
+use super::compile::compile;
+use crate::sensor::render::dns_label;
+
+/// One converted document: the YAML value and the notes about it.
+pub struct Imported {
+    pub doc: Value,
+    pub notes: Vec<String>,
+}
+
+/// An Argo Sensor document → a native one. Errors are `(path, message)`.
+pub fn sensor(doc: &Value) -> Result<Imported, Vec<(String, String)>> {
+    // Everything the Argo sensor needs must compile as it is (any name
+    // binds: sources are resolved when the native sensor is loaded).
+    let compiled = compile(doc, std::path::Path::new("import.yaml"), None);
+    if !compiled.errors.is_empty() {
+        return Err(compiled.errors);
+    }
+    let mut notes: Vec<String> = compiled
+        .warnings
+        .iter()
+        .map(|(path, message)| format!("{path}: {message}"))
+        .collect();
+    let spec = &doc["spec"];
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let mut deps = Vec::new();
+    let mut dep_names = Vec::new();
+    for d in spec["dependencies"].as_array().into_iter().flatten() {
+        let (e, n) = (
+            d["eventSourceName"].as_str().unwrap_or_default(),
+            d["eventName"].as_str().unwrap_or_default(),
+        );
+        let mut argo = json!({"eventSourceName": e, "eventName": n});
+        if !d["filters"].is_null() {
+            argo["filters"] = d["filters"].clone();
+        }
+        if let Some(op) = d["filtersLogicalOperator"].as_str() {
+            argo["filtersLogicalOperator"] = json!(op);
+        }
+        let dep_name = d["name"].as_str().unwrap_or_default();
+        dep_names.push(dep_name.to_string());
+        deps.push(json!({"name": dep_name, "source": format!("{e}-{n}"), "argo": argo}));
+    }
+    let sensor_ns = doc["metadata"]["namespace"].as_str();
+    let mut triggers = Vec::new();
+    for (i, w) in spec["triggers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let t = &w["template"];
+        let argo_name = t["name"].as_str().unwrap_or_default();
+        let native_name = dns_label(argo_name, 63);
+        if native_name != argo_name {
+            notes.push(format!(
+                "spec.triggers[{i}]: trigger `{argo_name}` is named `{native_name}` (a DNS label); object names derived from it change"
+            ));
+        }
+        let mut out = Map::new();
+        out.insert("name".into(), json!(native_name));
+        let when = t["conditions"]
+            .as_str()
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| dep_names.join(" && "));
+        out.insert("when".into(), json!(when.replace('_', "-")));
+        if !t["log"].is_null() {
+            out.insert(
+                "log".into(),
+                json!({"intervalSeconds": t["log"]["intervalSeconds"].as_u64().unwrap_or(0)}),
+            );
+        } else {
+            let (kind, rt) = if t["k8s"].is_object() {
+                ("k8s", &t["k8s"])
+            } else {
+                ("argoWorkflow", &t["argoWorkflow"])
+            };
+            let source = &rt["source"];
+            let mut manifest = if source["resource"].is_object() {
+                source["resource"].clone()
+            } else if let Some(text) = source["inline"].as_str() {
+                serde_yaml_ng::from_str(text).unwrap_or(Value::Null)
+            } else if let Some(path) = source["file"]["path"].as_str() {
+                notes.push(format!(
+                    "spec.triggers[{i}]: the resource is read from `{path}` (relative to the sensor file)"
+                ));
+                Value::Null
+            } else {
+                let which: Vec<&str> = source
+                    .as_object()
+                    .map(|m| m.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                return Err(vec![(
+                    format!("spec.triggers[{i}].template.{kind}.source"),
+                    format!("source {which:?} cannot be imported (resource, inline, file can)"),
+                )]);
+            };
+            if rt["operation"] == "submit-from" {
+                let wt = manifest["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                manifest = json!({
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "Workflow",
+                    "metadata": {"generateName": format!("{wt}-"), "labels": {"workflows.argoproj.io/workflow-template": wt}},
+                    "spec": {"workflowTemplateRef": {"name": wt}},
+                });
+            }
+            if manifest.is_null() {
+                out.insert("workflow".into(), json!({"file": source["file"]["path"]}));
+            } else {
+                if manifest["metadata"]["name"].is_null()
+                    && manifest["metadata"]["generateName"].is_null()
+                {
+                    manifest["metadata"]["generateName"] = json!(format!("{argo_name}-"));
+                }
+                if !manifest["metadata"]["labels"].is_object() {
+                    manifest["metadata"]["labels"] = json!({});
+                }
+                manifest["metadata"]["labels"]["events.argoproj.io/sensor"] = json!(name);
+                manifest["metadata"]["labels"]["events.argoproj.io/trigger"] = json!(argo_name);
+                out.insert("workflow".into(), json!({"manifest": manifest}));
+            }
+            let params: Vec<Value> = rt["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(j, p)| {
+                    let mut native =
+                        json!({"name": format!("p{j}"), "argo": p["src"], "dest": p["dest"]});
+                    if let Some(op) = p["operation"].as_str() {
+                        native["operation"] = json!(op);
+                    }
+                    native
+                })
+                .collect();
+            if !params.is_empty() {
+                out.insert("parameters".into(), Value::Array(params));
+            }
+            if let Some(ns) = manifest["metadata"]["namespace"].as_str().or(sensor_ns) {
+                out.insert("namespace".into(), json!(ns));
+            }
+        }
+        match &w["retryStrategy"] {
+            Value::Null => {
+                out.insert("retry".into(), json!({"attempts": 1}));
+            }
+            r => {
+                let steps = r["steps"].as_u64().filter(|s| *s > 0).unwrap_or(5);
+                let backoff = match &r["duration"] {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => format!("{}ns", n),
+                    _ => "1s".into(),
+                };
+                out.insert(
+                    "retry".into(),
+                    json!({"attempts": steps, "backoff": backoff}),
+                );
+            }
+        }
+        if let Some(rl) = w["rateLimit"].as_object() {
+            let n = rl
+                .get("requestsPerUnit")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .max(1);
+            let per_minute = match rl.get("unit").and_then(Value::as_str).unwrap_or("Second") {
+                "Minute" => n,
+                "Hour" => n.div_ceil(60),
+                _ => n * 60,
+            };
+            out.insert("rateLimit".into(), json!({"perMinute": per_minute}));
+        }
+        if let Some(r) = t["conditionsReset"].as_array() {
+            out.insert("argo".into(), json!({"conditionsReset": r}));
+        }
+        triggers.push(Value::Object(out));
+    }
+    let window = doc["metadata"]["annotations"]["tripline.dev/correlation-window"]
+        .as_str()
+        .unwrap_or("876000h");
+    if window == "876000h" && dep_names.len() > 1 {
+        notes.push("spec.correlationWindow: Argo keeps events until the trigger fires (no window): 876000h".into());
+    }
+    let mut metadata = json!({"name": name});
+    if let Some(ns) = sensor_ns {
+        metadata["namespace"] = json!(ns);
+    }
+    Ok(Imported {
+        doc: json!({
+            "apiVersion": "tripline.dev/v1alpha1",
+            "kind": "Sensor",
+            "metadata": metadata,
+            "spec": {"correlationWindow": window, "dependencies": deps, "triggers": triggers},
+        }),
+        notes,
+    })
+}
+
+/// A Kubernetes Secret reference → where to mount it.
+fn secret_file(r: &Value) -> Option<Value> {
+    let (name, key) = (r["name"].as_str()?, r["key"].as_str()?);
+    Some(json!({"file": format!("/etc/tripline/secrets/{name}/{key}")}))
+}
+
+/// An Argo EventSource document → `tripline.yaml` sources, one per event.
+/// `taken`: webhook paths already given to sources (by earlier documents of
+/// the same import), so that they end up in one `tripline.yaml` side by side.
+pub fn event_source(
+    doc: &Value,
+    taken: &mut Vec<String>,
+) -> Result<Imported, Vec<(String, String)>> {
+    let e = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let spec = &doc["spec"];
+    let mut sources = Vec::new();
+    let mut notes = Vec::new();
+    let mut errors = Vec::new();
+    let before = taken.len();
+    let mut path_for = |n: &str, endpoint: &str, notes: &mut Vec<String>| {
+        let paths = &mut *taken;
+        let mut p = if endpoint.starts_with('/') {
+            endpoint.to_string()
+        } else {
+            format!("/{endpoint}")
+        };
+        if paths.contains(&p) {
+            let moved = format!("/{n}{p}");
+            notes.push(format!("{e}-{n}: {p} is taken by another event (Argo served it on another port): served at {moved}"));
+            p = moved;
+        }
+        paths.push(p.clone());
+        p
+    };
+    for (kind, events) in spec.as_object().into_iter().flatten() {
+        let Some(events) = events.as_object() else {
+            continue;
+        };
+        for (n, ev) in events {
+            let name = format!("{e}-{n}");
+            let source = match kind.as_str() {
+                "webhook" => {
+                    let path = path_for(n, ev["endpoint"].as_str().unwrap_or("/"), &mut notes);
+                    match secret_file(&ev["authSecret"]) {
+                        Some(s) => {
+                            json!({"type": "generic", "name": name, "path": path, "bearer": s})
+                        }
+                        None => json!({"type": "http", "name": name, "path": path}),
+                    }
+                }
+                "github" => {
+                    let path = path_for(
+                        n,
+                        ev["webhook"]["endpoint"].as_str().unwrap_or("/"),
+                        &mut notes,
+                    );
+                    let secret = secret_file(&ev["webhookSecret"]).unwrap_or_else(|| {
+                        let var = format!("GITHUB_{}_WEBHOOK_SECRET", n.to_uppercase().replace('-', "_"));
+                        notes.push(format!("{name}: Argo accepted unsigned deliveries (no webhookSecret); tripline requires one: set ${var}"));
+                        json!({"env": var})
+                    });
+                    notes.push(format!("{name}: hook registration fields dropped (repositories, events, apiToken, …); `events` was never an intake filter"));
+                    json!({"type": "github", "name": name, "path": path, "secret": secret})
+                }
+                "gitlab" => {
+                    let path = path_for(
+                        n,
+                        ev["webhook"]["endpoint"].as_str().unwrap_or("/"),
+                        &mut notes,
+                    );
+                    let token = secret_file(&ev["secretToken"]).unwrap_or_else(|| {
+                        let var = format!("GITLAB_{}_TOKEN", n.to_uppercase().replace('-', "_"));
+                        notes.push(format!(
+                            "{name}: Argo did not check a token; tripline requires one: set ${var}"
+                        ));
+                        json!({"env": var})
+                    });
+                    json!({"type": "gitlab", "name": name, "path": path, "token": token})
+                }
+                "nats" => {
+                    let mut s = json!({"type": "nats", "name": name, "urls": [ev["url"]], "subjects": [ev["subject"]]});
+                    if let Some(q) = ev["queue"].as_str() {
+                        s["queueGroup"] = json!(q);
+                    }
+                    notes.push(format!(
+                        "{name}: core NATS is at most once (as upstream); consider `jetstream:`"
+                    ));
+                    s
+                }
+                "kafka" => {
+                    let brokers: Vec<String> = ev["url"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(|b| b.trim().to_string())
+                        .collect();
+                    let group = ev["consumerGroup"]["groupName"].as_str().map(str::to_string).unwrap_or_else(|| {
+                        notes.push(format!("{name}: Argo read only partition {} without a group; tripline consumes every partition in group tripline-{name}", ev["partition"]));
+                        format!("tripline-{name}")
+                    });
+                    let reset = if ev["consumerGroup"]["oldest"] == true {
+                        "earliest"
+                    } else {
+                        "latest"
+                    };
+                    json!({"type": "kafka", "name": name, "brokers": brokers, "topics": [ev["topic"]], "groupId": group, "autoOffsetReset": reset})
+                }
+                "service" | "template" | "eventBusName" | "replicas" => continue,
+                other => {
+                    errors.push((format!("spec.{other}.{n}"), format!("EventSource type '{other}' has no tripline source (webhook, github, gitlab, nats, kafka)")));
+                    continue;
+                }
+            };
+            sources.push(source);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if taken.len() > before {
+        notes.push(
+            "tripline serves every webhook on `listen`; the EventSource's ports do not apply"
+                .into(),
+        );
+    }
+    Ok(Imported {
+        doc: json!({"sources": sources}),
+        notes,
+    })
+}
