@@ -90,6 +90,13 @@ pub struct TestArgs {
     /// Source the event comes from (default: the first dependency's).
     #[arg(long)]
     pub source: Option<String>,
+    /// Server config, to shape the event like its source would (a Kafka
+    /// message, a NATS subject…); default `./tripline.yaml` when it exists.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The event's time (RFC 3339; default now), for time filters.
+    #[arg(long)]
+    pub time: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
 }
@@ -124,6 +131,8 @@ pub enum CliError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("{0}")]
+    Usage(String),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -276,6 +285,12 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
     {
         event.kind = t.to_string();
     }
+    if let Some(t) = &args.time {
+        let parsed = humantime::parse_rfc3339_weak(t)
+            .map_err(|e| CliError::Usage(format!("--time `{t}`: {e}")))?;
+        event.time = humantime::format_rfc3339_millis(parsed).to_string();
+    }
+    shape_like_source(&mut event, args.config.as_deref())?;
     let explanation = set.explain(&event);
     let rendered = set.preview(&event, Some("default"));
     let fired = rendered.iter().any(|r| r.fires);
@@ -300,6 +315,51 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Makes a test event look like what its source would deliver, when the
+/// config names it: a Kafka message (topic, partition, offset, key), a NATS
+/// message (subject), a webhook (its path).
+fn shape_like_source(event: &mut Event, config: Option<&std::path::Path>) -> Result<(), CliError> {
+    let default = std::path::Path::new("tripline.yaml");
+    let path = match config {
+        Some(p) => p,
+        None if default.exists() => default,
+        None => return Ok(()),
+    };
+    let cfg = Config::load(path)?;
+    let Some(source) = cfg.sources.iter().find(|s| s.name() == event.source) else {
+        return Ok(());
+    };
+    let set = |event: &mut Event, k: &str, v: Value| {
+        event.meta.insert(k.to_string(), v);
+    };
+    match source {
+        crate::config::SourceConfig::Kafka(k) => {
+            let topic = k.topics.first().cloned().unwrap_or_default();
+            set(event, "topic", json!(topic));
+            set(event, "partition", json!(0));
+            set(event, "offset", json!(0));
+            set(event, "key", Value::Null);
+            event.kind = topic.clone();
+            event.subject = topic;
+        }
+        crate::config::SourceConfig::Nats(n) => {
+            let subject = n.subjects.first().cloned().unwrap_or_default();
+            set(event, "subject", json!(subject));
+            event.kind = subject.clone();
+            event.subject = subject;
+        }
+        webhook => {
+            if let Some(p) = webhook.webhook_path() {
+                set(event, "path", json!(p));
+            }
+            if let Some(ct) = event.headers.get("content-type").map(str::to_string) {
+                set(event, "contentType", json!(ct));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Human-readable explanation: a tree of filters with ✓/✗, the value seen

@@ -527,3 +527,64 @@ fn import_converts_and_behaves_identically() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `tripline test --config` shapes the event like its source (a Kafka
+/// message here), and `--time` sets the time time filters see.
+#[test]
+fn test_shapes_events_like_their_source_and_takes_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tripline.yaml"),
+        "sources: [{type: kafka, name: kafka-example, brokers: k:9092, topics: [jobs], groupId: g}]\n",
+    )
+    .unwrap();
+    let sensor = dir.path().join("s.yaml");
+    std::fs::write(
+        &sensor,
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: nightly}
+spec:
+  dependencies:
+    - name: job
+      eventSourceName: kafka
+      eventName: example
+      filters:
+        data: [{path: topic, type: string, value: ["^jobs$"]}]
+        time: {start: "22:00:00", stop: "06:00:00"}
+  triggers:
+    - template:
+        name: run
+        k8s:
+          operation: create
+          source: {resource: {apiVersion: v1, kind: ConfigMap, metadata: {generateName: run-}}}
+          parameters:
+            - {src: {dependencyName: job, dataKey: body.n}, dest: data.n}
+"#,
+    )
+    .unwrap();
+    let event = dir.path().join("e.json");
+    std::fs::write(&event, r#"{"n": 7}"#).unwrap();
+    let test = |time: &str| {
+        run_cli(
+            &[
+                "test",
+                sensor.to_str().unwrap(),
+                "--event",
+                event.to_str().unwrap(),
+                "--time",
+                time,
+                "--output",
+                "json",
+            ],
+            dir.path(),
+        )
+    };
+    let (code, out, err) = test("2026-11-30T23:30:00Z");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rendered"][0]["object"]["data"]["n"], "7");
+    let (code, out, _) = test("2026-11-30T12:00:00Z");
+    assert_eq!(code, 1, "outside the time window: {out}");
+    assert!(out.contains("outside the time window"), "{out}");
+}
