@@ -108,6 +108,81 @@ spec:
     let set = load(&[file], Some(&["src-0".to_string()].into())).unwrap();
     let e = event("src-0");
     c.bench_function("cel-filter/match", |b| b.iter(|| set.match_event(&e)));
+
+    // The same filter and parameters as one native sensor above, written as
+    // an Argo Events Sensor: the cost of upstream's event shape and rules.
+    let file = dir.path().join("pair.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {name: native}
+spec:
+  dependencies:
+    - name: push
+      source: github-example
+      filters:
+        all:
+          - {path: headers.X-GitHub-Event, equals: push}
+          - {path: body.ref, equals: refs/heads/branch-0}
+          - {path: body.repository.full_name, prefix: Codertocat/}
+  triggers:
+    - name: build
+      workflow: {workflowTemplateRef: ci}
+      parameters:
+        - {name: revision, value: "{{body.after}}"}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: argo}
+spec:
+  dependencies:
+    - name: push
+      eventSourceName: github
+      eventName: example
+      filters:
+        data:
+          - {path: headers.X-Github-Event, type: string, value: ["push"]}
+          - {path: body.ref, type: string, value: ["^refs/heads/branch-0$"]}
+          - {path: body.repository.full_name, type: string, value: ["^Codertocat/"]}
+  triggers:
+    - template:
+        name: build
+        argoWorkflow:
+          operation: submit
+          source: {resource: {apiVersion: argoproj.io/v1alpha1, kind: Workflow, metadata: {generateName: build-}, spec: {workflowTemplateRef: {name: ci}, arguments: {parameters: [{name: revision}]}}}}
+          parameters:
+            - {src: {dependencyName: push, dataKey: body.after}, dest: spec.arguments.parameters.0.value}
+"#,
+    )
+    .unwrap();
+    let native = load(
+        std::slice::from_ref(&file),
+        Some(&["github-example".to_string()].into()),
+    )
+    .unwrap();
+    let e = event("github-example");
+    let rendered = native.preview(&e, Some("default"));
+    assert_eq!(rendered.len(), 2, "both match: {rendered:?}");
+    assert!(rendered.iter().all(|r| r.object.is_some()), "{rendered:?}");
+    let (native_only, argo_only) = {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let (n, a) = text.split_once("\n---\n").unwrap();
+        let (fn_, fa) = (dir.path().join("n.yaml"), dir.path().join("a.yaml"));
+        std::fs::write(&fn_, n).unwrap();
+        std::fs::write(&fa, a).unwrap();
+        let names: HashSet<String> = ["github-example".to_string()].into();
+        (
+            load(&[fn_], Some(&names)).unwrap(),
+            load(&[fa], Some(&names)).unwrap(),
+        )
+    };
+    c.bench_function("argo-vs-native/native match+render", |b| {
+        b.iter(|| native_only.preview(&e, Some("default")))
+    });
+    c.bench_function("argo-vs-native/argo match+render", |b| {
+        b.iter(|| argo_only.preview(&e, Some("default")))
+    });
 }
 
 criterion_group!(benches, bench);
