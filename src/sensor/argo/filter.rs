@@ -1,9 +1,12 @@
 //! Argo dependency filters (ARGO-COMPAT §4) over the Argo event: `data`
 //! (gjson path, string regex unanchored / number / bool, value lists,
-//! comparators), `context`, `time`, combined by the logical operators.
+//! comparators), `exprs` (govaluate expressions over named gjson paths, see
+//! [`super::expr`]), `context`, `time`, combined by the logical operators.
 //! `test` and the explanation share one evaluation, so what `tripline test`
-//! prints is what decides. Not supported yet (load error): `exprs`
-//! (govaluate), `script` (Lua), `transform`.
+//! prints is what decides. Not supported yet (load error): `script` (Lua),
+//! `transform`.
+
+use std::collections::HashMap;
 
 use chrono::{NaiveTime, TimeZone, Timelike};
 use regex::Regex;
@@ -11,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::data::{argo_event, ArgoEvent};
+use super::expr::Expr;
 use super::gotmpl::Template;
 use super::path::{self, Path};
 use crate::event::Event;
@@ -27,7 +31,7 @@ pub struct FiltersSpec {
     #[serde(default)]
     pub data: Option<Vec<DataSpec>>,
     #[serde(default)]
-    pub exprs: Option<Vec<Value>>,
+    pub exprs: Option<Vec<ExprSpec>>,
     #[serde(default)]
     pub script: Option<String>,
     #[serde(default)]
@@ -54,6 +58,24 @@ pub struct TimeSpec {
     pub stop: String,
     #[serde(default)]
     pub timezone: Option<String>,
+}
+
+/// One `filters.exprs[]` entry: a govaluate expression over named paths.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExprSpec {
+    #[serde(default)]
+    pub expr: String,
+    #[serde(default)]
+    pub fields: Option<Vec<FieldSpec>>,
+}
+
+/// `name` bound to the gjson value at `path` in the event data.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FieldSpec {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +136,13 @@ struct DataFilter {
 }
 
 #[derive(Debug, Clone)]
+struct ExprFilter {
+    expr: Expr,
+    /// `(name, path)`, in order.
+    fields: Vec<(String, Path)>,
+}
+
+#[derive(Debug, Clone)]
 struct TimeFilter {
     start: NaiveTime,
     stop: NaiveTime,
@@ -129,6 +158,7 @@ pub struct DependencyFilter {
     context: Option<ContextSpec>,
     time: Option<TimeFilter>,
     data: Option<(Vec<DataFilter>, Logic)>,
+    exprs: Option<(Vec<ExprFilter>, Logic)>,
     filters: Logic,
 }
 
@@ -147,25 +177,26 @@ impl DependencyFilter {
             context: None,
             time: None,
             data: None,
+            exprs: None,
             filters,
         };
         let Some(spec) = spec else { return Ok(out) };
         let unsupported = |field: &str, what: &str| {
             Err((
                 format!("filters.{field}"),
-                format!("{what} filters are not supported by tripline yet (supported: data, context, time)"),
+                format!("{what} filters are not supported by tripline yet (supported: data, exprs, context, time)"),
             ))
         };
-        if spec.exprs.as_ref().is_some_and(|e| !e.is_empty()) {
-            return unsupported("exprs", "expression (govaluate)");
-        }
         if spec.script.is_some() {
             return unsupported("script", "Lua script");
         }
-        logic(
+        let expr_op = logic(
             spec.expr_logical_operator.as_deref(),
             "filters.exprLogicalOperator",
         )?;
+        if let Some(exprs) = &spec.exprs {
+            out.exprs = Some((compile_exprs(exprs)?, expr_op));
+        }
         if let Some(c) = &spec.context {
             if c.kind.is_none()
                 && c.subject.is_none()
@@ -295,30 +326,26 @@ impl DependencyFilter {
 
     /// The verdict, filter by filter.
     pub fn explain(&self, event: &Event) -> Trace {
-        let argo = match argo_event(event, &self.event_source, &self.event_name) {
-            Ok(a) => a,
-            Err(why) => return leaf("argo event", false, None, Some(why)),
-        };
+        match argo_event(event, &self.event_source, &self.event_name) {
+            Ok(argo) => self.explain_argo(&argo),
+            Err(why) => leaf("argo event", false, None, Some(why)),
+        }
+    }
+
+    /// The verdict over upstream's event shape (upstream's `filterEvent`).
+    pub fn explain_argo(&self, argo: &ArgoEvent) -> Trace {
         let mut kinds = Vec::new();
         if let Some(c) = &self.context {
-            kinds.push(context_trace(c, &argo));
+            kinds.push(context_trace(c, argo));
         }
         if let Some(t) = &self.time {
-            kinds.push(time_trace(t, &argo));
+            kinds.push(time_trace(t, argo));
+        }
+        if let Some((list, op)) = &self.exprs {
+            kinds.push(exprs_trace(list, *op, &argo.data));
         }
         if let Some((list, op)) = &self.data {
-            let children: Vec<Trace> = list.iter().map(|d| data_trace(d, &argo.data)).collect();
-            let matched = match op {
-                Logic::And => children.iter().all(|c| c.matched),
-                Logic::Or => children.iter().any(|c| c.matched),
-            };
-            kinds.push(Trace {
-                filter: format!("data ({})", if *op == Logic::And { "and" } else { "or" }),
-                matched,
-                seen: None,
-                reason: None,
-                children,
-            });
+            kinds.push(data_kind_trace(list, *op, &argo.data));
         }
         let matched = match self.filters {
             Logic::And => kinds.iter().all(|k| k.matched),
@@ -346,6 +373,184 @@ impl DependencyFilter {
     pub fn argo_event(&self, event: &Event) -> Option<ArgoEvent> {
         argo_event(event, &self.event_source, &self.event_name).ok()
     }
+}
+
+/// `filters.exprs` → compiled filters, with upstream's validation
+/// (`validateEventExprFilter`) and parse errors as load errors.
+fn compile_exprs(exprs: &[ExprSpec]) -> Result<Vec<ExprFilter>, (String, String)> {
+    let mut list = Vec::new();
+    for (i, e) in exprs.iter().enumerate() {
+        let at = |f: &str| format!("filters.exprs[{i}]{f}");
+        if e.expr.is_empty() {
+            return Err((at(".expr"), "required: a govaluate expression".into()));
+        }
+        let fields = e.fields.as_deref().unwrap_or_default();
+        if fields.is_empty() {
+            return Err((
+                at(".fields"),
+                "at least one {name, path} field (Argo's validation rejects an expr without fields)"
+                    .into(),
+            ));
+        }
+        let mut bound = Vec::new();
+        for (j, f) in fields.iter().enumerate() {
+            let at = |s: &str| at(&format!(".fields[{j}]{s}"));
+            if f.name.is_empty() || f.path.is_empty() {
+                return Err((at(""), "both `name` and `path` are required".into()));
+            }
+            let path = Path::parse(&f.path).map_err(|e| (at(".path"), e))?;
+            bound.push((f.name.clone(), path));
+        }
+        let expr = Expr::parse(&e.expr).map_err(|m| (at(".expr"), format!("`{}`: {m}", e.expr)))?;
+        list.push(ExprFilter {
+            expr,
+            fields: bound,
+        });
+    }
+    Ok(list)
+}
+
+fn op_name(op: Logic) -> &'static str {
+    match op {
+        Logic::And => "and",
+        Logic::Or => "or",
+    }
+}
+
+/// Upstream's `filterData` over the data: `and` needs every filter, `or`
+/// one; no filters (`data: []`) pass either way.
+fn data_kind_trace(list: &[DataFilter], op: Logic, data: &Value) -> Trace {
+    let children: Vec<Trace> = list.iter().map(|d| data_trace(d, data)).collect();
+    let matched = match op {
+        _ if children.is_empty() => true,
+        Logic::And => children.iter().all(|c| c.matched),
+        Logic::Or => children.iter().any(|c| c.matched),
+    };
+    Trace {
+        filter: format!("data ({})", op_name(op)),
+        matched,
+        seen: None,
+        reason: None,
+        children,
+    }
+}
+
+/// How one expr came out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    True,
+    /// `false`, or any result other than the boolean `true`.
+    False,
+    /// A path that does not exist, or an evaluation error.
+    Error,
+    /// No fields bound: upstream skips the expr.
+    Skipped,
+}
+
+/// Upstream's `filterExpr`: `and` stops at the first expr that is not true
+/// (false or error; a skipped expr passes), `or` at the first true one (a
+/// skipped one does not count); `exprs: []` passes under `and`, not under
+/// `or`. Data that is null passes.
+fn exprs_trace(list: &[ExprFilter], op: Logic, data: &Value) -> Trace {
+    let title = format!("exprs ({})", op_name(op));
+    if data.is_null() {
+        return leaf(
+            &title,
+            true,
+            None,
+            Some("no data: passes, as upstream".into()),
+        );
+    }
+    let mut children = Vec::new();
+    let mut matched = op == Logic::And;
+    for (i, e) in list.iter().enumerate() {
+        let (mut trace, outcome) = expr_trace(i, e, data);
+        let decided = match (op, outcome) {
+            (Logic::And, Outcome::False | Outcome::Error) => {
+                matched = false;
+                true
+            }
+            (Logic::Or, Outcome::True) => {
+                matched = true;
+                true
+            }
+            _ => false,
+        };
+        if outcome == Outcome::Skipped {
+            trace.matched = op == Logic::And;
+        }
+        children.push(trace);
+        if decided {
+            break;
+        }
+    }
+    let reason = if children.len() < list.len() {
+        Some(format!(
+            "exprs[{}] decided ({}); the rest are not evaluated, as upstream",
+            children.len() - 1,
+            if op == Logic::And {
+                "and: the first false or error"
+            } else {
+                "or: the first true"
+            }
+        ))
+    } else if !matched && op == Logic::Or {
+        Some("no expr is true".into())
+    } else {
+        None
+    };
+    Trace {
+        filter: title,
+        matched,
+        seen: None,
+        reason,
+        children,
+    }
+}
+
+fn expr_trace(i: usize, e: &ExprFilter, data: &Value) -> (Trace, Outcome) {
+    let label = format!("exprs[{i}] {}", e.expr);
+    let mut vars = HashMap::new();
+    let mut seen = serde_json::Map::new();
+    for (name, path) in &e.fields {
+        let Some(found) = path.get(data) else {
+            let why = missing_path(path, data);
+            let seen = (!seen.is_empty()).then_some(Value::Object(seen));
+            return (leaf(&label, false, seen, Some(why)), Outcome::Error);
+        };
+        let found = found.into_owned();
+        seen.insert(name.clone(), found.clone());
+        vars.insert(name.clone(), found);
+    }
+    if vars.is_empty() {
+        let why = "no fields: skipped, as upstream";
+        return (leaf(&label, true, None, Some(why.into())), Outcome::Skipped);
+    }
+    let seen = Some(Value::Object(seen));
+    match e.expr.truth(&vars) {
+        Ok((true, _)) => (leaf(&label, true, seen, None), Outcome::True),
+        Ok((false, result)) => {
+            let why = if result == "false" {
+                "the expression is false".to_string()
+            } else {
+                format!("the result is {result}, not true")
+            };
+            (leaf(&label, false, seen, Some(why)), Outcome::False)
+        }
+        Err(err) => (leaf(&label, false, seen, Some(err)), Outcome::Error),
+    }
+}
+
+/// Why a path finds nothing, with the data's top-level keys.
+fn missing_path(path: &Path, data: &Value) -> String {
+    let keys: Vec<String> = data
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    format!(
+        "path '{path}' does not exist in the event data (keys: {})",
+        keys.join(", ")
+    )
 }
 
 fn leaf(filter: &str, matched: bool, seen: Option<Value>, reason: Option<String>) -> Trace {
@@ -426,20 +631,7 @@ fn data_trace(d: &DataFilter, data: &Value) -> Trace {
         );
     }
     let Some(found) = d.path.get(data) else {
-        let keys: Vec<String> = data
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        return leaf(
-            &d.text,
-            false,
-            None,
-            Some(format!(
-                "path '{}' does not exist in the event data (keys: {})",
-                d.path,
-                keys.join(", ")
-            )),
-        );
+        return leaf(&d.text, false, None, Some(missing_path(&d.path, data)));
     };
     let mut text = path::text(&found);
     if let Some(t) = &d.template {
@@ -600,12 +792,786 @@ mod tests {
 
     #[test]
     fn unsupported_kinds_are_load_errors() {
-        let spec: FiltersSpec =
-            serde_yaml_ng::from_str("{exprs: [{expr: a == b, fields: []}]}").unwrap();
+        let spec: FiltersSpec = serde_yaml_ng::from_str("{script: 'return true'}").unwrap();
         let e = DependencyFilter::compile("w", "e", Some(&spec), None).unwrap_err();
         assert!(e.1.contains("not supported"), "{e:?}");
         let spec: FiltersSpec =
             serde_yaml_ng::from_str("{data: [{path: a, type: int, value: ['1']}]}").unwrap();
         assert!(DependencyFilter::compile("w", "e", Some(&spec), None).is_err());
+    }
+
+    // ------------------------------------------------------------ exprs
+
+    /// Upstream's event with `data` as given: upstream's unit tests call the
+    /// filter functions on raw payloads, not on a webhook's `{header, body}`.
+    fn over(f: &DependencyFilter, data: Value) -> Trace {
+        f.explain_argo(&ArgoEvent {
+            context: json!({}),
+            data,
+        })
+    }
+
+    type ExprList<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
+
+    fn expr_specs(list: ExprList) -> Vec<ExprSpec> {
+        list.iter()
+            .map(|(expr, fields)| ExprSpec {
+                expr: expr.to_string(),
+                fields: Some(
+                    fields
+                        .iter()
+                        .map(|(name, path)| FieldSpec {
+                            name: name.to_string(),
+                            path: path.to_string(),
+                        })
+                        .collect(),
+                ),
+            })
+            .collect()
+    }
+
+    fn exprs(op: &str, list: ExprList) -> DependencyFilter {
+        let spec = FiltersSpec {
+            exprs: Some(expr_specs(list)),
+            expr_logical_operator: Some(op.to_string()),
+            ..Default::default()
+        };
+        DependencyFilter::compile("webhook", "example", Some(&spec), None).unwrap()
+    }
+
+    fn d(path: &str, kind: &str, value: &[&str], cmp: &str, template: &str) -> DataSpec {
+        DataSpec {
+            path: path.to_string(),
+            kind: kind.to_string(),
+            value: value.iter().map(|v| v.to_string()).collect(),
+            comparator: (!cmp.is_empty()).then(|| cmp.to_string()),
+            template: (!template.is_empty()).then(|| template.to_string()),
+        }
+    }
+
+    fn data(op: &str, list: Vec<DataSpec>) -> Result<DependencyFilter, (String, String)> {
+        let spec = FiltersSpec {
+            data: Some(list),
+            data_logical_operator: Some(op.to_string()),
+            ..Default::default()
+        };
+        DependencyFilter::compile("webhook", "example", Some(&spec), None)
+    }
+
+    /// Every reason in the tree, for asserting on errors.
+    fn reasons(t: &Trace) -> String {
+        let mut out = t.reason.clone().unwrap_or_default();
+        for c in &t.children {
+            out.push_str(" | ");
+            out.push_str(&reasons(c));
+        }
+        out
+    }
+
+    /// Upstream `pkg/sensors/dependencies/filter_expr_test.go`
+    /// (`TestFilterExpr`) at the pinned commit, every case, by name.
+    #[test]
+    fn upstream_filter_expr_test() {
+        // "nil event": not ported — tripline always has an event.
+        // "unsupported content type" (data `a`, not JSON): such a body never
+        // reaches Argo filters in tripline (ARGO-COMPAT §3); no match.
+        let f = exprs("", &[(r#"a == "b""#, &[("a", "a")])]);
+        let text = Event::new("webhook-example", b"a", json!("a"));
+        let t = f.explain(&text);
+        assert!(!t.matched && t.reason.as_deref().unwrap().contains("not JSON"));
+        // "empty data": no data passes.
+        assert!(over(&f, Value::Null).matched);
+        // "nil filters"
+        let none =
+            DependencyFilter::compile("webhook", "example", Some(&FiltersSpec::default()), None)
+                .unwrap();
+        assert!(over(&none, Value::Null).matched);
+
+        type Case<'a> = (&'a str, &'a str, ExprList<'a>, Value, bool, Option<&'a str>);
+        let ab = json!({"a": {"b": "x", "d": "y"}});
+        let abde = json!({"a": {"b": "x", "d": {"e": true}}});
+        let cases: &[Case] = &[
+            ("simple string equal", "", &[(r#"a == "b""#, &[("a", "a")])], json!({"a": "b"}), true, None),
+            ("simple string different than", "", &[(r#"a != "b""#, &[("a", "a")])], json!({"a": "c"}), true, None),
+            ("nested string equal", "", &[(r#"b == "b""#, &[("b", "a.b")])], json!({"a": {"b": "c"}}), false, None),
+            ("number equal", "", &[("b == 2", &[("b", "a.b")])], json!({"a": {"b": 2}}), true, None),
+            ("number less than", "", &[("b < 1", &[("b", "a.b")])], json!({"a": {"b": 2}}), false, None),
+            ("string contains", "", &[(r#"b =~ "start""#, &[("b", "a.b")])], json!({"a": {"b": "start long string"}}), true, None),
+            ("string does not contain", "", &[(r#"b !~ "start""#, &[("b", "a.b")])], json!({"a": {"b": "long string"}}), true, None),
+            (
+                "multiple filters, EMPTY operator",
+                "",
+                &[(r#"b == "x""#, &[("b", "a.b")]), (r#"d == "y""#, &[("d", "a.d")])],
+                ab.clone(),
+                true,
+                None,
+            ),
+            (
+                "multiple filters, AND operator",
+                "and",
+                &[(r#"b == "x""#, &[("b", "a.b")]), (r#"d == "d""#, &[("d", "a.d")])],
+                ab.clone(),
+                false,
+                None,
+            ),
+            (
+                "multiple filters, OR operator",
+                "or",
+                &[(r#"b == "x""#, &[("b", "a.b")]), (r#"d == "d""#, &[("d", "a.d")])],
+                ab.clone(),
+                true,
+                None,
+            ),
+            (
+                "multiple filters, OR operator, one field not existing",
+                "or",
+                &[(r#"b == "b""#, &[("b", "a.b")]), (r#"c == "c""#, &[("c", "a.c")])],
+                ab.clone(),
+                false,
+                Some("path 'a.c' does not exist"),
+            ),
+            // The name says "first filter is false", but `b == "x"` is true:
+            // `or` stops there, so `a.c` is never looked up.
+            (
+                "multiple filters, OR operator, one field not existing but not reached because first filter is false",
+                "or",
+                &[
+                    (r#"b == "x""#, &[("b", "a.b")]),
+                    (r#"c == "c""#, &[("c", "a.c")]),
+                    ("e == true", &[("e", "a.d.e")]),
+                ],
+                abde.clone(),
+                true,
+                None,
+            ),
+            (
+                "multiple filters, EMPTY operator, one field not existing but not reached because first filter is false",
+                "",
+                &[(r#"b == "b""#, &[("b", "a.b")]), (r#"c == "c""#, &[("c", "a.c")])],
+                ab.clone(),
+                false,
+                None,
+            ),
+            (
+                "multiple filters, EMPTY operator, one field not existing",
+                "",
+                &[(r#"b == "x""#, &[("b", "a.b")]), (r#"c == "c""#, &[("c", "a.c")])],
+                ab.clone(),
+                false,
+                Some("path 'a.c' does not exist"),
+            ),
+            (
+                "multiple filters, AND operator, one field not existing",
+                "and",
+                &[
+                    (r#"b == "x""#, &[("b", "a.b")]),
+                    (r#"c == "c""#, &[("c", "a.c")]),
+                    ("e == true", &[("e", "a.d.e")]),
+                ],
+                abde.clone(),
+                false,
+                Some("path 'a.c' does not exist"),
+            ),
+            (
+                "AND comparator inside expr (different than expr logical operator), one field not existing",
+                "",
+                &[(r#"b != "b" && d == true"#, &[("b", "a.b"), ("d", "a.d")])],
+                json!({"a": {"b": "x", "c": {"d": true}}}),
+                false,
+                Some("path 'a.d' does not exist"),
+            ),
+            (
+                "AND comparator inside expr (different than expr logical operator)",
+                "or",
+                &[(r#"b != "b" && d == true"#, &[("b", "a.b"), ("d", "a.c.d")])],
+                json!({"a": {"b": "x", "c": {"d": true}}}),
+                true,
+                None,
+            ),
+            (
+                "OR comparator inside expr (different than expr logical operator)",
+                "",
+                &[(r#"b == "b" || d == true"#, &[("b", "a.b"), ("d", "a.c.d")])],
+                json!({"a": {"b": "b", "c": {"d": false}}}),
+                true,
+                None,
+            ),
+            // `e` is never bound: govaluate's `||` short-circuits before it.
+            (
+                "multiple comparators inside expr (different than expr logical operator)",
+                "",
+                &[(r#"b == "b" || (d == true && e == 2)"#, &[("b", "a.b"), ("d", "a.c.d")])],
+                json!({"a": {"b": "b", "c": {"d": false}, "e": 2}}),
+                true,
+                None,
+            ),
+        ];
+        for (name, op, list, payload, want, err) in cases {
+            let t = over(&exprs(op, list), payload.clone());
+            assert_eq!(t.matched, *want, "{name}: {t:#?}");
+            let why = reasons(&t);
+            match err {
+                Some(e) => assert!(why.contains(e), "{name}: {why}"),
+                None => assert!(
+                    !why.contains("does not exist") && !why.contains("no parameter"),
+                    "{name}: {why}"
+                ),
+            }
+        }
+    }
+
+    /// Upstream `pkg/sensors/dependencies/filter_data_test.go`
+    /// (`TestFilterData`) at the pinned commit, every case, by name.
+    #[test]
+    #[allow(clippy::approx_constant)] // upstream's payload has 3.14
+    fn upstream_filter_data_test() {
+        let f = data("", vec![d("k", "string", &["v"], "", "")]).unwrap();
+        // "nil event": not ported — tripline always has an event.
+        // "unsupported content type" (data `a`): see the exprs table; no match.
+        let text = Event::new("webhook-example", b"a", json!("a"));
+        assert!(!f.explain(&text).matched);
+        // "empty data"
+        assert!(over(&f, Value::Null).matched);
+        // "nil filters, JSON data"
+        let none =
+            DependencyFilter::compile("webhook", "example", Some(&FiltersSpec::default()), None)
+                .unwrap();
+        assert!(over(&none, json!({"k": "v"})).matched);
+        // "invalid filter path, JSON data", "invalid filter type, JSON data",
+        // "invalid filter values, JSON data": upstream fails each event
+        // (false + error); tripline refuses them at load (ARGO-COMPAT §1.3).
+        assert!(data("", vec![d("", "string", &["v"], "", "")]).is_err());
+        assert!(data("", vec![d("k", "", &["v"], "", "")]).is_err());
+        assert!(data("", vec![d("k", "string", &[], "", "")]).is_err());
+
+        let nested = json!({"k": true, "k1": {"k": 3.14, "k2": "hello, world"}});
+        let cases: Vec<(&str, &str, Vec<DataSpec>, Value, bool)> = vec![
+            ("string filter, JSON data", "", vec![d("k", "string", &["v"], "", "")], json!({"k": "v"}), true),
+            ("string filter EqualTo, JSON data", "", vec![d("k", "string", &["v"], "=", "")], json!({"k": "v"}), true),
+            ("string filter NotEqualTo, JSON data", "", vec![d("k", "string", &["b"], "!=", "")], json!({"k": "v"}), true),
+            ("number filter (data: string, filter: number), JSON data", "", vec![d("k", "number", &["1.0"], "", "")], json!({"k": "1.0"}), true),
+            ("comparator filter GreaterThan return true (data: string, filter: number), JSON data", "", vec![d("k", "number", &["1.0"], ">", "")], json!({"k": "2.0"}), true),
+            ("comparator filter LessThanOrEqualTo return false (data: string, filter: number), JSON data", "", vec![d("k", "number", &["1.0"], "<=", "")], json!({"k": "2.0"}), false),
+            ("comparator filter NotEqualTo (data: string, filter: number), JSON data", "", vec![d("k", "number", &["1.0"], "!=", "")], json!({"k": "1.0"}), false),
+            ("comparator filter EqualTo (data: string, filter: number), JSON data", "", vec![d("k", "number", &["5.0"], "=", "")], json!({"k": "5.0"}), true),
+            ("comparator filter empty (data: string, filter: number), JSON data", "", vec![d("k", "number", &["10.0"], "", "")], json!({"k": "10.0"}), true),
+            ("number filter (data: number, filter: number), JSON data", "", vec![d("k", "number", &["1.0"], "", "")], json!({"k": 1.0}), true),
+            ("comparator filter GreaterThan return true (data: number, filter: number), JSON data", "", vec![d("k", "number", &["1.0"], ">", "")], json!({"k": 2.0}), true),
+            ("comparator filter LessThanOrEqualTo return false (data: number, filter: number), JSON data", "", vec![d("k", "number", &["1.0"], "<=", "")], json!({"k": 2.0}), false),
+            ("comparator filter NotEqualTo (data: number, filter: number), JSON data", "", vec![d("k", "number", &["1.0"], "!=", "")], json!({"k": 1.0}), false),
+            ("comparator filter EqualTo (data: number, filter: number), JSON data", "", vec![d("k", "number", &["5.0"], "=", "")], json!({"k": 5.0}), true),
+            ("comparator filter empty (data: number, filter: number), JSON data", "", vec![d("k", "number", &["10.0"], "", "")], json!({"k": 10.0}), true),
+            (
+                "multiple filters return false, nested JSON data, EMPTY operator",
+                "",
+                vec![
+                    d("k", "string", &["v"], "", ""),
+                    d("k1.k", "number", &["2.14"], "", ""),
+                    d("k1.k2", "string", &["hello,world", "hello there"], "", ""),
+                ],
+                nested.clone(),
+                false,
+            ),
+            (
+                "multiple filters return false, nested JSON data, AND operator",
+                "and",
+                vec![
+                    d("k", "bool", &["true"], "", ""),
+                    d("k1.k", "number", &["3.14"], "", ""),
+                    d("k1.k2", "string", &["hello,world", "hello, world", "hello there"], "", ""),
+                ],
+                nested.clone(),
+                true,
+            ),
+            (
+                "multiple filters return true, nested JSON data, OR operator",
+                "or",
+                vec![
+                    d("k", "bool", &["false"], "", ""),
+                    d("k1.k", "number", &["3.14"], "", ""),
+                    d("k1.k2", "string", &["hello,world", "hello there"], "", ""),
+                ],
+                nested.clone(),
+                true,
+            ),
+            // "string filter Regex, JSON data" (path `[k,k1.a.#(k2=="v2").k2]`)
+            // and "string filter Regex2, JSON data": not ported — gjson
+            // multipaths and queries are outside tripline's path subset (a
+            // load error says so).
+            (
+                "string filter base64, uppercase template",
+                "",
+                vec![d("k", "string", &["HELLO WORLD"], "", "{{ b64dec .Input | upper }}")],
+                json!({"k": "aGVsbG8gd29ybGQ="}),
+                true,
+            ),
+            (
+                "string filter base64 template",
+                "",
+                vec![d("k", "number", &["3.13"], ">", "{{ b64dec .Input }}")],
+                json!({"k": "My4xNA=="}),
+                true,
+            ),
+            // Bad base64: sprig's b64dec renders Go's error text, which does
+            // not match `hello world`, so `!=` holds.
+            (
+                "string filter base64 template, comparator not equal",
+                "",
+                vec![d("k", "string", &["hello world"], "!=", "{{ b64dec .Input }}")],
+                json!({"k": "aGVsbG8gd29ybGQ"}),
+                true,
+            ),
+            (
+                "string filter base64 template, regex",
+                "",
+                vec![d("k", "string", &["world$"], "", "{{ b64dec .Input }}")],
+                json!({"k": "aGVsbG8gd29ybGQ="}),
+                true,
+            ),
+            // Not ported as upstream wrote them: the four "NotEqualTo with
+            // multiple values" cases come from commit 9590fe5e8 ("make !=
+            // comparator work as NOT IN"), which is not in the pinned master;
+            // the pinned code (and ARGO-COMPAT §4.1, issue 3215) passes when
+            // any value differs, so "value IN array" is true here, not false.
+            (
+                "string filter NotEqualTo with multiple values - value IN array (pinned code)",
+                "",
+                vec![d("k", "string", &["id1", "id2", "id3"], "!=", "")],
+                json!({"k": "id1"}),
+                true,
+            ),
+            (
+                "string filter NotEqualTo with multiple values - value NOT IN array (should PASS)",
+                "",
+                vec![d("k", "string", &["id1", "id2", "id3"], "!=", "")],
+                json!({"k": "id_other"}),
+                true,
+            ),
+            (
+                "number filter NotEqualTo with multiple values - value IN array (pinned code)",
+                "",
+                vec![d("k", "number", &["1.0", "2.0", "3.0"], "!=", "")],
+                json!({"k": 2.0}),
+                true,
+            ),
+            (
+                "number filter NotEqualTo with multiple values - value NOT IN array (should PASS)",
+                "",
+                vec![d("k", "number", &["1.0", "2.0", "3.0"], "!=", "")],
+                json!({"k": 5.0}),
+                true,
+            ),
+        ];
+        for (name, op, list, payload, want) in cases {
+            let t = over(&data(op, list).unwrap(), payload);
+            assert_eq!(t.matched, want, "{name}: {t:#?}");
+        }
+    }
+
+    /// The cases of upstream `filter_test.go` (`TestFilter`, i.e.
+    /// `filterEvent`) that combine exprs with data.
+    #[test]
+    fn upstream_filter_test_exprs_with_data() {
+        let payload = json!({"a": "x", "b": 10, "c": {"d": "hello world", "e": false}});
+        let both = |data_op: &str,
+                    data: Vec<DataSpec>,
+                    expr_op: &str,
+                    list: ExprList,
+                    filters_op: &str| {
+            let spec = FiltersSpec {
+                data: Some(data),
+                data_logical_operator: Some(data_op.to_string()),
+                exprs: Some(expr_specs(list)),
+                expr_logical_operator: Some(expr_op.to_string()),
+                ..Default::default()
+            };
+            DependencyFilter::compile("webhook", "example", Some(&spec), Some(filters_op))
+        };
+        let hello: ExprList = &[
+            (r#"d == "hello world""#, &[("d", "c.d")]),
+            ("e == false", &[("e", "c.e")]),
+        ];
+        // "test advanced logic: (A && B) && (C && D)"
+        let f = both(
+            "",
+            vec![
+                d("a", "string", &["x"], "", ""),
+                d("b", "number", &["10"], "", ""),
+            ],
+            "",
+            hello,
+            "",
+        )
+        .unwrap();
+        assert!(over(&f, payload.clone()).matched);
+        // "test advanced logic: (A && B) && (C && D) with error": the second
+        // expr (`e == false"`) does not parse — upstream fails every event
+        // (false + error), tripline refuses it at load.
+        let e = both(
+            "",
+            vec![
+                d("z", "string", &["x"], "", ""),
+                d("b", "number", &["10"], "", ""),
+            ],
+            "",
+            &[
+                (r#"d == "hello world""#, &[("d", "c.d")]),
+                (r#"e == false""#, &[("e", "c.e")]),
+            ],
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(e.0, "filters.exprs[1].expr", "{e:?}");
+        assert!(e.1.contains("unclosed string literal"), "{e:?}");
+        // "test advanced logic: (A && B) || (C && D)"
+        let f = both(
+            "and",
+            vec![
+                d("a", "string", &["x"], "", ""),
+                d("b", "number", &["10"], "", ""),
+            ],
+            "and",
+            &[
+                (r#"d == "hello world""#, &[("d", "c.d")]),
+                ("e == true", &[("e", "c.e")]),
+            ],
+            "or",
+        )
+        .unwrap();
+        assert!(over(&f, payload.clone()).matched);
+        // "test advanced logic: (A || B) && (C || D)"
+        let f = both(
+            "or",
+            vec![
+                d("a", "string", &["x"], "", ""),
+                d("b", "number", &["11"], "", ""),
+            ],
+            "or",
+            &[
+                (r#"d == "hello world""#, &[("d", "c.d")]),
+                ("e == true", &[("e", "c.e")]),
+            ],
+            "and",
+        )
+        .unwrap();
+        assert!(over(&f, payload.clone()).matched);
+        // "filtersLogicalOperator == 'or' with only a subset of filters specified"
+        let f = both(
+            "",
+            vec![
+                d("a.d.e.f", "string", &["not-valid"], "", ""),
+                d("a.h.i", "string", &["not-valid", "not-valid-2"], "", ""),
+            ],
+            "",
+            &[(r#"A == "not-valid""#, &[("A", "a.b")])],
+            "or",
+        )
+        .unwrap();
+        let subset = json!({"a": {"b": "c", "d": {"e": {"f": "g"}}, "h": {"i": "j"}}});
+        assert!(!over(&f, subset).matched);
+        // "test advanced logic: (A || B) || (C || D)"
+        let f = both(
+            "or",
+            vec![
+                d("a", "string", &["y"], "", ""),
+                d("b", "number", &["11"], "", ""),
+            ],
+            "or",
+            hello,
+            "or",
+        )
+        .unwrap();
+        assert!(over(&f, payload.clone()).matched);
+        let everybody: ExprList = &[
+            (r#"d == "hello everybody""#, &[("d", "c.d")]),
+            ("e == true", &[("e", "c.e")]),
+        ];
+        // "test advanced logic: (A && B) || (C || D)"
+        let f = both(
+            "and",
+            vec![
+                d("a", "string", &["x"], "", ""),
+                d("b", "number", &["10"], "", ""),
+            ],
+            "or",
+            everybody,
+            "or",
+        )
+        .unwrap();
+        assert!(over(&f, payload.clone()).matched);
+        // "test advanced logic: (A || B) || (C && D)"
+        let f = both(
+            "or",
+            vec![
+                d("a", "string", &["x"], "", ""),
+                d("b", "number", &["11"], "", ""),
+            ],
+            "and",
+            &[
+                (r#"d == "hello everybody""#, &[("d", "c.d")]),
+                ("e == false", &[("e", "c.e")]),
+            ],
+            "or",
+        )
+        .unwrap();
+        assert!(over(&f, payload.clone()).matched);
+        // "test advanced logic: (A && B) && (C || D)"
+        let f = both(
+            "and",
+            vec![
+                d("a", "string", &["x"], "", ""),
+                d("b", "number", &["11"], "", ""),
+            ],
+            "or",
+            everybody,
+            "and",
+        )
+        .unwrap();
+        assert!(!over(&f, payload.clone()).matched);
+        // "test advanced logic: (A || B) && (C && D)": `c.f` does not exist.
+        let f = both(
+            "or",
+            vec![
+                d("a", "string", &["x"], "", ""),
+                d("b", "number", &["10"], "", ""),
+            ],
+            "and",
+            &[
+                (r#"f == "hello world""#, &[("f", "c.f")]),
+                ("e == false", &[("e", "c.e")]),
+            ],
+            "and",
+        )
+        .unwrap();
+        let t = over(&f, payload);
+        assert!(!t.matched);
+        assert!(reasons(&t).contains("path 'c.f' does not exist"));
+    }
+
+    /// ARGO-COMPAT §0 oracles 11, 13–16 (upstream `examples/sensors/`), their
+    /// filters verbatim, over the payloads their comments assume.
+    #[test]
+    fn upstream_expr_examples() {
+        // filter-with-expressions.yaml: every expr true ⇒ pass.
+        let f = filter(
+            r#"
+exprs:
+  - expr: a == "b" || c == 10
+    fields:
+      - name: a
+        path: a
+      - name: c
+        path: a-longer-name
+  - expr: e == false
+    fields:
+      - name: e
+        path: nested.path.can-get.longer
+"#,
+            None,
+        );
+        let payload = json!({"a": "b", "a-longer-name": 10,
+                             "nested": {"path": {"can-get": {"longer": false}}}});
+        assert!(over(&f, payload).matched);
+        // filter-with-multiple-expr-filters-in-or.yaml: the first expr is
+        // annotated `# FALSE` but is true with a = "b" (ARGO-COMPAT §12.1).
+        let f = filter(
+            r#"
+exprLogicalOperator: "or"
+exprs:
+  - expr: a == "b" || c != 10
+    fields:
+      - {name: a, path: a}
+      - {name: c, path: a-longer-name}
+  - expr: e == false
+    fields:
+      - {name: e, path: nested.path.can-get.longer}
+"#,
+            None,
+        );
+        let t = over(&f, json!({"a": "b", "a-longer-name": 10}));
+        assert!(t.matched);
+        assert!(t.children[0].children[0].matched, "{t:#?}");
+        assert_eq!(t.children[0].children.len(), 1, "or: the first true wins");
+
+        let multi = |exprs_op: &str, data_op: &str| {
+            format!(
+                r#"
+exprLogicalOperator: "{exprs_op}"
+exprs:
+  - expr: a == "b" || c == 10
+    fields:
+      - {{name: a, path: a}}
+      - {{name: c, path: c}}
+  - expr: e == false
+    fields:
+      - {{name: e, path: d.e}}
+dataLogicalOperator: "{data_op}"
+data:
+  - {{path: "a", type: "string", value: ["b"]}}
+  - {{path: "c", type: "number", comparator: ">", value: ["20"]}}
+  - {{path: "d.e", type: "bool", value: ["false"]}}
+"#
+            )
+        };
+        let payload = json!({"a": "b", "c": 10, "d": {"e": false}});
+        // filter-with-multiple-filters-in-or.yaml: everything `or`.
+        let t = over(&filter(&multi("or", "or"), Some("or")), payload.clone());
+        assert!(t.matched);
+        // filter-with-multiple-filters-mixed.yaml: kinds `and`, filters `or`:
+        // exprs pass, data fails on `c > 20`, the event passes.
+        let t = over(&filter(&multi("", ""), Some("or")), payload.clone());
+        assert!(t.matched);
+        assert!(t.children[0].matched && t.children[0].filter == "exprs (and)");
+        assert!(!t.children[1].matched && t.children[1].filter == "data (and)");
+        // filter-with-multiple-filters.yaml: all `and`, data `c = 10`.
+        let all_and =
+            multi("", "").replace(r#"comparator: ">", value: ["20"]"#, r#"value: ["10"]"#);
+        assert!(over(&filter(&all_and, None), payload.clone()).matched);
+        assert!(!over(&filter(&multi("", ""), None), payload).matched);
+    }
+
+    #[test]
+    fn exprs_over_a_webhook_event_explain_themselves() {
+        let f = filter(
+            r#"{exprs: [{expr: 'a == "b" || c == 10', fields: [{name: a, path: body.a}, {name: c, path: body.c}]},
+                        {expr: 'n > 1', fields: [{name: n, path: body.n}]}]}"#,
+            None,
+        );
+        let t = f.explain(&webhook(json!({"a": "x", "c": 10, "n": "2"})));
+        assert!(!t.matched);
+        let exprs = &t.children[0];
+        assert_eq!(exprs.filter, "exprs (and)");
+        assert_eq!(exprs.children[0].filter, r#"exprs[0] a == "b" || c == 10"#);
+        assert!(exprs.children[0].matched);
+        assert_eq!(exprs.children[0].seen, Some(json!({"a": "x", "c": 10})));
+        assert!(!exprs.children[1].matched);
+        assert!(
+            exprs.children[1]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("two numbers or two strings"),
+            "{t:#?}"
+        );
+        assert!(f.test(&webhook(json!({"a": "b", "c": 0, "n": 2}))));
+        let t = f.explain(&webhook(json!({"a": "b", "c": 0, "n": 1})));
+        assert_eq!(
+            t.children[0].children[1].reason.as_deref(),
+            Some("the expression is false")
+        );
+        // A path at the data root never exists on a webhook event.
+        let f = filter(
+            "{exprs: [{expr: 'a == 1', fields: [{name: a, path: a}]}]}",
+            None,
+        );
+        let t = f.explain(&webhook(json!({"a": 1})));
+        assert!(!t.matched);
+        assert!(
+            reasons(&t).contains("path 'a' does not exist in the event data (keys: body, header)")
+        );
+        // A result other than the boolean `true` does not pass.
+        let f = filter(
+            "{exprs: [{expr: 'n', fields: [{name: n, path: body.n}]}]}",
+            None,
+        );
+        let t = f.explain(&webhook(json!({"n": "true"})));
+        assert!(!t.matched);
+        assert!(
+            reasons(&t).contains("the result is true, not true")
+                || reasons(&t).contains("not true")
+        );
+        assert!(f.test(&webhook(json!({"n": true}))));
+    }
+
+    #[test]
+    fn expr_logic_as_upstream() {
+        // Evaluation stops at the first false (and) / first true (or).
+        let f = exprs(
+            "and",
+            &[("a == 2", &[("a", "a")]), ("b == 1", &[("b", "missing")])],
+        );
+        let t = over(&f, json!({"a": 1}));
+        assert!(!t.matched);
+        assert_eq!(t.children[0].children.len(), 1);
+        assert!(t.children[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("not evaluated"));
+        // or: errors and falses are passed over.
+        let f = exprs(
+            "or",
+            &[
+                ("b == 1", &[("b", "missing")]),
+                ("a == 2", &[("a", "a")]),
+                ("a == 1", &[("a", "a")]),
+            ],
+        );
+        assert!(over(&f, json!({"a": 1})).matched);
+        assert!(!over(&f, json!({"a": 3})).matched);
+        // No fields bound (unreachable from a manifest: rejected at load):
+        // skipped — a pass under `and`, nothing under `or`.
+        let skipped = [ExprFilter {
+            expr: Expr::parse("x == 1").unwrap(),
+            fields: Vec::new(),
+        }];
+        assert!(exprs_trace(&skipped, Logic::And, &json!({})).matched);
+        assert!(!exprs_trace(&skipped, Logic::Or, &json!({})).matched);
+        // `exprs: []` is present: true under `and`, false under `or`.
+        assert!(over(&exprs("and", &[]), json!({})).matched);
+        let t = over(&exprs("or", &[]), json!({}));
+        assert!(!t.matched);
+        // ... and a present kind counts under filtersLogicalOperator `or`.
+        let f = filter(
+            "{exprs: [], exprLogicalOperator: or, context: {source: nope}}",
+            Some("or"),
+        );
+        assert!(!f.test(&webhook(json!({}))));
+        // `data: []` passes under either operator (upstream `filterData`).
+        assert!(over(&data("or", vec![]).unwrap(), json!({})).matched);
+        // Numbers are float64, `==` by value; null data passes.
+        let f = exprs("", &[("c == 10", &[("c", "c")])]);
+        assert!(over(&f, json!({"c": 10.0})).matched);
+        assert!(over(&f, Value::Null).matched);
+        // A field can bind an object or an array.
+        let f = exprs(
+            "",
+            &[("o == p && 2 in l", &[("o", "x"), ("p", "y"), ("l", "l")])],
+        );
+        assert!(over(&f, json!({"x": {"k": [1]}, "y": {"k": [1.0]}, "l": [1, 2]})).matched);
+        // gjson `#`: an array's length.
+        let f = exprs("", &[("n >= 2", &[("n", "body.commits.#")])]);
+        assert!(over(&f, json!({"body": {"commits": [1, 2]}})).matched);
+    }
+
+    #[test]
+    fn expr_load_errors() {
+        let err = |yaml: &str| {
+            let spec: FiltersSpec = serde_yaml_ng::from_str(yaml).unwrap();
+            DependencyFilter::compile("w", "e", Some(&spec), None).unwrap_err()
+        };
+        let e = err("{exprs: [{expr: '', fields: [{name: a, path: a}]}]}");
+        assert_eq!(e.0, "filters.exprs[0].expr");
+        let e = err("{exprs: [{expr: 'a == 1'}]}");
+        assert_eq!(e.0, "filters.exprs[0].fields");
+        let e = err("{exprs: [{expr: 'a == 1', fields: []}]}");
+        assert_eq!(e.0, "filters.exprs[0].fields");
+        let e = err("{exprs: [{expr: 'a == 1', fields: [{path: a}]}]}");
+        assert_eq!(e.0, "filters.exprs[0].fields[0]");
+        let e = err("{exprs: [{expr: 'a == 1', fields: [{name: a}]}]}");
+        assert_eq!(e.0, "filters.exprs[0].fields[0]");
+        let e = err("{exprs: [{expr: 'a == 1', fields: [{name: a, path: 'body.*'}]}]}");
+        assert_eq!(e.0, "filters.exprs[0].fields[0].path");
+        assert!(e.1.contains("not supported"), "{e:?}");
+        let e = err("{exprs: [{expr: 'a == = 1', fields: [{name: a, path: a}]}]}");
+        assert_eq!(e.0, "filters.exprs[0].expr");
+        assert!(e.1.contains("a == = 1"), "{e:?}");
+        let e = err("{exprs: [{expr: 'a =~ \"[x\"', fields: [{name: a, path: a}]}]}");
+        assert!(e.1.contains("regexp"), "{e:?}");
+        let e = err("{exprs: [{expr: 'body.a == 1', fields: [{name: body.a, path: body.a}]}]}");
+        assert!(e.1.contains("[body.a]"), "{e:?}");
+        let e =
+            err("{exprLogicalOperator: OR, exprs: [{expr: 'a', fields: [{name: a, path: a}]}]}");
+        assert_eq!(e.0, "filters.exprLogicalOperator");
     }
 }

@@ -317,6 +317,73 @@ fn as_int(v: &Value) -> Result<i64, String> {
     }
 }
 
+/// Go's `base64.StdEncoding.DecodeString` (what sprig's `b64dec` calls):
+/// padding required, CR/LF ignored, trailing bits not checked; `Err` is the
+/// offset Go's `CorruptInputError` reports.
+fn go_base64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
+    let sextet = |c: u8| -> Option<u32> {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        Some(u32::from(v))
+    };
+    let newline = |c: u8| c == b'\n' || c == b'\r';
+    let mut out = Vec::with_capacity(src.len() / 4 * 3);
+    let mut si = 0;
+    loop {
+        let (mut quantum, mut j, mut len) = ([0u32; 4], 0, 4);
+        let mut trailing = None;
+        while j < 4 {
+            let Some(&c) = src.get(si) else {
+                if j == 0 {
+                    return Ok(out);
+                }
+                return Err(si - j);
+            };
+            si += 1;
+            if let Some(v) = sextet(c) {
+                quantum[j] = v;
+                j += 1;
+                continue;
+            }
+            if newline(c) {
+                continue;
+            }
+            if c != b'=' || j < 2 {
+                return Err(si - 1);
+            }
+            if j == 2 {
+                while src.get(si).is_some_and(|c| newline(*c)) {
+                    si += 1;
+                }
+                match src.get(si) {
+                    None => return Err(src.len()),
+                    Some(b'=') => si += 1,
+                    Some(_) => return Err(si - 1),
+                }
+            }
+            while src.get(si).is_some_and(|c| newline(*c)) {
+                si += 1;
+            }
+            if si < src.len() {
+                trailing = Some(si);
+            }
+            len = j;
+            break;
+        }
+        let v = quantum[0] << 18 | quantum[1] << 12 | quantum[2] << 6 | quantum[3];
+        out.extend_from_slice(&[(v >> 16) as u8, (v >> 8) as u8, v as u8][..len - 1]);
+        if let Some(at) = trailing {
+            return Err(at);
+        }
+    }
+}
+
 fn call(f: &str, a: &[Value]) -> Result<Value, String> {
     let need = |n: usize| {
         if a.len() == n {
@@ -421,10 +488,11 @@ fn call(f: &str, a: &[Value]) -> Result<Value, String> {
         }
         "b64dec" => {
             need(1)?;
-            base64::engine::general_purpose::STANDARD
-                .decode(s(0))
-                .map(|b| Value::String(String::from_utf8_lossy(&b).into_owned()))
-                .map_err(|e| format!("b64dec: {e}"))
+            // sprig returns Go's error text in place of bad input.
+            text(match go_base64_decode(s(0).as_bytes()) {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(at) => format!("illegal base64 data at input byte {at}"),
+            })
         }
         "toJson" => {
             need(1)?;
@@ -508,6 +576,27 @@ mod tests {
         );
         assert_eq!(run("{{- \" a \" | trim -}} x", json!({})), "ax");
         assert_eq!(run("{{ b64dec .Input }}", json!("aGVsbG8=")), "hello");
+        // sprig: bad input renders Go's error text; Go's decoder details.
+        assert_eq!(
+            run("{{ b64dec .Input }}", json!("aGVsbG8gd29ybGQ")),
+            "illegal base64 data at input byte 12"
+        );
+        assert_eq!(
+            run("{{ b64dec .Input }}", json!("aGVs*G8=")),
+            "illegal base64 data at input byte 4"
+        );
+        assert_eq!(
+            run("{{ b64dec .Input }}", json!("aGVsbG8=x")),
+            "illegal base64 data at input byte 8"
+        );
+        assert_eq!(run("{{ b64dec .Input }}", json!("aGVs\nbG8=")), "hello");
+        assert_eq!(
+            run("{{ b64dec .Input }}", json!("YR==")),
+            "a",
+            "trailing bits"
+        );
+        assert_eq!(run("{{ b64dec .Input }}", json!("")), "");
+        assert_eq!(run("{{ b64dec .Input }}", json!("aGk=")), "hi");
         assert!(Template::parse("{{ if .Input }}x{{ end }}")
             .unwrap_err()
             .contains("not supported"));

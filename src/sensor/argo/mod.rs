@@ -7,13 +7,15 @@
 //!
 //! * [`compile`] — the document → a compiled sensor, warnings, errors.
 //! * [`data`] — upstream's `{context, data}` built from the envelope.
-//! * [`filter`] — data, context and time filters with their logical operators.
+//! * [`filter`] — data, expression, context and time filters with their
+//!   logical operators; [`expr`] — the govaluate expression language.
 //! * [`params`] — `dataKey`/`dataTemplate`/`contextKey`/… and sjson `dest`.
 //! * [`path`] — the gjson path subset; [`gotmpl`] — the Go template subset.
 
 pub mod compile;
 pub mod cron;
 pub mod data;
+pub mod expr;
 pub mod filter;
 pub mod gotmpl;
 pub mod import;
