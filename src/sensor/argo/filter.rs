@@ -160,6 +160,9 @@ pub struct DependencyFilter {
     data: Option<(Vec<DataFilter>, Logic)>,
     exprs: Option<(Vec<ExprFilter>, Logic)>,
     filters: Logic,
+    /// Whether the dependency has a `filters:` block at all: an empty one
+    /// under `or` never passes upstream, no block always does.
+    has_filters: bool,
 }
 
 impl DependencyFilter {
@@ -179,8 +182,10 @@ impl DependencyFilter {
             data: None,
             exprs: None,
             filters,
+            has_filters: false,
         };
         let Some(spec) = spec else { return Ok(out) };
+        out.has_filters = true;
         let unsupported = |field: &str, what: &str| {
             Err((
                 format!("filters.{field}"),
@@ -349,7 +354,7 @@ impl DependencyFilter {
         }
         let matched = match self.filters {
             Logic::And => kinds.iter().all(|k| k.matched),
-            Logic::Or => kinds.is_empty() || kinds.iter().any(|k| k.matched),
+            Logic::Or => (kinds.is_empty() && !self.has_filters) || kinds.iter().any(|k| k.matched),
         };
         Trace {
             filter: format!(
