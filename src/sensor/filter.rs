@@ -16,6 +16,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::trace::Trace;
 use crate::event::{Event, ROOTS};
 
 /// A filter as written in a sensor file. Exactly one of: a combinator
@@ -131,19 +132,6 @@ enum Verdict {
     NoMatch,
     Absent,
     WrongType(&'static str),
-}
-
-/// Per-filter explanation.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Trace {
-    pub filter: String,
-    pub matched: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seen: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<Trace>,
 }
 
 /// Per-event evaluation state shared by every filter on that event: the CEL

@@ -19,6 +19,7 @@ pub mod load;
 pub mod preview;
 pub mod render;
 pub mod spec;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -18,7 +18,7 @@ use super::expr::Expr;
 use super::gotmpl::Template;
 use super::path::{self, Path};
 use crate::event::Event;
-use crate::sensor::filter::Trace;
+use crate::sensor::trace::Trace;
 
 /// `filters:` of an Argo dependency, as written.
 #[derive(Debug, Clone, Default, Deserialize)]
