@@ -21,6 +21,7 @@ pub mod gotmpl;
 pub mod import;
 pub mod params;
 pub mod path;
+mod spec;
 
 /// Whether a YAML document is an Argo Events document, and which kind.
 pub fn argo_kind(doc: &serde_json::Value) -> Option<&str> {
