@@ -2,7 +2,9 @@
 //! found here, at load, and reported with file, document index and field.
 //!
 //! Longer than most files: about 240 of its lines are unit tests, one per
-//! kind of mistake a sensor file can hold.
+//! kind of mistake a sensor file can hold; the rest is one pass per level
+//! (file → document → dependency → trigger → manifest), each a function,
+//! so that every error carries the same `file`/`doc`/field context.
 
 use std::collections::HashSet;
 use std::fmt;

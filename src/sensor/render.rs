@@ -9,6 +9,9 @@
 //!
 //! [`finalize`] gives every object its deterministic name
 //! (`<trigger>-<hash of sensor, trigger, event ids>`), labels and annotation.
+//!
+//! Longer than most files: about 200 of its lines are unit tests of
+//! rendering, paths and naming.
 
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError as HbError,

@@ -31,6 +31,11 @@
 //! missing operand before `)` (`(a ==)`: govaluate compares with null); and
 //! anything after a complete expression that ends with `)`, which govaluate
 //! silently drops. No functions exist (Argo registers none).
+//!
+//! Longer than most files: the lexer, parser and evaluator of one small
+//! language belong together; about 600 of its lines are unit tests, most
+//! of them upstream's `filter_expr_test` table and govaluate's own quirks,
+//! kept beside the code they pin down.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

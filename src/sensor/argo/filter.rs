@@ -5,6 +5,10 @@
 //! `test` and the explanation share one evaluation, so what `tripline test`
 //! prints is what decides. Not supported yet (load error): `script` (Lua),
 //! `transform`.
+//!
+//! Longer than most files: about 880 of its lines are unit tests, upstream's
+//! `filter_test`/`filter_data_test` tables ported case by case, kept beside
+//! the code they pin down.
 
 use std::collections::HashMap;
 

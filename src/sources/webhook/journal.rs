@@ -13,6 +13,11 @@
 //!   acknowledged by the server, so stored) before the 202, with its key as
 //!   `Nats-Msg-Id`; the replicas drain it through one durable consumer, so a
 //!   queued delivery is processed even if the replica that took it is gone.
+//!
+//! Longer than most files: two backends behind one small type, so that the
+//! drain worker and the server see one journal; the JetStream backend is
+//! kept here rather than in `sources/nats` because it is the webhook's
+//! durability, not a source.
 
 use std::collections::HashSet;
 use std::io::Write;
