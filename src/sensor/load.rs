@@ -451,7 +451,12 @@ fn compile_trigger(
                 json!({"src": src, "dest": dest, "operation": p.operation}),
             );
             let param = match spec {
-                Ok(spec) => super::argo::params::Param::compile(&spec),
+                // Native sensors are strict: a template that cannot parse is an
+                // error here, not upstream's silent fallback.
+                Ok(spec) => super::argo::params::Param::compile(&spec).and_then(|p| match &p.warning {
+                    Some((field, message)) => Err((field.clone(), message.replace("ignored: the key or the default is used, as upstream does", "remove it (upstream would fall back to the key or the default at every event)"))),
+                    None => Ok(p),
+                }),
                 Err(e) => Err(("argo".to_string(), e.to_string())),
             };
             match param {

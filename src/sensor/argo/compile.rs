@@ -500,6 +500,9 @@ fn compile_trigger(
         let pat = format!("{tat}.parameters[{j}]");
         match ArgoParamSpec::compile(p) {
             Ok(param) => {
+                if let Some((field, message)) = &param.warning {
+                    warnings.push((format!("{pat}.{field}"), message.clone()));
+                }
                 let Some(dependency) = filters.get(&param.dependency).cloned() else {
                     err(
                         format!("{pat}.src.dependencyName"),

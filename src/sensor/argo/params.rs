@@ -64,6 +64,9 @@ pub struct Param {
     dest: Vec<Seg>,
     dest_text: String,
     op: Operation,
+    /// `(field, message)`: a template that does not parse, kept out because
+    /// upstream then falls back to the key or the default at every event.
+    pub warning: Option<(String, String)>,
 }
 
 /// What a resolved value is, for `useRawData`.
@@ -100,11 +103,21 @@ impl Param {
             .map(Path::parse)
             .transpose()
             .map_err(|e| (key_field.to_string(), e))?;
-        let template = template
-            .as_deref()
-            .map(Template::parse)
-            .transpose()
-            .map_err(|e| (template_field.to_string(), e))?;
+        let has_fallback = key.is_some() || s.value.is_some();
+        let mut warning = None;
+        let template = match template.as_deref().map(Template::parse).transpose() {
+            Ok(t) => t,
+            // A template Go cannot parse either: upstream logs the error and
+            // falls back, event after event. (tripline's own limits stay errors.)
+            Err(e) if has_fallback && !e.contains("tripline") => {
+                warning = Some((
+                    template_field.to_string(),
+                    format!("{e}; ignored: the key or the default is used, as upstream does"),
+                ));
+                None
+            }
+            Err(e) => return Err((template_field.to_string(), e)),
+        };
         let op = match spec.operation.as_deref().unwrap_or("") {
             "" | "overwrite" => Operation::Overwrite,
             "append" => Operation::Append,
@@ -127,6 +140,7 @@ impl Param {
             dest,
             dest_text: spec.dest.clone(),
             op,
+            warning,
         })
     }
 
@@ -384,5 +398,113 @@ mod tests {
             .apply(&mut m, None)
             .unwrap();
         assert_eq!(m, json!({"labels": {"1": "v"}}));
+    }
+
+    /// Upstream's `TestResolveParamValue` and `TestApplyParams`
+    /// (`pkg/sensors/triggers/params_test.go`), case by case.
+    #[test]
+    fn upstream_params_test_tables() {
+        let ev = ArgoEvent {
+            context: json!({"datacontenttype": "application/json", "subject": "example-1",
+                "source": "webhook-gateway", "type": "webhook", "id": "1"}),
+            data: json!({"name": {"first": "fake", "last": "user"}, "reviews": 8, "rating": 4.5,
+                "isActive": true, "isVerified": false, "countries": ["ca", "us", "mx"], "age": 100}),
+        };
+        // TestResolveParamValue: (name, src, result).
+        let resolve: &[(&str, &str, &str)] = &[
+            ("get first name", "{dependencyName: d, dataKey: name.first}", "fake"),
+            ("get the event subject", "{dependencyName: d, contextKey: subject}", "example-1"),
+            ("get the default value", "{dependencyName: d, value: hello}", "hello"),
+            ("data key has preference over context key", "{dependencyName: d, contextKey: subject, dataKey: name.first}", "fake"),
+            ("get first name with template", "{dependencyName: d, dataTemplate: '{{ .Input.name.first }}'}", "fake"),
+            ("get capitalized first name with template", "{dependencyName: d, dataTemplate: '{{ upper .Input.name.first }}'}", "FAKE"),
+            ("get subject with template", "{dependencyName: d, contextTemplate: '{{ .Input.subject }}'}", "example-1"),
+            ("get formatted subject with template", "{dependencyName: d, contextTemplate: '{{ .Input.subject | replace \"-\" \"_\" }}'}", "example_1"),
+            ("data template has preference over context template", "{dependencyName: d, contextTemplate: '{{ .Input.subject }}', dataTemplate: '{{ .Input.name.first }}'}", "fake"),
+            ("data template fails over to data key", "{dependencyName: d, dataTemplate: '{{ .Input.name.non_exist }}', dataKey: name.first}", "fake"),
+            ("invalid template fails over to data key", "{dependencyName: d, dataTemplate: '{{ no }}', dataKey: name.first}", "fake"),
+            ("UseRawData set to true - string", "{dependencyName: d, dataKey: name.first, useRawData: true}", "fake"),
+        ];
+        for (name, src, want) in resolve {
+            let p = param(&format!("{{src: {src}, dest: x}}"));
+            let mut o = json!({});
+            p.apply(&mut o, Some(&ev)).unwrap();
+            assert_eq!(o["x"], *want, "{name}");
+        }
+        // The invalid template is a warning naming its field, not a load error.
+        let p = param(
+            "{src: {dependencyName: d, dataTemplate: '{{ no }}', dataKey: name.first}, dest: x}",
+        );
+        assert_eq!(
+            p.warning.as_ref().map(|w| w.0.as_str()),
+            Some("src.dataTemplate")
+        );
+        // …and with nothing to fall back to it is one.
+        let spec = serde_yaml_ng::from_str(
+            "{src: {dependencyName: d, dataTemplate: '{{ no }}'}, dest: x}",
+        )
+        .unwrap();
+        assert_eq!(Param::compile(&spec).unwrap_err().0, "src.dataTemplate");
+        // A sprig function tripline lacks is tripline's limit, not upstream's
+        // fallback: a load error even with a key to fall back to.
+        let spec = serde_yaml_ng::from_str(
+            "{src: {dependencyName: d, dataTemplate: '{{ sha256sum .Input.a }}', dataKey: a}, dest: x}",
+        )
+        .unwrap();
+        let e = Param::compile(&spec).unwrap_err();
+        assert!(e.1.contains("not available in tripline"), "{e:?}");
+        // "UseRawData set to true - json / list": upstream returns gjson's raw
+        // text; tripline's events are parsed, so the same JSON, compact.
+        for (key, want) in [
+            ("name", json!({"first": "fake", "last": "user"})),
+            ("countries", json!(["ca", "us", "mx"])),
+        ] {
+            let mut o = json!({});
+            param(&format!(
+                "{{src: {{dependencyName: d, dataKey: {key}, useRawData: true}}, dest: x}}"
+            ))
+            .apply(&mut o, Some(&ev))
+            .unwrap();
+            assert_eq!(o["x"], want, "{key}");
+        }
+
+        // TestApplyParams: (name, params, object, result).
+        let apply: &[(&str, &[&str], Value, Value)] = &[
+            ("normal apply parameters operation", &["{src: {dependencyName: d, dataKey: name.first}, dest: name}"], json!({"name": "faker"}), json!({"name": "fake"})),
+            ("apply parameters with prepend operation", &["{src: {dependencyName: d, dataKey: name.first}, dest: name, operation: prepend}"], json!({"name": "faker"}), json!({"name": "fakefaker"})),
+            ("apply parameters with append operation", &["{src: {dependencyName: d, dataKey: name.first}, dest: name, operation: append}"], json!({"name": "faker"}), json!({"name": "fakerfake"})),
+            ("apply parameters with overwrite operation", &["{src: {dependencyName: d, dataKey: name.first}, dest: name, operation: overwrite}"], json!({"name": "faker"}), json!({"name": "fake"})),
+            ("apply block parameters with overwrite operation - useRawDataValue false", &["{src: {dependencyName: d, dataKey: name}, dest: name, operation: overwrite}"], json!({"name": "faker"}), json!({"name": "{\"first\":\"fake\",\"last\":\"user\"}"})),
+            ("apply block parameters with overwrite operation - useRawDataValue true", &["{src: {dependencyName: d, dataKey: name, useRawData: true}, dest: name, operation: overwrite}"], json!({"name": "faker"}), json!({"name": {"first": "fake", "last": "user"}})),
+            ("Use raw data types", &[
+                "{src: {dependencyName: d, dataKey: age, useRawData: true}, dest: age, operation: overwrite}",
+                "{src: {dependencyName: d, dataKey: age, useRawData: true}, dest: ageWithYears, operation: append}",
+                "{src: {dependencyName: d, dataKey: countries, useRawData: true}, dest: countries, operation: append}",
+            ], json!({"age": "this-gets-over-written", "ageWithYears": "Years: "}), json!({"age": 100, "ageWithYears": "Years: 100", "countries": ["ca", "us", "mx"]})),
+        ];
+        for (name, params, object, want) in apply {
+            let mut o = object.clone();
+            for p in *params {
+                param(p).apply(&mut o, Some(&ev)).unwrap();
+            }
+            assert_eq!(&o, want, "{name}");
+        }
+
+        // TestConstructPayload: typed with useRawData, text without; an
+        // unknown key falls back to the default.
+        let mut o = json!({});
+        for p in [
+            "{src: {dependencyName: d, dataKey: unknown, value: faker}, dest: firstName}",
+            "{src: {dependencyName: d, dataKey: age, useRawData: true}, dest: age}",
+            "{src: {dependencyName: d, dataKey: isActive, useRawData: true}, dest: isActive}",
+            "{src: {dependencyName: d, dataKey: age}, dest: typelessAge}",
+            "{src: {dependencyName: d, dataKey: isVerified}, dest: typelessIsActive}",
+        ] {
+            param(p).apply(&mut o, Some(&ev)).unwrap();
+        }
+        assert_eq!(
+            o,
+            json!({"firstName": "faker", "age": 100, "isActive": true, "typelessAge": "100", "typelessIsActive": "false"})
+        );
     }
 }
