@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::cron::{Cron, ResetSpec};
 use super::filter::DependencyFilter;
 use super::params::Param as ArgoParamSpec;
-use super::spec::{ArgoSensor, TriggerWrap, OTHER_KINDS};
+use super::spec::{fold_case, ArgoSensor, TriggerWrap, OTHER_KINDS};
 use crate::backoff::RetryPolicy;
 use crate::sensor::condition::Condition;
 use crate::sensor::filter::Filter;
@@ -35,8 +35,9 @@ pub struct Compiled {
 /// `tripline.yaml` (`None`: any name binds, as for `tripline test`).
 pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> Compiled {
     let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    let parsed: Result<ArgoSensor, _> = serde_ignored::deserialize(doc, |path| {
+    let mut doc = doc.clone();
+    let mut warnings = fold_case(&mut doc);
+    let parsed: Result<ArgoSensor, _> = serde_ignored::deserialize(&doc, |path| {
         let path = path.to_string();
         let hint = if path.ends_with("template.policy") || path.ends_with("template.atLeastOnce") {
             " (it belongs on the trigger, next to `template`; Argo ignores it here too)"
