@@ -51,20 +51,27 @@ pub mod tls;
 /// The kube client's own line per failed request is silenced (unless the
 /// filter names `kube_client`): the engine logs an outage once a minute with
 /// a count instead of once per request.
-pub fn init_tracing(filter: &str, json: bool) {
+pub fn init_tracing(
+    filter: &str,
+    json: bool,
+) -> Result<(), tracing_subscriber::filter::ParseError> {
+    use std::io::IsTerminal;
     let filter = if filter.contains("kube_client") {
         filter.to_string()
     } else {
         format!("{filter},kube_client::client::builder=off")
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    // Colour only for a person at a terminal (and never with NO_COLOR).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    Ok(())
 }

@@ -6,7 +6,10 @@ use tripline::cli::{self, Cli};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tripline::init_tracing(&cli.log, cli.log_json);
+    if let Err(e) = tripline::init_tracing(&cli.log, cli.log_json) {
+        eprintln!("error: --log / TRIPLINE_LOG `{}`: {e}", cli.log);
+        return ExitCode::from(2);
+    }
     match cli::run(cli).await.map_err(anyhow::Error::from) {
         Ok(code) => code,
         Err(e) => {

@@ -188,6 +188,63 @@ mod erased {
     }
 }
 
+/// The functions of CEL's standard library as the evaluation context
+/// provides them (each one exercised by a unit test). A call to anything
+/// else would fail at every event, so it is a load error.
+const CEL_FUNCTIONS: &[&str] = &[
+    "size",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "dyn",
+    "type",
+    "duration",
+    "timestamp",
+    "getDate",
+    "getDayOfMonth",
+    "getDayOfWeek",
+    "getDayOfYear",
+    "getFullYear",
+    "getHours",
+    "getMilliseconds",
+    "getMinutes",
+    "getMonth",
+    "getSeconds",
+    "has",
+    "all",
+    "exists",
+    "exists_one",
+    "map",
+    "filter",
+];
+
+/// Operators (`_>_`, `!_`, `@in`, …) and [`CEL_FUNCTIONS`] pass.
+fn check_cel_functions(program: &cel::Program) -> Result<(), String> {
+    for f in program.references().functions() {
+        let operator = f.starts_with(['_', '@']) || f == "!_" || f == "-_";
+        if operator || CEL_FUNCTIONS.contains(&f) {
+            continue;
+        }
+        let hint = CEL_FUNCTIONS
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(f))
+            .map(|k| format!(" (did you mean `{k}`?)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "unknown function `{f}`{hint}; CEL here has: {}",
+            CEL_FUNCTIONS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 thread_local! {
     /// CEL's standard environment, built once per thread instead of once
     /// per event.
@@ -262,10 +319,12 @@ impl Filter {
             )?)));
         }
         if let Some(expr) = &spec.expr {
-            let program = cel::Program::compile(expr).map_err(|e| FilterError::BadCel {
+            let bad = |reason: String| FilterError::BadCel {
                 at: format!("{at}.expr"),
-                reason: e.to_string(),
-            })?;
+                reason,
+            };
+            let program = cel::Program::compile(expr).map_err(|e| bad(e.to_string()))?;
+            check_cel_functions(&program).map_err(bad)?;
             return Ok(Filter::Expr {
                 source: expr.clone(),
                 program,
@@ -811,5 +870,98 @@ mod tests {
         let t = f.explain(&EvalCtx::new(&e));
         let seen = t.seen.unwrap();
         assert!(seen.as_str().unwrap().ends_with("… (1000 bytes)"));
+    }
+
+    #[test]
+    fn every_listed_cel_function_works_and_others_are_load_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("size", "size('ab') == 2"),
+            ("contains", "'ab'.contains('a')"),
+            ("startsWith", "'ab'.startsWith('a')"),
+            ("endsWith", "'ab'.endsWith('b')"),
+            ("matches", "'ab'.matches('^a')"),
+            ("int", "int('1') == 1"),
+            ("uint", "uint(1) == 1u"),
+            ("double", "double(1) == 1.0"),
+            ("string", "string(1) == '1'"),
+            ("bytes", "bytes('a') == b'a'"),
+            ("bool", "bool('true')"),
+            ("dyn", "dyn(1) == 1"),
+            ("type", "type(1) == int"),
+            ("duration", "duration('1s') == duration('1000ms')"),
+            (
+                "timestamp",
+                "timestamp('2026-03-04T05:06:07.008Z') > timestamp('2026-01-01T00:00:00Z')",
+            ),
+            (
+                "getDate",
+                "timestamp('2026-03-04T05:06:07.008Z').getDate() == 4",
+            ),
+            (
+                "getDayOfMonth",
+                "timestamp('2026-03-04T05:06:07.008Z').getDayOfMonth() == 3",
+            ),
+            (
+                "getDayOfWeek",
+                "timestamp('2026-03-04T05:06:07.008Z').getDayOfWeek() == 3",
+            ),
+            (
+                "getDayOfYear",
+                "timestamp('2026-03-04T05:06:07.008Z').getDayOfYear() == 62",
+            ),
+            (
+                "getFullYear",
+                "timestamp('2026-03-04T05:06:07.008Z').getFullYear() == 2026",
+            ),
+            (
+                "getHours",
+                "timestamp('2026-03-04T05:06:07.008Z').getHours() == 5",
+            ),
+            (
+                "getMilliseconds",
+                "timestamp('2026-03-04T05:06:07.008Z').getMilliseconds() == 8",
+            ),
+            (
+                "getMinutes",
+                "timestamp('2026-03-04T05:06:07.008Z').getMinutes() == 6",
+            ),
+            (
+                "getMonth",
+                "timestamp('2026-03-04T05:06:07.008Z').getMonth() == 2",
+            ),
+            (
+                "getSeconds",
+                "timestamp('2026-03-04T05:06:07.008Z').getSeconds() == 7",
+            ),
+            ("has", "has({'a': 1}.a)"),
+            ("all", "[1, 2].all(x, x > 0)"),
+            ("exists", "[1, 2].exists(x, x > 1)"),
+            ("exists_one", "[1, 2].exists_one(x, x > 1)"),
+            ("map", "[1].map(x, x * 2) == [2]"),
+            ("filter", "[1, 2].filter(x, x > 1) == [2]"),
+        ];
+        assert_eq!(
+            cases.iter().map(|c| c.0).collect::<Vec<_>>(),
+            CEL_FUNCTIONS,
+            "one case per listed function"
+        );
+        for (name, expr) in cases {
+            let f = Filter::compile(&spec(&format!("{{expr: \"{expr}\"}}")), "f")
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(f.test(&EvalCtx::new(&event())), "{name}: {expr}");
+        }
+        // A misspelt function fails at load with a hint, not at every event.
+        let e =
+            Filter::compile(&spec("{expr: 'body.ref.startswith(\"refs/\")'}"), "f").unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("unknown function `startswith` (did you mean `startsWith`?)"),
+            "{e}"
+        );
+        let e = Filter::compile(&spec("{expr: 'lowerAscii(body.a) == \"x\"'}"), "f").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown function `lowerAscii`"),
+            "{e}"
+        );
     }
 }

@@ -63,7 +63,13 @@ impl Templates {
     pub fn add(&mut self, key: &str, src: &str) -> Result<(), RenderError> {
         self.hb
             .register_template_string(key, src)
-            .map_err(|e| RenderError::Template(e.to_string()))
+            .map_err(|e| RenderError::Template(e.to_string()))?;
+        let template = self.hb.get_template(key).expect("just registered");
+        template
+            .elements
+            .iter()
+            .try_for_each(check_helpers)
+            .map_err(RenderError::Template)
     }
 
     /// Renders `key` against `ctx`.
@@ -77,6 +83,39 @@ impl Templates {
                 _ => e.to_string(),
             })
     }
+}
+
+/// Our helpers and handlebars' built-in ones.
+const HELPERS: &[&str] = &[
+    "default", "lower", "upper", "trunc", "json", "replace", "if", "unless", "each", "with",
+    "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte", "and", "or", "not", "len",
+];
+
+/// A call to a helper that does not exist would fail at every event
+/// (strict mode): refuse it at load instead.
+fn check_helpers(element: &handlebars::template::TemplateElement) -> Result<(), String> {
+    use handlebars::template::{Parameter, TemplateElement as E};
+    let (E::Expression(h) | E::HtmlExpression(h) | E::HelperBlock(h)) = element else {
+        return Ok(());
+    };
+    let is_call = h.block || !h.params.is_empty() || !h.hash.is_empty();
+    if let Some(name) = h.name.as_name().filter(|_| is_call) {
+        if !HELPERS.contains(&name) {
+            return Err(format!(
+                "unknown helper `{name}` (helpers: {})",
+                HELPERS.join(", ")
+            ));
+        }
+    }
+    for p in h.params.iter().chain(h.hash.values()) {
+        if let Parameter::Subexpression(sub) = p {
+            check_helpers(sub.as_element())?;
+        }
+    }
+    for t in h.template.iter().chain(h.inverse.iter()) {
+        t.elements.iter().try_for_each(check_helpers)?;
+    }
+    Ok(())
 }
 
 /// The data templates see: the envelope of the event that completed the
@@ -615,5 +654,28 @@ mod tests {
             "a fixed name is a singleton: a second event finds it `existing`"
         );
         assert_eq!(fixed["metadata"]["namespace"], "x");
+    }
+
+    #[test]
+    fn unknown_helpers_are_load_errors_wherever_they_hide() {
+        let add = |src: &str| Templates::default().add("k", src);
+        for ok in [
+            "{{body.ref}}",
+            "{{trunc body.ref 3}}",
+            "{{default body.x \"d\"}}",
+            "{{#if body.a}}{{lower body.b}}{{else}}{{upper body.c}}{{/if}}",
+            "{{upper (replace body.a \"-\" \"_\")}}",
+        ] {
+            assert!(add(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "{{truncate body.ref 3}}",
+            "{{upper (truncate body.ref 3)}}",
+            "{{#each body.l}}{{truncate this 2}}{{/each}}",
+            "{{#if body.a}}x{{else}}{{truncate body.b 1}}{{/if}}",
+        ] {
+            let e = add(bad).unwrap_err().to_string();
+            assert!(e.contains("unknown helper `truncate`"), "{bad}: {e}");
+        }
     }
 }

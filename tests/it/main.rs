@@ -3,6 +3,7 @@
 //! binary) live in `support/`.
 mod argo;
 mod brokers_smoke;
+mod cli;
 mod correlation;
 mod engine;
 mod failures;
