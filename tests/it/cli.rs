@@ -81,3 +81,56 @@ async fn logs_carry_no_colour_codes_when_not_on_a_terminal() {
         "ANSI escapes in a log file: {log:?}"
     );
 }
+
+#[test]
+fn validate_can_run_without_the_secrets_and_still_checks_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sensors")).unwrap();
+    let config = "sources: [{type: github, name: gh, path: /gh, secret: {env: TRIPLINE_TEST_NEVER_SET}}]\nsubmit: {type: outbox, dir: outbox/}\nsensors: sensors/\n";
+    std::fs::write(dir.path().join("tripline.yaml"), config).unwrap();
+    let (code, _, err) = run_cli(&["validate"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("TRIPLINE_TEST_NEVER_SET"), "{err}");
+
+    let (code, out, err) = run_cli(&["validate", "--skip-secrets"], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("secrets were not read"), "{out}");
+
+    // Everything else is still checked: a broken secret reference and a
+    // bad sensor still fail.
+    let broken = "sources: [{type: github, name: gh, path: /gh, secret: {env: A, file: b}}]\n";
+    std::fs::write(dir.path().join("tripline.yaml"), broken).unwrap();
+    let (code, _, err) = run_cli(&["validate", "--skip-secrets"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exactly one of `env` or `file`"), "{err}");
+    std::fs::write(dir.path().join("tripline.yaml"), config).unwrap();
+    std::fs::write(
+        dir.path().join("sensors/s.yaml"),
+        sensor("true", "{{truncate body.a 1}}").replace("source: hook", "source: gh"),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["validate", "--skip-secrets"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown helper `truncate`"), "{err}");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "_tripline()"),
+        ("zsh", "#compdef tripline"),
+        ("fish", "complete -c tripline"),
+    ] {
+        let (code, out, err) = run_cli(&["completions", shell], dir.path());
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(
+            out.contains("validate") && out.contains("skip-secrets"),
+            "{shell}"
+        );
+    }
+    let (code, _, err) = run_cli(&["completions", "tcsh"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
+}
