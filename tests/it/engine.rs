@@ -222,9 +222,15 @@ async fn argo_placeholders_survive_and_event_data_cannot_inject_structure() {
     let files = t.outbox();
     assert_eq!(files.len(), 1);
     let wf = &files[0].1;
+    // Argo's own placeholders stay as written (in env, never in the code).
+    let container = &wf["spec"]["templates"][0]["container"];
     assert_eq!(
-        wf["spec"]["templates"][0]["container"]["args"][0],
-        "print('processing s3://{{inputs.parameters.bucket}}/{{inputs.parameters.key}}')"
+        container["env"][1],
+        json!({"name": "KEY", "value": "{{inputs.parameters.key}}"})
+    );
+    assert!(
+        !container["args"][0].as_str().unwrap().contains("{{"),
+        "{container}"
     );
     let params = wf["spec"]["arguments"]["parameters"].as_array().unwrap();
     assert_eq!(params.len(), 2);

@@ -819,9 +819,14 @@ async fn example_data_arrival_nats_starts_a_workflow_per_new_csv() {
     let (file, wf) = &files[0];
     assert!(file.starts_with("data.workflow.process-file-"), "{file}");
     assert_eq!(wf["metadata"]["namespace"], "data");
+    let container = &wf["spec"]["templates"][0]["container"];
     assert_eq!(
-        wf["spec"]["templates"][0]["container"]["args"][0],
-        "print('processing s3://{{inputs.parameters.bucket}}/{{inputs.parameters.key}} ({{inputs.parameters.size}} bytes)')"
+        container["env"][2],
+        json!({"name": "SIZE", "value": "{{inputs.parameters.size}}"})
+    );
+    assert!(
+        !container["args"][0].as_str().unwrap().contains("{{"),
+        "{container}"
     );
 }
 
