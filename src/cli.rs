@@ -1,4 +1,5 @@
-//! Command line: `serve`, `validate`, `test`. Parsing is clap derive; each
+//! Command line: `serve`, `validate`, `test`, `import`, `completions`.
+//! Parsing is clap derive; each
 //! command is a function returning an exit code; `serve` hands over to
 //! [`crate::serve`].
 
@@ -21,7 +22,14 @@ use crate::sources::SourceError;
 #[command(
     name = "tripline",
     version,
-    about = "Turns webhooks, NATS and Kafka events into Kubernetes workflows, exactly once."
+    about = "Turns webhooks, NATS and Kafka events into Kubernetes workflows, exactly once.",
+    after_help = "Examples:
+  tripline serve                                   run ./tripline.yaml (no cluster: objects go to ./outbox/)
+  tripline validate --skip-secrets                 check config and sensors in CI, without the secrets
+  tripline test sensors/on-push.yaml --event push.json -H X-GitHub-Event=push
+                                                   why an event fires or not, and what it would submit
+  tripline import argo/sensor.yaml argo/eventsource.yaml > native.yaml
+  tripline completions bash > /etc/bash_completion.d/tripline"
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -130,6 +130,12 @@ fn completions_are_printed_for_each_shell() {
             "{shell}"
         );
     }
+    let (code, out, _) = run_cli(&["--help"], dir.path());
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Examples:") && out.contains("tripline validate --skip-secrets"),
+        "{out}"
+    );
     let (code, _, err) = run_cli(&["completions", "tcsh"], dir.path());
     assert_eq!(code, 2);
     assert!(err.contains("invalid value 'tcsh'"), "{err}");
