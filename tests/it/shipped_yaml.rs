@@ -177,3 +177,138 @@ fn validate_configmap(doc: &Value, files: &[PathBuf]) {
     std::fs::write(dir.path().join("tripline.yaml"), config).unwrap();
     validate(&dir.path().join("tripline.yaml"));
 }
+
+/// `kubectl apply -k deploy/` installs everything in `deploy/`, each object
+/// in its namespace, least privilege, passing Pod Security "restricted";
+/// the overlay example moves the target namespace consistently.
+#[test]
+fn deploy_is_a_kustomize_base_that_passes_pod_security_restricted() {
+    let base = documents(&repo("deploy/kustomization.yaml")).remove(0);
+    let listed: std::collections::BTreeSet<String> = base["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let mut on_disk = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(repo("deploy")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            on_disk.insert(name);
+        }
+    }
+    assert_eq!(
+        listed, on_disk,
+        "kustomization.yaml lists every file of deploy/"
+    );
+    assert!(
+        base.get("namespace").is_none(),
+        "a namespace: would move the target RBAC too"
+    );
+
+    let docs: Vec<Value> = listed
+        .iter()
+        .flat_map(|f| documents(&repo(&format!("deploy/{f}"))))
+        .collect();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    for d in &docs {
+        if d["kind"] != "Namespace" {
+            assert!(
+                d["metadata"]["namespace"].is_string(),
+                "no namespace on {}",
+                d["metadata"]["name"]
+            );
+        }
+    }
+    let ns = find("Namespace", "tripline");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+
+    // Pod Security "restricted", field by field.
+    let sts = find("StatefulSet", "tripline");
+    assert_eq!(sts["metadata"]["namespace"], "tripline");
+    let pod = &sts["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert!(pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v.get("hostPath").is_none()));
+    for c in pod["containers"].as_array().unwrap() {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert!(sc["capabilities"].get("add").is_none());
+        assert_eq!(sc["runAsNonRoot"], true);
+    }
+
+    // RBAC: the submit Role sits where tripline submits, bound to its account.
+    let config: Value = serde_yaml_ng::from_str(
+        find("ConfigMap", "tripline-config")["data"]["tripline.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let target = config["submit"]["namespace"].as_str().unwrap();
+    let sa = find("ServiceAccount", "tripline");
+    assert_eq!(
+        find("Role", "tripline-submit")["metadata"]["namespace"],
+        target
+    );
+    let binding = find("RoleBinding", "tripline-submit");
+    assert_eq!(binding["metadata"]["namespace"], target);
+    assert_eq!(
+        binding["subjects"][0]["namespace"],
+        sa["metadata"]["namespace"]
+    );
+    for rule in find("Role", "tripline-submit")["rules"].as_array().unwrap() {
+        assert_eq!(
+            rule["verbs"],
+            serde_json::json!(["create", "get"]),
+            "least privilege"
+        );
+    }
+    find("Namespace", target);
+    let executor = find("Role", "argo-executor");
+    assert_eq!(executor["metadata"]["namespace"], target);
+    assert_eq!(
+        executor["rules"][0]["resources"],
+        serde_json::json!(["workflowtaskresults"])
+    );
+
+    // The overlay: everything that named `ml` names `data`, and its
+    // tripline.yaml (a patch) validates and submits to `data`.
+    let overlay = documents(&repo("examples/deploy-other-target/kustomization.yaml")).remove(0);
+    assert_eq!(overlay["resources"], serde_json::json!(["../../deploy"]));
+    let patches = overlay["patches"].as_array().unwrap();
+    let ops: Vec<Value> = patches
+        .iter()
+        .flat_map(|p| serde_yaml_ng::from_str::<Vec<Value>>(p["patch"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(patches.iter().any(|p| p["target"]["namespace"] == target));
+    let text = ops
+        .iter()
+        .find(|o| o["path"] == "/data/tripline.yaml")
+        .expect("the overlay patches tripline.yaml")["value"]
+        .as_str()
+        .unwrap();
+    let patched: Value = serde_yaml_ng::from_str(text).unwrap();
+    assert_eq!(patched["submit"]["namespace"], "data");
+    let mut cm = find("ConfigMap", "tripline-config").clone();
+    cm["data"]["tripline.yaml"] = Value::String(text.to_string());
+    let files: Vec<PathBuf> = listed
+        .iter()
+        .map(|f| repo(&format!("deploy/{f}")))
+        .collect();
+    validate_configmap(&cm, &files);
+}
