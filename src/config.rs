@@ -33,6 +33,11 @@ pub struct Config {
     /// Sensor file or directory.
     #[serde(default = "default_sensors")]
     pub sensors: PathBuf,
+    /// How often the sensor files are checked for changes (an edit, a
+    /// ConfigMap's symlink swap); a change reloads them as SIGHUP does.
+    /// `0s`: only on SIGHUP.
+    #[serde(default = "default_watch_sensors", with = "humantime_serde")]
+    pub watch_sensors: Duration,
     #[serde(default)]
     pub submit: SubmitConfig,
     /// JSON-lines file for objects the API rejected.
@@ -136,6 +141,9 @@ fn default_journal() -> JournalConfig {
 pub enum JournalConfig {
     Dir(PathBuf),
     Nats { nats: NatsJournalConfig },
+}
+fn default_watch_sensors() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_reply_deadline() -> Duration {
     Duration::from_secs(5)

@@ -2,11 +2,12 @@
 //! the config, runs them — broker sources as tasks, webhooks on the HTTP
 //! server beside the admin endpoints — and shuts them down: on SIGTERM (or a
 //! source failing) intake stops and in-flight work gets the drain deadline.
-//! SIGHUP reloads the sensors.
+//! SIGHUP, or a change of the sensor files, reloads the sensors.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
@@ -94,10 +95,11 @@ pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
     );
     let shutdown = Shutdown::new(cfg.limits.shutdown_deadline);
     tokio::spawn(begin_on_signal(shutdown.clone()));
-    tokio::spawn(reload_on_sighup(
+    tokio::spawn(reload_sensors(
         engine.clone(),
         cfg.sensors.clone(),
         cfg.source_names(),
+        cfg.watch_sensors,
         shutdown.clone(),
     ));
     run_with(cfg, engine, readiness, shutdown).await
@@ -301,13 +303,14 @@ pub async fn build_submitter(
     }
 }
 
-/// Reloads the sensors on SIGHUP. A set that does not load is refused whole
-/// (the running sensors stay) and its errors are logged, as `validate`
-/// prints them.
-async fn reload_on_sighup(
+/// Reloads the sensors on SIGHUP, and when their files change (checked every
+/// `watch`; zero: never). A set that does not load is refused whole (the
+/// running sensors stay) and its errors are logged, as `validate` prints them.
+async fn reload_sensors(
     engine: Arc<Engine>,
     path: PathBuf,
     sources: HashSet<String>,
+    watch: Duration,
     shutdown: Shutdown,
 ) {
     #[cfg(unix)]
@@ -318,26 +321,60 @@ async fn reload_on_sighup(
             warn!("no SIGHUP handler: sensors cannot be reloaded");
             return;
         };
+        let watching = !watch.is_zero();
+        let mut tick = tokio::time::interval(if watching {
+            watch
+        } else {
+            Duration::from_secs(3600)
+        });
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = fingerprint(&path);
         loop {
-            tokio::select! {
+            let cause = tokio::select! {
                 _ = shutdown.begun() => return,
-                got = hup.recv() => if got.is_none() { return },
-            }
+                got = hup.recv() => match got {
+                    Some(()) => "SIGHUP",
+                    None => return,
+                },
+                _ = tick.tick(), if watching => {
+                    if fingerprint(&path) == seen {
+                        continue;
+                    }
+                    "files changed"
+                }
+            };
+            seen = fingerprint(&path);
             match sensor::load(std::slice::from_ref(&path), Some(&sources)) {
                 Ok(set) => {
                     let n = set.sensors.len();
                     engine.reload(set);
-                    info!(sensors = n, path = %path.display(), "sensors reloaded");
+                    info!(sensors = n, path = %path.display(), cause, "sensors reloaded");
                 }
                 Err(e) => {
                     engine.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
-                    error!(errors = %e, "sensor reload refused; the running sensors stay");
+                    error!(errors = %e, cause, "sensor reload refused; the running sensors stay");
                 }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = (engine, path, sources, shutdown);
+    let _ = (engine, path, sources, watch, shutdown);
+}
+
+/// What the sensor files look like: names, where their symlinks lead (a
+/// ConfigMap volume swaps its `..data` link), sizes and modification times.
+fn fingerprint(path: &Path) -> Vec<(PathBuf, PathBuf, u64, Option<std::time::SystemTime>)> {
+    sensor::load::sensor_files(path)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            let real = std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone());
+            let meta = std::fs::metadata(&real).ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta.and_then(|m| m.modified().ok());
+            (f, real, len, modified)
+        })
+        .collect()
 }
 
 /// Begins the shutdown on SIGTERM or Ctrl-C.

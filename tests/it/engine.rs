@@ -384,8 +384,9 @@ fn test_command_explains_and_renders() {
 
 #[tokio::test]
 async fn sighup_reloads_sensors_and_refuses_a_broken_set() {
+    // Only SIGHUP here: the file watch has its own test.
     let t = Tripline::start(
-        CONFIG,
+        &format!("{CONFIG}watchSensors: 0s\n"),
         &[("on-push.yaml", &repo_sensor("on-push.yaml"))],
         &[],
     )
@@ -452,4 +453,74 @@ async fn sighup_reloads_sensors_and_refuses_a_broken_set() {
         reply["matched"][0]["status"], "existing",
         "still the widened sensor: {reply}"
     );
+}
+
+/// An edit, and a ConfigMap volume's symlink swap, reload the sensors with
+/// no signal; a broken edit is refused and the running set stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_sensor_files_reload_without_a_signal_configmap_swaps_included() {
+    let t = Tripline::start(&format!("{CONFIG}watchSensors: 200ms\n"), &[], &[]).await;
+    // A ConfigMap volume: sensors/on-push.yaml -> ..data/on-push.yaml,
+    // ..data -> ..v1 (kubelet swaps ..data atomically on an update).
+    let dir = t.dir.path().join("sensors");
+    let (v1, v2) = (dir.join("..v1"), dir.join("..v2"));
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("on-push.yaml"), repo_sensor("on-push.yaml")).unwrap();
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/on-push.yaml", dir.join("on-push.yaml")).unwrap();
+
+    let issues = || {
+        post(
+            &t,
+            "/events/events",
+            &[
+                ("X-GitHub-Event", "issues"),
+                ("Content-Type", "application/json"),
+            ],
+            fixture("github/push.payload.json"),
+        )
+    };
+    let reloads = |n: u64| {
+        let t = &t;
+        async move {
+            for _ in 0..100 {
+                if t.metric("tripline_sensor_reloads_total").await == n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("sensor reloads never reached {n}");
+        }
+    };
+    // The new file is picked up.
+    reloads(1).await;
+    let (_, reply) = issues().await;
+    assert_eq!(reply["matched"], json!([]), "push-only: {reply}");
+
+    // The update: a new version directory, then ..data swapped by rename.
+    std::fs::create_dir(&v2).unwrap();
+    let widened = repo_sensor("on-push.yaml").replace("equals: push }", "in: [push, issues] }");
+    std::fs::write(v2.join("on-push.yaml"), &widened).unwrap();
+    std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    reloads(2).await;
+    let (code, reply) = issues().await;
+    assert_eq!(code, 200);
+    assert_eq!(reply["matched"][0]["status"], "created", "{reply}");
+
+    // A broken edit is refused; the widened sensor keeps answering.
+    std::fs::write(
+        v2.join("on-push.yaml"),
+        widened.replace("source: events", "source: nowhere"),
+    )
+    .unwrap();
+    for _ in 0..100 {
+        if t.metric("tripline_sensor_reload_failures_total").await >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(t.metric("tripline_sensor_reload_failures_total").await >= 1);
+    let (_, reply) = issues().await;
+    assert_eq!(reply["matched"][0]["status"], "existing", "{reply}");
 }
