@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::brokers::{kafka_committed_offsets, kafka_produce, Kafka};
+use crate::support::brokers::{kafka_committed_offsets, kafka_produce, kafka_produce_with, Kafka};
 use crate::support::kube_api::{Fault, KubeApi};
 use crate::support::tripline::{repo, run_cli, Tripline};
 
@@ -784,5 +784,29 @@ sources:
     let log = strip_ansi(&t.log());
     assert!(!log.contains("other/0"), "{log}");
     assert_eq!(submissions(&log), (19, 0), "each message submitted once");
+    assert_eq!(t.terminate(), Some(0), "{}", t.log());
+}
+
+/// Compressed topics are read whatever the codec — zstd included (librdkafka
+/// is built with it): a producer's `compression.type` is not the consumer's
+/// choice.
+#[tokio::test]
+async fn compressed_batches_are_read_with_every_codec() {
+    let kafka = Kafka::start(&[("packed", 1)]).await;
+    let mut t = start(&outbox_config(&kafka, "packed", "g-packed", "outbox/")).await;
+    let mut delivered = Vec::new();
+    for (i, codec) in ["zstd", "lz4", "gzip", "snappy"].into_iter().enumerate() {
+        delivered.extend(
+            kafka_produce_with(
+                &kafka.bootstrap(),
+                "packed",
+                &messages(i * 10, 10),
+                &[("compression.type", codec)],
+            )
+            .await,
+        );
+    }
+    wait_outbox(&t.dir.path().join("outbox"), &ids("packed", &delivered)).await;
+    wait_committed(&kafka, "g-packed", "packed", 40).await;
     assert_eq!(t.terminate(), Some(0), "{}", t.log());
 }

@@ -514,12 +514,25 @@ pub async fn kafka_produce<K: AsRef<[u8]>, P: AsRef<[u8]>>(
     topic: &str,
     messages: &[(Option<K>, P)],
 ) -> Vec<(i32, i64)> {
-    let producer: FutureProducer = ClientConfig::new()
+    kafka_produce_with(bootstrap, topic, messages, &[]).await
+}
+
+/// [`kafka_produce`] with more producer settings (`compression.type`…).
+pub async fn kafka_produce_with<K: AsRef<[u8]>, P: AsRef<[u8]>>(
+    bootstrap: &str,
+    topic: &str,
+    messages: &[(Option<K>, P)],
+    settings: &[(&str, &str)],
+) -> Vec<(i32, i64)> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "0")
-        .set("message.timeout.ms", "10000")
-        .create()
-        .expect("create kafka producer");
+        .set("message.timeout.ms", "10000");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let producer: FutureProducer = config.create().expect("create kafka producer");
     let mut delivered = Vec::with_capacity(messages.len());
     for (key, payload) in messages {
         let mut record = FutureRecord::to(topic).payload(payload.as_ref());
