@@ -382,6 +382,20 @@ fn test_command_explains_and_renders() {
     );
 }
 
+/// The push fixture posted as a GitHub `issues` event.
+async fn post_issues(t: &Tripline) -> (u16, Value) {
+    post(
+        t,
+        "/events/events",
+        &[
+            ("X-GitHub-Event", "issues"),
+            ("Content-Type", "application/json"),
+        ],
+        fixture("github/push.payload.json"),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn sighup_reloads_sensors_and_refuses_a_broken_set() {
     // Only SIGHUP here: the file watch has its own test.
@@ -391,17 +405,7 @@ async fn sighup_reloads_sensors_and_refuses_a_broken_set() {
         &[],
     )
     .await;
-    let issues = || {
-        post(
-            &t,
-            "/events/events",
-            &[
-                ("X-GitHub-Event", "issues"),
-                ("Content-Type", "application/json"),
-            ],
-            fixture("github/push.payload.json"),
-        )
-    };
+    let issues = || post_issues(&t);
     let (_, reply) = issues().await;
     assert_eq!(
         reply["matched"],
@@ -469,17 +473,7 @@ async fn changed_sensor_files_reload_without_a_signal_configmap_swaps_included()
     std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/on-push.yaml", dir.join("on-push.yaml")).unwrap();
 
-    let issues = || {
-        post(
-            &t,
-            "/events/events",
-            &[
-                ("X-GitHub-Event", "issues"),
-                ("Content-Type", "application/json"),
-            ],
-            fixture("github/push.payload.json"),
-        )
-    };
+    let issues = || post_issues(&t);
     let reloads = |n: u64| {
         let t = &t;
         async move {
