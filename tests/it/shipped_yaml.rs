@@ -311,4 +311,47 @@ fn deploy_is_a_kustomize_base_that_passes_pod_security_restricted() {
         .map(|f| repo(&format!("deploy/{f}")))
         .collect();
     validate_configmap(&cm, &files);
+
+    // The extras point at what the base really has: the Ingress at the
+    // public Service's port and a webhook path, the ServiceMonitor at an
+    // admin Service whose target port the container declares.
+    let extras = |f: &str| documents(&repo(&format!("examples/cluster-extras/{f}")));
+    let ingress = extras("ingress.yaml").remove(0);
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0];
+    let service = find("Service", "tripline");
+    assert_eq!(
+        backend["backend"]["service"]["name"],
+        service["metadata"]["name"]
+    );
+    assert_eq!(
+        backend["backend"]["service"]["port"]["name"],
+        service["spec"]["ports"][0]["name"]
+    );
+    let webhook_path = config["sources"][0]["path"].as_str().unwrap();
+    assert!(
+        webhook_path.starts_with(backend["path"].as_str().unwrap()),
+        "{webhook_path}"
+    );
+    let monitoring = extras("monitoring.yaml");
+    let (admin, monitor) = (&monitoring[0], &monitoring[1]);
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &admin["metadata"]["labels"][k], v,
+            "ServiceMonitor selects the admin Service"
+        );
+    }
+    let port = admin["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+    let ports = &sts["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == port && p["containerPort"] == 9090));
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        admin["spec"]["ports"][0]["name"]
+    );
 }
