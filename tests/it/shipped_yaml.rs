@@ -355,3 +355,47 @@ fn deploy_is_a_kustomize_base_that_passes_pod_security_restricted() {
         admin["spec"]["ports"][0]["name"]
     );
 }
+
+/// Every metric the shipped Grafana dashboard queries is one a running
+/// tripline serves on `/metrics`.
+#[tokio::test]
+async fn the_dashboard_queries_only_metrics_tripline_serves() {
+    let dashboard: Value = serde_json::from_slice(
+        &std::fs::read(repo("examples/cluster-extras/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("tripline_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    let t = crate::support::tripline::Tripline::start(
+        "sensors: sensors/\nsubmit: {type: outbox, dir: outbox/}\nsources: [{type: http, name: events}]\n",
+        &[],
+        &[],
+    )
+    .await;
+    let served = reqwest::get(t.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in &queried {
+        assert!(
+            served.contains(&format!("# TYPE {name} ")),
+            "{name} is not served:\n{served}"
+        );
+    }
+}
