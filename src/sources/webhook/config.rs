@@ -153,18 +153,32 @@ fn secrets(name: &str, r: &SecretRef) -> Result<Vec<Vec<u8>>, SourceError> {
     })
 }
 
+/// The plain-HTTP provider of `http` and `generic` sources: ids from a
+/// header or a body path, the type from a header.
+fn http_provider(
+    name: &str,
+    id_header: &Option<String>,
+    id_from: Option<&str>,
+    type_header: &Option<String>,
+) -> Result<Provider, SourceError> {
+    Ok(Provider::Http {
+        id_header: id_header.clone(),
+        id_from: id_from_path(id_from).map_err(|(_, message)| SourceError::Failed {
+            source_name: name.to_string(),
+            message,
+        })?,
+        type_header: type_header.clone(),
+    })
+}
+
 impl HttpConfig {
     pub fn endpoint(&self) -> Result<Endpoint, SourceError> {
-        let provider = Provider::Http {
-            id_header: self.id_header.clone(),
-            id_from: id_from_path(self.id_from.as_deref()).map_err(|(_, message)| {
-                SourceError::Failed {
-                    source_name: self.name.clone(),
-                    message,
-                }
-            })?,
-            type_header: self.type_header.clone(),
-        };
+        let provider = http_provider(
+            &self.name,
+            &self.id_header,
+            self.id_from.as_deref(),
+            &self.type_header,
+        )?;
         Ok(Endpoint::new(
             &self.name,
             self.path.as_deref(),
@@ -217,16 +231,12 @@ impl GenericConfig {
             (None, Some(b)) => Auth::Bearer(secrets(&self.name, b)?),
             (None, None) => Auth::None,
         };
-        let provider = Provider::Http {
-            id_header: self.id_header.clone(),
-            id_from: id_from_path(self.id_from.as_deref()).map_err(|(_, message)| {
-                SourceError::Failed {
-                    source_name: self.name.clone(),
-                    message,
-                }
-            })?,
-            type_header: self.type_header.clone(),
-        };
+        let provider = http_provider(
+            &self.name,
+            &self.id_header,
+            self.id_from.as_deref(),
+            &self.type_header,
+        )?;
         Ok(Endpoint::new(
             &self.name,
             self.path.as_deref(),
