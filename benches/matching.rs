@@ -7,8 +7,6 @@
 //!
 //! Run: `cargo bench --bench matching`
 
-use std::collections::HashSet;
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tripline::event::Event;
 use tripline::sensor::{load, SensorSet};
@@ -45,11 +43,11 @@ spec:
     }
     let file = dir.path().join("sensors.yaml");
     std::fs::write(&file, text).unwrap();
-    let names: HashSet<String> = (0..SOURCES)
+    let names: tripline::sensor::SourceCatalog = (0..SOURCES)
         .map(|s| format!("src-{s}"))
         .chain(["elsewhere".to_string()])
         .collect();
-    let set = load(&[file], Some(&names)).unwrap();
+    let set = load(&[file], &names).unwrap();
     (dir, set)
 }
 
@@ -105,7 +103,7 @@ spec:
 "#,
     )
     .unwrap();
-    let set = load(&[file], Some(&["src-0".to_string()].into())).unwrap();
+    let set = load(&[file], &["src-0"].into_iter().collect()).unwrap();
     let e = event("src-0");
     c.bench_function("cel-filter/match", |b| b.iter(|| set.match_event(&e)));
 
@@ -158,7 +156,7 @@ spec:
     .unwrap();
     let native = load(
         std::slice::from_ref(&file),
-        Some(&["github-example".to_string()].into()),
+        &["github-example"].into_iter().collect(),
     )
     .unwrap();
     let e = event("github-example");
@@ -171,11 +169,8 @@ spec:
         let (fn_, fa) = (dir.path().join("n.yaml"), dir.path().join("a.yaml"));
         std::fs::write(&fn_, n).unwrap();
         std::fs::write(&fa, a).unwrap();
-        let names: HashSet<String> = ["github-example".to_string()].into();
-        (
-            load(&[fn_], Some(&names)).unwrap(),
-            load(&[fa], Some(&names)).unwrap(),
-        )
+        let names: tripline::sensor::SourceCatalog = ["github-example"].into_iter().collect();
+        (load(&[fn_], &names).unwrap(), load(&[fa], &names).unwrap())
     };
     c.bench_function("argo-vs-native/native match+render", |b| {
         b.iter(|| native_only.preview(&e, Some("default")))

@@ -189,10 +189,7 @@ fn load_config(args: &ConfigArgs) -> Result<Config, CliError> {
 
 fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
     let cfg = load_config(&args.config)?;
-    let set = sensor::load(
-        std::slice::from_ref(&cfg.sensors),
-        Some(&cfg.source_names()),
-    )?;
+    let set = sensor::load(std::slice::from_ref(&cfg.sensors), &cfg.source_catalog())?;
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
@@ -289,7 +286,20 @@ fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
 }
 
 fn test(args: TestArgs) -> Result<ExitCode, CliError> {
-    let set = sensor::load(std::slice::from_ref(&args.sensor_file), None)?;
+    // `--config`, else `./tripline.yaml` when present: its sources shape the
+    // event and bind Argo dependencies (`argo:` blocks); any other source
+    // name is accepted.
+    let default = std::path::Path::new("tripline.yaml");
+    let cfg = match args.config.as_deref() {
+        Some(p) => Some(Config::load(p)?),
+        None if default.exists() => Some(Config::load(default)?),
+        None => None,
+    };
+    let catalog = cfg
+        .as_ref()
+        .map(|c| c.source_catalog().opened())
+        .unwrap_or_else(sensor::SourceCatalog::open);
+    let set = sensor::load(std::slice::from_ref(&args.sensor_file), &catalog)?;
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
@@ -326,7 +336,9 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Usage(format!("--time `{t}`: {e}")))?;
         event.time = humantime::format_rfc3339_millis(parsed).to_string();
     }
-    shape_like_source(&mut event, args.config.as_deref())?;
+    if let Some(cfg) = &cfg {
+        shape_like_source(&mut event, cfg);
+    }
     let explanation = set.explain(&event);
     let rendered = set.preview(&event, Some("default"));
     let fired = rendered.iter().any(|r| r.fires);
@@ -356,16 +368,9 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
 /// Makes a test event look like what its source would deliver, when the
 /// config names it: a Kafka message (topic, partition, offset, key), a NATS
 /// message (subject), a webhook (its path).
-fn shape_like_source(event: &mut Event, config: Option<&std::path::Path>) -> Result<(), CliError> {
-    let default = std::path::Path::new("tripline.yaml");
-    let path = match config {
-        Some(p) => p,
-        None if default.exists() => default,
-        None => return Ok(()),
-    };
-    let cfg = Config::load(path)?;
+fn shape_like_source(event: &mut Event, cfg: &Config) {
     let Some(source) = cfg.sources.iter().find(|s| s.name() == event.source) else {
-        return Ok(());
+        return;
     };
     let set = |event: &mut Event, k: &str, v: Value| {
         event.meta.insert(k.to_string(), v);
@@ -395,7 +400,6 @@ fn shape_like_source(event: &mut Event, config: Option<&std::path::Path>) -> Res
             }
         }
     }
-    Ok(())
 }
 
 /// Human-readable explanation: a tree of filters with ✓/✗, the value seen

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::limits::Limits;
+use crate::sensor::{ArgoSource, SourceCatalog};
 use crate::sources::kafka::{KafkaConfig, KafkaSource};
 use crate::sources::nats::{NatsConfig, NatsSource};
 use crate::sources::webhook::journal::NatsJournalConfig;
@@ -270,6 +271,20 @@ impl Config {
             s.validate()
                 .map_err(|(f, m)| (format!("sources[{i}].{f}"), m))?;
         }
+        let mut aliases = std::collections::HashMap::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let Some(a) = s.argo() else { continue };
+            a.validate()
+                .map_err(|(f, m)| (format!("sources[{i}].{f}"), m))?;
+            if let Some((e, n)) = a.alias() {
+                if let Some(other) = aliases.insert((e, n), s.name()) {
+                    return Err((
+                        format!("sources[{i}].argo"),
+                        format!("Argo event '{e}/{n}' is already bound to source `{other}`"),
+                    ));
+                }
+            }
+        }
         self.limits
             .validate()
             .map_err(|(f, m)| (format!("limits.{f}"), m))?;
@@ -334,6 +349,15 @@ impl Config {
     pub fn source_names(&self) -> HashSet<String> {
         self.sources.iter().map(|s| s.name().to_string()).collect()
     }
+
+    /// The sources sensors bind to, with their `argo:` blocks.
+    pub fn source_catalog(&self) -> SourceCatalog {
+        let mut c = SourceCatalog::default();
+        for s in &self.sources {
+            c.insert(s.name(), s.argo().cloned());
+        }
+        c
+    }
 }
 
 /// One entry of `sources:` in `tripline.yaml`.
@@ -367,6 +391,19 @@ pub enum Built {
 }
 
 impl SourceConfig {
+    /// The source's `argo:` block (Argo Events binding and event shape).
+    pub fn argo(&self) -> Option<&ArgoSource> {
+        match self {
+            SourceConfig::Http(c) => c.argo.as_ref(),
+            SourceConfig::Github(c) => c.argo.as_ref(),
+            SourceConfig::Gitlab(c) => c.argo.as_ref(),
+            SourceConfig::Generic(c) => c.argo.as_ref(),
+            SourceConfig::Cloudevents(c) => c.argo.as_ref(),
+            SourceConfig::Kafka(c) => c.argo.as_ref(),
+            SourceConfig::Nats(c) => c.argo.as_ref(),
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             SourceConfig::Http(c) => &c.name,

@@ -4,7 +4,6 @@
 //! source failing) intake stops and in-flight work gets the drain deadline.
 //! SIGHUP, or a change of the sensor files, reloads the sensors.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,10 +66,7 @@ pub struct Options {
 /// Runs until SIGTERM/Ctrl-C (or a source fails), then drains.
 pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
     crate::redact::configure(&cfg.redact_headers);
-    let set = sensor::load(
-        std::slice::from_ref(&cfg.sensors),
-        Some(&cfg.source_names()),
-    )?;
+    let set = sensor::load(std::slice::from_ref(&cfg.sensors), &cfg.source_catalog())?;
     for w in &set.warnings {
         warn!(warning = %w, "sensor");
     }
@@ -98,7 +94,7 @@ pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
     tokio::spawn(reload_sensors(
         engine.clone(),
         cfg.sensors.clone(),
-        cfg.source_names(),
+        cfg.source_catalog(),
         cfg.watch_sensors,
         shutdown.clone(),
     ));
@@ -309,7 +305,7 @@ pub async fn build_submitter(
 async fn reload_sensors(
     engine: Arc<Engine>,
     path: PathBuf,
-    sources: HashSet<String>,
+    sources: sensor::SourceCatalog,
     watch: Duration,
     shutdown: Shutdown,
 ) {
@@ -344,7 +340,7 @@ async fn reload_sensors(
                 }
             };
             seen = fingerprint(&path);
-            match sensor::load(std::slice::from_ref(&path), Some(&sources)) {
+            match sensor::load(std::slice::from_ref(&path), &sources) {
                 Ok(set) => {
                     let n = set.sensors.len();
                     engine.reload(set);

@@ -471,7 +471,6 @@ mod tests {
     use crate::submit::{SubmitError, Submitted, Submitter};
     use async_trait::async_trait;
     use serde_json::json;
-    use std::collections::HashSet;
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -542,8 +541,8 @@ spec:
     fn engine(dir: &std::path::Path) -> (Engine, Arc<Recorder>) {
         let f = dir.join("s.yaml");
         std::fs::write(&f, SENSORS).unwrap();
-        let sources: HashSet<String> = ["src".to_string()].into();
-        let set = crate::sensor::load(&[f], Some(&sources)).unwrap();
+        let sources: crate::sensor::SourceCatalog = ["src"].into_iter().collect();
+        let set = crate::sensor::load(&[f], &sources).unwrap();
         let rec = Arc::new(Recorder::default());
         let e = Engine::new(set, rec.clone(), DeadLetter::new(&dir.join("dl.jsonl")));
         (e, rec)
@@ -803,8 +802,8 @@ spec:
         let reload = |text: &str| {
             let f = dir.path().join("s.yaml");
             std::fs::write(&f, text).unwrap();
-            let sources: HashSet<String> = ["src".to_string()].into();
-            crate::sensor::load(&[f], Some(&sources)).unwrap()
+            let sources: crate::sensor::SourceCatalog = ["src"].into_iter().collect();
+            crate::sensor::load(&[f], &sources).unwrap()
         };
         let out = engine
             .process(ev("c1", json!({"kind": "code", "rev": "a"})))

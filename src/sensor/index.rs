@@ -90,7 +90,6 @@ mod tests {
     use crate::event::Event;
     use crate::sensor::{load, SensorSet};
     use serde_json::json;
-    use std::collections::HashSet;
 
     fn set() -> (tempfile::TempDir, SensorSet) {
         let filters = [
@@ -112,8 +111,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s.yaml");
         std::fs::write(&file, text).unwrap();
-        let sources: HashSet<String> = ["src".to_string()].into();
-        let set = load(&[file], Some(&sources)).unwrap();
+        let sources: crate::sensor::SourceCatalog = ["src"].into_iter().collect();
+        let set = load(&[file], &sources).unwrap();
         (dir, set)
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::catalog::SourceCatalog;
 use super::condition::Condition;
 use super::filter::Filter;
 use super::render::{self, Templates};
@@ -68,9 +69,9 @@ pub fn sensor_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Loads and compiles every sensor in `paths` (files or directories).
-/// `sources` are the source names declared in `tripline.yaml`; `None`
-/// skips that check (for `tripline test` on a lone sensor file).
-pub fn load(paths: &[PathBuf], sources: Option<&HashSet<String>>) -> Result<SensorSet, LoadErrors> {
+/// `sources` are the sources declared in `tripline.yaml` (an open catalog
+/// accepts any name: `tripline test` on a lone sensor file).
+pub fn load(paths: &[PathBuf], sources: &SourceCatalog) -> Result<SensorSet, LoadErrors> {
     let mut errors = Vec::new();
     let mut templates = Templates::default();
     let mut sensors: Vec<Sensor> = Vec::new();
@@ -208,7 +209,7 @@ fn compile(
     doc: &SensorDoc,
     ctx: &mut DocCtx,
     templates: &mut Templates,
-    sources: Option<&HashSet<String>>,
+    sources: &SourceCatalog,
 ) -> Option<Sensor> {
     let before = ctx.errors.len();
     if doc.api_version != API_VERSION {
@@ -267,19 +268,16 @@ fn compile(
             );
         }
         dep_names.push(&d.name);
-        if let Some(known) = sources {
-            if !known.contains(&d.source) {
-                let mut list: Vec<&str> = known.iter().map(String::as_str).collect();
-                list.sort_unstable();
-                ctx.err(
-                    &format!("{at}.source"),
-                    format!(
-                        "unknown source `{}` (tripline.yaml declares: {})",
-                        d.source,
-                        list.join(", ")
-                    ),
-                );
-            }
+        if !sources.accepts(&d.source) {
+            let list: Vec<&str> = sources.names().collect();
+            ctx.err(
+                &format!("{at}.source"),
+                format!(
+                    "unknown source `{}` (tripline.yaml declares: {})",
+                    d.source,
+                    list.join(", ")
+                ),
+            );
         }
         let filter = match (&d.filters, &d.argo) {
             (Some(_), Some(_)) => {
@@ -301,7 +299,9 @@ fn compile(
                         spec.as_ref(),
                         a.filters_logical_operator.as_deref(),
                     ) {
-                        Ok(f) => Some(Filter::Argo(std::sync::Arc::new(f))),
+                        Ok(f) => Some(Filter::Argo(std::sync::Arc::new(
+                            f.with_source(sources.argo(&d.source)),
+                        ))),
                         Err((field, message)) => {
                             ctx.err(&format!("{at}.argo.{field}"), message);
                             None
@@ -750,8 +750,8 @@ mod tests {
         p
     }
 
-    fn sources() -> HashSet<String> {
-        ["github".to_string(), "events".to_string()].into()
+    fn sources() -> SourceCatalog {
+        ["github", "events"].into_iter().collect()
     }
 
     const GOOD: &str = r#"
@@ -775,7 +775,7 @@ spec:
     fn errors_of(text: &str) -> Vec<LoadError> {
         let dir = tempfile::tempdir().unwrap();
         let f = write(dir.path(), "s.yaml", text);
-        match load(&[f], Some(&sources())) {
+        match load(&[f], &sources()) {
             Ok(_) => vec![],
             Err(e) => e.0,
         }
@@ -792,7 +792,7 @@ spec:
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.yaml", GOOD);
         write(dir.path(), "notes.txt", "ignored");
-        let set = load(&[dir.path().to_path_buf()], Some(&sources())).unwrap();
+        let set = load(&[dir.path().to_path_buf()], &sources()).unwrap();
         assert_eq!(set.sensors.len(), 1);
         let t = &set.sensors[0].triggers[0];
         assert_eq!(
@@ -970,7 +970,7 @@ spec:
                 "value: \"{{body.after}}\", dest: spec.template.spec.containers.0.args.0}",
             );
         let f = write(dir.path(), "s.yaml", &text);
-        let set = load(&[f], Some(&sources())).unwrap();
+        let set = load(&[f], &sources()).unwrap();
         assert_eq!(set.sensors[0].triggers[0].manifest["kind"], "Job");
     }
 }

@@ -11,6 +11,7 @@
 //! * [`preview`] — what an event would submit, for `test` and `/explain`.
 
 pub mod argo;
+pub mod catalog;
 pub mod condition;
 pub mod correlate;
 pub mod filter;
@@ -30,6 +31,7 @@ use serde_json::Value;
 
 use crate::backoff::RetryPolicy;
 use crate::event::Event;
+pub use catalog::{ArgoSource, SourceCatalog};
 use condition::Condition;
 use filter::{EvalCtx, Filter, Trace};
 pub use load::{load, LoadError, LoadErrors};

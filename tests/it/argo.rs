@@ -207,8 +207,9 @@ sources:
 }
 
 /// The upstream Kafka and NATS sensors on the real brokers: the Kafka one
-/// puts the message body into the Workflow, the NATS one the whole Argo
-/// event (context and base64 data), as upstream does.
+/// puts the message body into the Workflow (base64: `jsonBody: false`), the
+/// NATS one — bound by the source's `argo:` alias, not its name — the whole
+/// Argo event (context and base64 data, with the source's metadata).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_kafka_and_nats_sensors_on_the_real_brokers() {
     use crate::support::brokers::{kafka_produce, Kafka, Nats};
@@ -225,10 +226,12 @@ sources:
     groupId: argo
     commitInterval: 200ms
     properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 1000}}
+    argo: {{jsonBody: false}}
   - type: nats
-    name: nats-example
+    name: uploads
     urls: [{}]
     subjects: [foo]
+    argo: {{eventSourceName: nats, eventName: example, metadata: {{team: ml}}}}
 ",
         kafka.bootstrap(),
         nats.url()
@@ -263,11 +266,17 @@ sources:
             .find(|o| o["metadata"]["labels"]["events.argoproj.io/sensor"] == s)
             .unwrap_or_else(|| panic!("no object of sensor {s}: {objects:#?}"))
     };
+    // `argo: {jsonBody: false}`: the body is the payload's base64, as
+    // upstream's default.
+    use base64::Engine as _;
     let message = by_sensor("kafka")["spec"]["arguments"]["parameters"][0]["value"]
         .as_str()
         .unwrap();
+    let message = base64::engine::general_purpose::STANDARD
+        .decode(message)
+        .unwrap_or_else(|e| panic!("not base64 ({e}): {message}"));
     assert_eq!(
-        serde_json::from_str::<Value>(message).unwrap()["job"],
+        serde_json::from_slice::<Value>(&message).unwrap()["job"],
         "thumbnails"
     );
     let whole = by_sensor("nats")["spec"]["arguments"]["parameters"][0]["value"]
@@ -277,13 +286,14 @@ sources:
     assert_eq!(whole["context"]["source"], "nats");
     assert_eq!(whole["context"]["subject"], "example");
     assert_eq!(whole["context"]["type"], "nats");
-    use base64::Engine as _;
     let data = base64::engine::general_purpose::STANDARD
         .decode(whole["data"].as_str().unwrap())
         .unwrap();
     let data: Value = serde_json::from_slice(&data).unwrap();
     assert_eq!(data["subject"], "foo");
     assert_eq!(data["body"]["file"], "a.csv");
+    // Bound through the source's `argo:` alias, its metadata in the data.
+    assert_eq!(data["metadata"]["team"], "ml");
 }
 
 /// A log trigger next to a Workflow trigger, a `conditionsReset` schedule,
@@ -587,4 +597,75 @@ spec:
     let (code, out, _) = test("2026-11-30T12:00:00Z");
     assert_eq!(code, 1, "outside the time window: {out}");
     assert!(out.contains("outside the time window"), "{out}");
+}
+
+/// A source's `argo:` block, through `tripline test` with `./tripline.yaml`:
+/// the dependency binds to the source its alias names (not `<E>-<N>`), the
+/// data carries the block's metadata, and `jsonBody: false` makes the body
+/// base64. Without the alias the dependency would be unbound.
+#[test]
+fn a_source_argo_block_binds_and_shapes_argo_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let sensor = dir.path().join("s.yaml");
+    std::fs::write(
+        &sensor,
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: raw}
+spec:
+  dependencies:
+    - name: job
+      eventSourceName: kafka
+      eventName: example
+      filters:
+        data: [{path: metadata.team, type: string, value: [ml]}]
+  triggers:
+    - template:
+        name: run
+        k8s:
+          operation: create
+          source: {resource: {apiVersion: v1, kind: ConfigMap, metadata: {generateName: run-}}}
+          parameters:
+            - {src: {dependencyName: job, dataKey: body}, dest: data.body}
+"#,
+    )
+    .unwrap();
+    let event = dir.path().join("e.json");
+    std::fs::write(&event, "not json").unwrap();
+    let config = |argo: &str| {
+        std::fs::write(
+            dir.path().join("tripline.yaml"),
+            format!("sources: [{{type: kafka, name: jobs, brokers: k:9092, topics: [jobs], groupId: g{argo}}}]\n"),
+        )
+        .unwrap();
+        let args = [
+            "test",
+            sensor.to_str().unwrap(),
+            "--event",
+            event.to_str().unwrap(),
+            "--output",
+            "json",
+        ];
+        run_cli(&args, dir.path())
+    };
+    let (code, out, err) = config(
+        ", argo: {eventSourceName: kafka, eventName: example, jsonBody: false, metadata: {team: ml}}",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!err.contains("no source"), "bound by alias: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rendered"][0]["object"]["data"]["body"], "bm90IGpzb24=");
+    // Default `jsonBody: true`: a payload that is not JSON does not satisfy
+    // the dependency (Argo drops it at the EventSource); the metadata
+    // filter fails too without the block.
+    let (code, out, err) = config(", argo: {eventSourceName: kafka, eventName: example}");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("not JSON"), "{out}");
+    // No alias: the dependency is taken as an http source `kafka-example`.
+    let (_, _, err) = config("");
+    assert!(err.contains("no source `kafka-example` declared"), "{err}");
+    // A half alias is a config error naming the field.
+    let (code, _, err) = config(", argo: {eventName: example}");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sources[0].argo"), "{err}");
 }

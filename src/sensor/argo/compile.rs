@@ -18,6 +18,7 @@ use super::filter::DependencyFilter;
 use super::params::Param as ArgoParamSpec;
 use super::spec::{fold_case, ArgoSensor, TriggerWrap, OTHER_KINDS};
 use crate::backoff::RetryPolicy;
+use crate::sensor::catalog::SourceCatalog;
 use crate::sensor::condition::Condition;
 use crate::sensor::filter::Filter;
 use crate::sensor::spec::RateLimitSpec;
@@ -31,9 +32,9 @@ pub struct Compiled {
     pub warnings: Vec<(String, String)>,
 }
 
-/// Compiles an Argo Sensor document. `sources`: the source names of
-/// `tripline.yaml` (`None`: any name binds, as for `tripline test`).
-pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> Compiled {
+/// Compiles an Argo Sensor document. `sources`: the sources of
+/// `tripline.yaml`, which dependencies bind to (ARGO-COMPAT §2.1).
+pub fn compile(doc: &Value, file: &Path, sources: &SourceCatalog) -> Compiled {
     let mut errors = Vec::new();
     let mut doc = doc.clone();
     let mut warnings = fold_case(&mut doc);
@@ -88,7 +89,8 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
         err("spec.triggers".into(), "at least one trigger".into());
     }
 
-    // Dependencies, bound to tripline sources named `<eventSourceName>-<eventName>`.
+    // Dependencies, bound to the source whose `argo:` block names them, else
+    // to the one named `<eventSourceName>-<eventName>`.
     let mut dependencies = Vec::new();
     let mut filters: BTreeMap<String, Arc<DependencyFilter>> = BTreeMap::new();
     for (i, d) in spec.dependencies.iter().enumerate() {
@@ -107,18 +109,21 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
             );
             continue;
         }
-        let source = format!("{}-{}", d.event_source_name, d.event_name);
-        if let Some(known) = sources {
-            if !known.contains(&source) {
-                err(
-                    at.clone(),
-                    format!(
-                        "no tripline source for Argo event '{}/{}': declare a source named '{source}' in tripline.yaml",
-                        d.event_source_name, d.event_name
-                    ),
-                );
-                continue;
-            }
+        let Some(source) = sources.bind(&d.event_source_name, &d.event_name) else {
+            let (e, n) = (&d.event_source_name, &d.event_name);
+            err(
+                at.clone(),
+                format!(
+                    "no tripline source for Argo event '{e}/{n}': declare a source named '{e}-{n}' (or with argo: {{eventSourceName: {e}, eventName: {n}}}); 'tripline import <eventsource.yaml>' writes them"
+                ),
+            );
+            continue;
+        };
+        if !sources.declares(&source) {
+            warnings.push((
+                at.clone(),
+                format!("no source `{source}` declared: taken as a plain `type: http` source of that name"),
+            ));
         }
         match DependencyFilter::compile(
             &d.event_source_name,
@@ -127,7 +132,7 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
             d.filters_logical_operator.as_deref(),
         ) {
             Ok(f) => {
-                let f = Arc::new(f);
+                let f = Arc::new(f.with_source(sources.argo(&source)));
                 filters.insert(d.name.clone(), f.clone());
                 dependencies.push(Dependency {
                     name: d.name.clone(),

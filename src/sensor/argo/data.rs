@@ -6,6 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::event::Event;
+use crate::sensor::catalog::ArgoSource;
 
 /// Upstream's event: `context` and `data`.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,18 @@ fn header_map(event: &Event) -> Value {
 /// Why an event cannot be seen by Argo dependencies at all.
 pub type NotArgo = String;
 
+/// A NATS/Kafka body under `jsonBody: false`: the payload's base64 (a JSON
+/// payload is re-serialised compactly, keys sorted — not byte for byte).
+fn base64_body(event: &Event) -> Value {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+    match &event.body {
+        Value::String(s) if event.meta.contains_key("bodyEncoding") => json!(s),
+        Value::String(s) => b64(s.as_bytes()),
+        other => b64(other.to_string().as_bytes()),
+    }
+}
+
 fn json_body(event: &Event) -> Result<Value, NotArgo> {
     let text_body = matches!(event.body, Value::String(_))
         && !event
@@ -57,12 +70,21 @@ fn json_body(event: &Event) -> Result<Value, NotArgo> {
     Ok(event.body.clone())
 }
 
-/// The Argo event for a dependency on `event_source`/`event_name`.
+/// The Argo event for a dependency on `event_source`/`event_name`, bound to
+/// a source with the `source` `argo:` block.
 pub fn argo_event(
     event: &Event,
     event_source: &str,
     event_name: &str,
+    source: &ArgoSource,
 ) -> Result<ArgoEvent, NotArgo> {
+    let broker_body = |event: &Event| {
+        if source.json_body {
+            json_body(event)
+        } else {
+            Ok(base64_body(event))
+        }
+    };
     let header = |name: &str| event.headers.get(name).map(str::to_string);
     let (kind, data) = if event.meta.contains_key("topic") && event.meta.contains_key("partition") {
         let timestamp = event
@@ -80,7 +102,7 @@ pub fn argo_event(
             "topic": event.meta["topic"],
             "key": event.meta.get("key").and_then(Value::as_str).unwrap_or_default(),
             "partition": event.meta["partition"],
-            "body": json_body(event)?,
+            "body": broker_body(event)?,
             "timestamp": timestamp,
             "headers": headers,
         });
@@ -104,7 +126,7 @@ pub fn argo_event(
             json!({"headers": header_map(event), "body": json_body(event)?}),
         )
     } else if event.meta.contains_key("subject") && !event.meta.contains_key("path") {
-        let mut data = json!({"subject": event.meta["subject"], "body": json_body(event)?});
+        let mut data = json!({"subject": event.meta["subject"], "body": broker_body(event)?});
         if event.headers.iter().next().is_some() {
             data["header"] = header_map(event);
         }
@@ -128,6 +150,10 @@ pub fn argo_event(
             json!({"header": header_map(event), "body": body}),
         )
     };
+    let mut data = data;
+    if let (Some(m), Value::Object(d)) = (&source.metadata, &mut data) {
+        d.insert("metadata".into(), Value::Object(m.clone()));
+    }
     let context = json!({
         "id": event.id,
         "source": event_source,
@@ -181,7 +207,7 @@ mod tests {
         e.meta
             .insert("contentType".into(), json!("application/json"));
         e.meta.insert("path".into(), json!("/example"));
-        let a = argo_event(&e, "webhook", "example").unwrap();
+        let a = argo_event(&e, "webhook", "example", &ArgoSource::default()).unwrap();
         assert_eq!(
             a.data["header"]["Content-Type"],
             json!(["application/json"])
@@ -194,7 +220,7 @@ mod tests {
         let mut g = Event::new("github-example", b"{}", json!({"action": "opened"}));
         g.headers.insert("x-github-event", "pull_request");
         g.headers.insert("x-github-delivery", "d-1");
-        let a = argo_event(&g, "github", "example").unwrap();
+        let a = argo_event(&g, "github", "example", &ArgoSource::default()).unwrap();
         assert_eq!(a.data["headers"]["X-Github-Event"], json!(["pull_request"]));
         assert_eq!(a.data["body"]["X-GitHub-Event"], "pull_request");
         assert_eq!(a.data["body"]["X-GitHub-Delivery"], "d-1");
@@ -208,12 +234,43 @@ mod tests {
         ] {
             k.meta.insert(key.into(), v);
         }
-        let a = argo_event(&k, "kafka", "example").unwrap();
+        let a = argo_event(&k, "kafka", "example", &ArgoSource::default()).unwrap();
         assert_eq!(a.data["topic"], "jobs");
         assert_eq!(a.data["partition"], 2);
         assert_eq!(a.data["timestamp"], "2025-11-30 08:30:00.123 +0000 UTC");
 
         let text = Event::new("webhook-example", b"hello", json!("hello"));
-        assert!(argo_event(&text, "webhook", "example").is_err());
+        assert!(argo_event(&text, "webhook", "example", &ArgoSource::default()).is_err());
+    }
+
+    #[test]
+    fn json_body_false_gives_base64_and_metadata_is_copied() {
+        let mut n = Event::new("nats-example", b"hello", json!("hello"));
+        n.meta.insert("subject".into(), json!("jobs"));
+        let plain = ArgoSource::default();
+        assert!(argo_event(&n, "nats", "example", &plain).is_err());
+        let raw = ArgoSource {
+            json_body: false,
+            metadata: Some(serde_json::from_str(r#"{"team":"ml"}"#).unwrap()),
+            ..Default::default()
+        };
+        let a = argo_event(&n, "nats", "example", &raw).unwrap();
+        assert_eq!(a.data["body"], "aGVsbG8=");
+        assert_eq!(a.data["metadata"]["team"], "ml");
+        assert_eq!(a.data["subject"], "jobs");
+        // A JSON payload under jsonBody: false is base64 too, of its compact
+        // re-serialisation (keys sorted: a documented deviation).
+        let j = Event::new("nats-example", b"{}", json!({"b": 1, "a": 2}));
+        let mut j = j;
+        j.meta.insert("subject".into(), json!("jobs"));
+        let a = argo_event(&j, "nats", "example", &raw).unwrap();
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(a.data["body"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(decoded, br#"{"a":2,"b":1}"#);
+        // No metadata block ⇒ no `metadata` key (Go omitempty).
+        let a = argo_event(&j, "nats", "example", &ArgoSource::default()).unwrap();
+        assert!(a.data.get("metadata").is_none());
     }
 }

@@ -22,6 +22,7 @@ use super::expr::Expr;
 use super::gotmpl::Template;
 use super::path::{self, Path};
 use crate::event::Event;
+use crate::sensor::catalog::ArgoSource;
 use crate::sensor::trace::Trace;
 
 /// `filters:` of an Argo dependency, as written.
@@ -167,6 +168,8 @@ pub struct DependencyFilter {
     /// Whether the dependency has a `filters:` block at all: an empty one
     /// under `or` never passes upstream, no block always does.
     has_filters: bool,
+    /// The bound source's `argo:` block (`jsonBody`, `metadata`).
+    source: ArgoSource,
 }
 
 impl DependencyFilter {
@@ -187,6 +190,7 @@ impl DependencyFilter {
             exprs: None,
             filters,
             has_filters: false,
+            source: ArgoSource::default(),
         };
         let Some(spec) = spec else { return Ok(out) };
         out.has_filters = true;
@@ -335,7 +339,7 @@ impl DependencyFilter {
 
     /// The verdict, filter by filter.
     pub fn explain(&self, event: &Event) -> Trace {
-        match argo_event(event, &self.event_source, &self.event_name) {
+        match argo_event(event, &self.event_source, &self.event_name, &self.source) {
             Ok(argo) => self.explain_argo(&argo),
             Err(why) => leaf("argo event", false, None, Some(why)),
         }
@@ -380,7 +384,13 @@ impl DependencyFilter {
 
     /// The Argo event of `event` for this dependency (for parameters).
     pub fn argo_event(&self, event: &Event) -> Option<ArgoEvent> {
-        argo_event(event, &self.event_source, &self.event_name).ok()
+        argo_event(event, &self.event_source, &self.event_name, &self.source).ok()
+    }
+
+    /// Applies the bound source's `argo:` block (none: Argo's defaults).
+    pub fn with_source(mut self, source: Option<&ArgoSource>) -> Self {
+        self.source = source.cloned().unwrap_or_default();
+        self
     }
 }
 

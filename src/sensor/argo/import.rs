@@ -22,7 +22,11 @@ pub struct Imported {
 pub fn sensor(doc: &Value) -> Result<Imported, Vec<(String, String)>> {
     // Everything the Argo sensor needs must compile as it is (any name
     // binds: sources are resolved when the native sensor is loaded).
-    let compiled = compile(doc, std::path::Path::new("import.yaml"), None);
+    let compiled = compile(
+        doc,
+        std::path::Path::new("import.yaml"),
+        &crate::sensor::SourceCatalog::open(),
+    );
     if !compiled.errors.is_empty() {
         return Err(compiled.errors);
     }
@@ -323,6 +327,19 @@ pub fn event_source(
                     continue;
                 }
             };
+            let mut source = source;
+            let mut argo = serde_json::Map::new();
+            // Upstream's `jsonBody` is a Go bool (default false: the body is
+            // the payload's base64); tripline's default is true.
+            if matches!(kind.as_str(), "nats" | "kafka") && ev["jsonBody"] != true {
+                argo.insert("jsonBody".into(), json!(false));
+            }
+            if ev["metadata"].as_object().is_some_and(|m| !m.is_empty()) {
+                argo.insert("metadata".into(), ev["metadata"].clone());
+            }
+            if !argo.is_empty() {
+                source["argo"] = Value::Object(argo);
+            }
             sources.push(source);
         }
     }

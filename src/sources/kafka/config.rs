@@ -1,6 +1,7 @@
 //! `type: kafka` in `tripline.yaml`, and the librdkafka settings it becomes
 //! (secrets resolved; the settings tripline owns are refused in `properties`).
 
+use crate::sensor::ArgoSource;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +17,9 @@ use crate::tls::TlsConfig;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KafkaConfig {
     pub name: String,
+    /// Argo Events compatibility: binding alias, `jsonBody`, `metadata`.
+    #[serde(default)]
+    pub argo: Option<ArgoSource>,
     /// Bootstrap servers (`host:port`): a list, or one comma-separated string.
     #[serde(deserialize_with = "string_or_list")]
     pub brokers: Vec<String>,

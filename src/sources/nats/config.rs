@@ -1,6 +1,7 @@
 //! `type: nats` in `tripline.yaml`: servers, credentials, TLS, subjects, and
 //! the JetStream consumer settings. Strict, checked before anything connects.
 
+use crate::sensor::ArgoSource;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NatsConfig {
     pub name: String,
+    /// Argo Events compatibility: binding alias, `jsonBody`, `metadata`.
+    #[serde(default)]
+    pub argo: Option<ArgoSource>,
     /// Server urls (`nats://`, `tls://`, `ws://`…). Empty: `$NATS_URL`
     /// (comma-separated), else [`DEFAULT_URL`].
     #[serde(default)]

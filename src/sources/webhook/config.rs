@@ -1,6 +1,7 @@
 //! What users write for webhook sources (`type: http | github | gitlab |
 //! generic | cloudevents`), and how each becomes a mounted [`Endpoint`].
 
+use crate::sensor::ArgoSource;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,6 +17,9 @@ use crate::sources::SourceError;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpConfig {
     pub name: String,
+    /// Argo Events compatibility: binding alias, `jsonBody`, `metadata`.
+    #[serde(default)]
+    pub argo: Option<ArgoSource>,
     #[serde(default)]
     pub path: Option<String>,
     /// Header holding a delivery id (default: none, the id is a body hash).
@@ -34,6 +38,9 @@ pub struct HttpConfig {
 #[serde(deny_unknown_fields)]
 pub struct GithubConfig {
     pub name: String,
+    /// Argo Events compatibility: binding alias, `jsonBody`, `metadata`.
+    #[serde(default)]
+    pub argo: Option<ArgoSource>,
     #[serde(default)]
     pub path: Option<String>,
     /// The webhook secret configured in GitHub.
@@ -58,6 +65,9 @@ pub enum Dedupe {
 #[serde(deny_unknown_fields)]
 pub struct GitlabConfig {
     pub name: String,
+    /// Argo Events compatibility: binding alias, `jsonBody`, `metadata`.
+    #[serde(default)]
+    pub argo: Option<ArgoSource>,
     #[serde(default)]
     pub path: Option<String>,
     /// The "Secret token" configured in GitLab.
@@ -68,6 +78,9 @@ pub struct GitlabConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GenericConfig {
     pub name: String,
+    /// Argo Events compatibility: binding alias, `jsonBody`, `metadata`.
+    #[serde(default)]
+    pub argo: Option<ArgoSource>,
     #[serde(default)]
     pub path: Option<String>,
     #[serde(default)]
@@ -138,6 +151,9 @@ fn default_tolerance() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct CloudEventsConfig {
     pub name: String,
+    /// Argo Events compatibility: binding alias, `jsonBody`, `metadata`.
+    #[serde(default)]
+    pub argo: Option<ArgoSource>,
     #[serde(default)]
     pub path: Option<String>,
     #[serde(default)]
