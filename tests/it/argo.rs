@@ -669,3 +669,99 @@ spec:
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("sources[0].argo"), "{err}");
 }
+
+/// Template-level parameters (upstream's `complete-trigger-parameterization`
+/// shape): `dest: name` renames the trigger as objects see it (the
+/// `events.argoproj.io/trigger` label), `dest: k8s.source.resource.X` sets
+/// `X` before the resource-level parameters run (which win on the same
+/// path); a dest tripline cannot honour is a load error naming it.
+#[test]
+fn template_level_parameters_land_on_the_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let sensor = dir.path().join("s.yaml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &sensor,
+            format!(
+                r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {{name: complete}}
+spec:
+  dependencies:
+    - {{name: test-dep, eventSourceName: webhook, eventName: example}}
+  triggers:
+    - template:
+        name: THIS_WILL_BE_REPLACED_BY_NAME_FROM_EVENT
+        k8s:
+          operation: create
+          source:
+            resource:
+              apiVersion: v1
+              kind: ConfigMap
+              metadata: {{generateName: run-}}
+              data: {{image: placeholder, bucket: placeholder}}
+          parameters:
+            - {{src: {{dependencyName: test-dep, dataKey: body.image}}, dest: data.image}}
+      parameters:
+        - {{src: {{dependencyName: test-dep, dataKey: body.name}}, dest: name}}
+        - {{src: {{dependencyName: test-dep, dataKey: body.bucket}}, dest: k8s.source.resource.data.bucket}}
+        - {{src: {{dependencyName: test-dep, value: overridden}}, dest: k8s.source.resource.data.image}}
+        - {{src: {{dependencyName: test-dep, dataKey: body.port}}, dest: k8s.source.resource.data.bucket, operation: append}}
+{extra}"#
+            ),
+        )
+        .unwrap()
+    };
+    write("");
+    let event = dir.path().join("e.json");
+    std::fs::write(
+        &event,
+        r#"{"name": "retrain", "bucket": "data", "port": ":9000", "image": "trainer:2"}"#,
+    )
+    .unwrap();
+    let args = [
+        "test",
+        sensor.to_str().unwrap(),
+        "--event",
+        event.to_str().unwrap(),
+        "-H",
+        "Content-Type=application/json",
+        "--output",
+        "json",
+    ];
+    let (code, out, err) = run_cli(&args, dir.path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let obj = &v["rendered"][0]["object"];
+    assert_eq!(
+        obj["metadata"]["labels"]["events.argoproj.io/trigger"], "retrain",
+        "{obj}"
+    );
+    assert_eq!(obj["data"]["bucket"], "data:9000", "{obj}");
+    // The resource-level parameter runs last and wins.
+    assert_eq!(obj["data"]["image"], "trainer:2", "{obj}");
+    // Its import renders the same object.
+    let (code, imported, err) = run_cli(&["import", sensor.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let native = dir.path().join("native.yaml");
+    std::fs::write(&native, &imported).unwrap();
+    let mut native_args = args;
+    native_args[1] = native.to_str().unwrap();
+    let (code, out, err) = run_cli(&native_args, dir.path());
+    assert_eq!(code, 0, "{imported}\n{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let native_obj = &v["rendered"][0]["object"];
+    assert_eq!(native_obj["data"], obj["data"], "{imported}");
+    assert_eq!(
+        native_obj["metadata"]["labels"]["events.argoproj.io/trigger"], "retrain",
+        "{imported}"
+    );
+
+    write("        - {src: {dependencyName: test-dep, value: x}, dest: k8s.operation}\n");
+    let (code, _, err) = run_cli(&args, dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("spec.triggers[0].parameters[4].dest: `k8s.operation`: template-level parameters may set `name` or `k8s.source.resource.…`"),
+        "{err}"
+    );
+}

@@ -240,13 +240,6 @@ fn compile_trigger(
         );
         return None;
     }
-    if !w.parameters.is_empty() {
-        err(
-            format!("{at}.parameters"),
-            "template-level parameters are not supported by tripline yet (resource parameters are)"
-                .into(),
-        );
-    }
     if w.dlq_trigger.is_some() {
         err(
             format!("{at}.dlqTrigger"),
@@ -501,10 +494,34 @@ fn compile_trigger(
     labels["events.argoproj.io/sensor"] = json!(sensor_name);
     labels["events.argoproj.io/trigger"] = json!(t.name);
 
+    // Template-level parameters first (upstream applies them to the trigger
+    // template, then the resource-level ones to the resource), each moved
+    // onto the resource it ends up changing.
+    let mut moved = Vec::new();
+    for (j, p) in w.parameters.iter().enumerate() {
+        let pat = format!("{at}.parameters[{j}]");
+        let dest = p.dest.as_str();
+        match template_param_dest(kind, dest) {
+            Ok(Some(d)) => {
+                let mut p = p.clone();
+                p.dest = d;
+                moved.push((pat, p));
+            }
+            Ok(None) => warnings.push((
+                format!("{pat}.dest"),
+                format!("`{dest}` changes a trigger source tripline does not fetch; ignored"),
+            )),
+            Err(message) => err(format!("{pat}.dest"), message),
+        }
+    }
+    let resource_params = rt
+        .parameters
+        .iter()
+        .enumerate()
+        .map(|(j, p)| (format!("{tat}.parameters[{j}]"), p.clone()));
     let mut parameters = Vec::new();
-    for (j, p) in rt.parameters.iter().enumerate() {
-        let pat = format!("{tat}.parameters[{j}]");
-        match ArgoParamSpec::compile(p) {
+    for (j, (pat, p)) in moved.into_iter().chain(resource_params).enumerate() {
+        match ArgoParamSpec::compile(&p) {
             Ok(param) => {
                 if let Some((field, message)) = &param.warning {
                     warnings.push((format!("{pat}.{field}"), message.clone()));
@@ -611,4 +628,30 @@ fn go_duration(v: &Value) -> Option<Duration> {
         Value::String(s) => humantime::parse_duration(s).ok(),
         _ => None,
     }
+}
+
+/// Where a template-level parameter's `dest` (a path into the trigger
+/// template, Argo's field names) lands on the resource: `name` is the
+/// trigger name, seen on objects as the `events.argoproj.io/trigger` label;
+/// `<kind>.source.resource.X` is `X`. `Ok(None)`: a path into a trigger
+/// source tripline does not fetch (`s3`, `git`, `url`, `configmap`).
+pub(super) fn template_param_dest(kind: &str, dest: &str) -> Result<Option<String>, String> {
+    if dest == "name" {
+        return Ok(Some(r"metadata.labels.events\.argoproj\.io/trigger".into()));
+    }
+    let source = format!("{kind}.source.");
+    if let Some(rest) = dest.strip_prefix(&format!("{source}resource.")) {
+        return Ok(Some(rest.to_string()));
+    }
+    if let Some(rest) = dest.strip_prefix(&source) {
+        if ["s3.", "git.", "url.", "configmap."]
+            .iter()
+            .any(|k| rest.starts_with(k))
+        {
+            return Ok(None);
+        }
+    }
+    Err(format!(
+        "`{dest}`: template-level parameters may set `name` or `{kind}.source.resource.…` (tripline compiles the rest of the trigger at load)"
+    ))
 }

@@ -137,10 +137,21 @@ pub fn sensor(doc: &Value) -> Result<Imported, Vec<(String, String)>> {
                 manifest["metadata"]["labels"]["events.argoproj.io/trigger"] = json!(argo_name);
                 out.insert("workflow".into(), json!({"manifest": manifest}));
             }
-            let params: Vec<Value> = rt["parameters"]
+            // Template-level parameters first, moved onto the resource as
+            // the Argo sensor's compilation does.
+            let template_level = w["parameters"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .filter_map(|p| {
+                    let dest = p["dest"].as_str().unwrap_or_default();
+                    let mut p = p.clone();
+                    p["dest"] = json!(super::compile::template_param_dest(kind, dest).ok()??);
+                    Some(p)
+                });
+            let resource_level = rt["parameters"].as_array().into_iter().flatten().cloned();
+            let params: Vec<Value> = template_level
+                .chain(resource_level)
                 .enumerate()
                 .map(|(j, p)| {
                     let mut native =

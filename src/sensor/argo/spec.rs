@@ -77,7 +77,7 @@ pub(super) struct Dep {
 pub(super) struct TriggerWrap {
     pub(super) template: Option<Template>,
     #[serde(default)]
-    pub(super) parameters: Vec<Value>,
+    pub(super) parameters: Vec<ParamSpec>,
     #[serde(default)]
     pub(super) retry_strategy: Option<RetryStrategy>,
     #[serde(default)]
