@@ -94,12 +94,6 @@ pub struct Engine {
     pub stats: Stats,
 }
 
-/// How one trigger's submission ended, before it becomes a [`TriggerOutcome`].
-enum Fired {
-    Done(Submitted),
-    Failed(SubmitError),
-}
-
 impl Engine {
     pub fn new(sensors: SensorSet, submitter: Arc<dyn Submitter>, dead_letter: DeadLetter) -> Self {
         Engine {
@@ -322,8 +316,16 @@ impl Engine {
                 status: Status::Invalid,
                 message: None,
             };
+            let mut fetched = None;
             match &trigger.action {
                 crate::sensor::Action::Submit => {}
+                crate::sensor::Action::Fetch(f) => match self.fetch(f, trigger.namespace.as_deref()).await {
+                    Ok(resource) => fetched = Some(resource),
+                    Err(e) => {
+                        let error = Err(e);
+                        return self.settle(out, error, &events, &Value::Null, "", last_chance).await;
+                    }
+                },
                 crate::sensor::Action::Log { interval } => {
                     let now = Instant::now();
                     let mut last = loaded.logged.lock().unwrap_or_else(|e| e.into_inner());
@@ -349,7 +351,8 @@ impl Engine {
                 }
             }
             let ns = self.submitter.default_namespace();
-            let rendered = trigger.render(&loaded.sensors.templates, &sensor.name, primary, &events, ns);
+            let resource = fetched.as_ref().unwrap_or(&trigger.manifest);
+            let rendered = trigger.render_resource(resource, &loaded.sensors.templates, &sensor.name, primary, &events, ns);
             let (name, obj) = match rendered {
                 Ok(r) => r,
                 Err(e) => {
@@ -366,53 +369,99 @@ impl Engine {
             if let Some(l) = loaded.limiters.get(&(f.sensor, f.trigger)) {
                 l.until_ready().await;
             }
-            let fired = match submit_with_retry(self.submitter.as_ref(), &obj, &trigger.retry).await {
-                Ok(s) => Fired::Done(s),
-                Err(e) => Fired::Failed(e),
-            };
-            match fired {
-                Fired::Done(s) => {
-                    info!(name = %name, status = ?s, "submitted");
-                    self.target_ok();
-                    out.status = match s {
-                        Submitted::Created => Status::Created,
-                        Submitted::Existing => Status::Existing,
-                    };
-                }
-                Fired::Failed(SubmitError::Infrastructure { message, .. }) => {
-                    self.stats.infrastructure.fetch_add(1, Ordering::Relaxed);
-                    self.target_down(&message);
-                    out.status = Status::Unavailable;
-                    out.message = Some(message);
-                }
-                Fired::Failed(SubmitError::Transient { message, .. }) if last_chance => {
-                    let error = format!("retry budget spent; last error: {message}");
-                    warn!(name = %name, error = %message, "retry budget spent; dead-lettered");
-                    self.dead_letter
-                        .record(&sensor.name, &trigger.name, &events, &obj, &error, &Value::Null)
-                        .await;
-                    out.status = Status::Expired;
-                    out.message = Some(error);
-                }
-                Fired::Failed(SubmitError::Transient { message, .. }) => {
-                    if let Some(n) = self.unavailable_log.hit(Instant::now()) {
-                        warn!(name = %name, error = %message, failures = n, "submission unavailable; the event will be retried");
-                    }
-                    out.status = Status::Unavailable;
-                    out.message = Some(message);
-                }
-                Fired::Failed(e) => {
-                    warn!(name = %name, error = %e, "rejected; dead-lettered");
-                    self.dead_letter
-                        .record(&sensor.name, &trigger.name, &events, &obj, &e.to_string(), e.status())
-                        .await;
-                    out.message = Some(e.to_string());
-                }
-            }
-            out
+            let fired = submit_with_retry(self.submitter.as_ref(), &obj, &trigger.retry).await;
+            self.settle(out, fired, &events, &obj, &name, last_chance).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Reads what an Argo trigger reads when it fires, and makes it the
+    /// resource (errors classified as submissions are).
+    async fn fetch(
+        &self,
+        f: &crate::sensor::argo::fetch::FetchTrigger,
+        namespace: Option<&str>,
+    ) -> Result<Value, SubmitError> {
+        use crate::sensor::argo::fetch::{Fetch, Fetched};
+        let invalid = |m: String| SubmitError::rejected(422, "Invalid", m);
+        let fetched = match &f.fetch {
+            Fetch::File(path) => Fetched::Text(
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| invalid(format!("{}: {e}", f.describe())))?,
+            ),
+            Fetch::ConfigMap { name, key } => {
+                let cm = self
+                    .submitter
+                    .get("v1", "ConfigMap", namespace, name)
+                    .await?;
+                match cm["data"][key].as_str() {
+                    Some(text) => Fetched::Text(text.to_string()),
+                    None => return Err(invalid(format!("{}: no such key", f.describe()))),
+                }
+            }
+            Fetch::CronWorkflow { name } => Fetched::Object(
+                self.submitter
+                    .get("argoproj.io/v1alpha1", "CronWorkflow", namespace, name)
+                    .await?,
+            ),
+        };
+        f.resource(fetched).map_err(invalid)
+    }
+
+    /// The outcome of a firing from its submission's (or fetch's) result:
+    /// counted, logged, dead-lettered when final and failed.
+    async fn settle(
+        &self,
+        mut out: TriggerOutcome,
+        fired: Result<Submitted, SubmitError>,
+        events: &[(&str, &Event)],
+        obj: &Value,
+        name: &str,
+        last_chance: bool,
+    ) -> TriggerOutcome {
+        let (sensor, trigger) = (out.sensor.clone(), out.trigger.clone());
+        match fired {
+            Ok(s) => {
+                info!(name = %name, status = ?s, "submitted");
+                self.target_ok();
+                out.status = match s {
+                    Submitted::Created => Status::Created,
+                    Submitted::Existing => Status::Existing,
+                };
+            }
+            Err(SubmitError::Infrastructure { message, .. }) => {
+                self.stats.infrastructure.fetch_add(1, Ordering::Relaxed);
+                self.target_down(&message);
+                out.status = Status::Unavailable;
+                out.message = Some(message);
+            }
+            Err(SubmitError::Transient { message, .. }) if last_chance => {
+                let error = format!("retry budget spent; last error: {message}");
+                warn!(name = %name, error = %message, "retry budget spent; dead-lettered");
+                self.dead_letter
+                    .record(&sensor, &trigger, events, obj, &error, &Value::Null)
+                    .await;
+                out.status = Status::Expired;
+                out.message = Some(error);
+            }
+            Err(SubmitError::Transient { message, .. }) => {
+                if let Some(n) = self.unavailable_log.hit(Instant::now()) {
+                    warn!(name = %name, error = %message, failures = n, "submission unavailable; the event will be retried");
+                }
+                out.status = Status::Unavailable;
+                out.message = Some(message);
+            }
+            Err(e) => {
+                warn!(name = %name, error = %e, "rejected; dead-lettered");
+                self.dead_letter
+                    .record(&sensor, &trigger, events, obj, &e.to_string(), e.status())
+                    .await;
+                out.message = Some(e.to_string());
+            }
+        }
+        out
     }
 
     fn target_ok(&self) {

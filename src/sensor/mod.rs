@@ -109,6 +109,10 @@ pub enum Action {
     /// The object cannot be had (an Argo trigger source tripline does not
     /// fetch): every firing is dead-lettered with this reason.
     Unavailable(String),
+    /// The resource is read when the trigger fires (an Argo `file` or
+    /// `configmap` source, `submit-from` a CronWorkflow); parameters then
+    /// apply to it.
+    Fetch(std::sync::Arc<argo::fetch::FetchTrigger>),
 }
 
 /// An Argo parameter and the dependency whose event it reads.
@@ -386,6 +390,27 @@ impl Trigger {
         events: &[(&str, &Event)],
         default_namespace: Option<&str>,
     ) -> Result<(String, Value), render::RenderError> {
+        self.render_resource(
+            &self.manifest,
+            templates,
+            sensor,
+            primary,
+            events,
+            default_namespace,
+        )
+    }
+
+    /// [`render`](Self::render) over `resource` (fetched when the trigger
+    /// fired) instead of the loaded manifest.
+    pub fn render_resource(
+        &self,
+        resource: &Value,
+        templates: &Templates,
+        sensor: &str,
+        primary: &Event,
+        events: &[(&str, &Event)],
+        default_namespace: Option<&str>,
+    ) -> Result<(String, Value), render::RenderError> {
         let ctx = render::context(
             primary,
             if self.uses_dependency_names {
@@ -394,7 +419,7 @@ impl Trigger {
                 &[]
             },
         );
-        let mut obj = self.manifest.clone();
+        let mut obj = resource.clone();
         for p in &self.parameters {
             if let Some(a) = &p.argo {
                 let event = events

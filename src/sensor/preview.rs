@@ -75,6 +75,38 @@ impl SensorSet {
                 let (object, error) = match &t.action {
                     super::Action::Log { .. } => (None, None),
                     super::Action::Unavailable(reason) => (None, Some(reason.clone())),
+                    // A file is read as the firing would; the cluster is
+                    // never asked by a preview.
+                    super::Action::Fetch(f) => match &f.fetch {
+                        super::argo::fetch::Fetch::File(path) => {
+                            let read = std::fs::read_to_string(path)
+                                .map_err(|e| format!("{}: {e}", f.describe()))
+                                .and_then(|text| {
+                                    f.resource(super::argo::fetch::Fetched::Text(text))
+                                });
+                            match read.and_then(|r| {
+                                t.render_resource(
+                                    &r,
+                                    &sensors.templates,
+                                    &sensor.name,
+                                    event,
+                                    &events,
+                                    namespace,
+                                )
+                                .map_err(|e| e.to_string())
+                            }) {
+                                Ok((_, obj)) => (Some(obj), None),
+                                Err(e) => (None, Some(e)),
+                            }
+                        }
+                        _ => (
+                            None,
+                            Some(format!(
+                                "{} is read from the cluster when the trigger fires; not by a preview",
+                                f.describe()
+                            )),
+                        ),
+                    },
                     super::Action::Submit => {
                         match t.render(&sensors.templates, &sensor.name, event, &events, namespace)
                         {

@@ -168,6 +168,25 @@ fn classify_client_error(e: kube::Error) -> SubmitError {
 
 #[async_trait]
 impl Submitter for KubeSubmitter {
+    async fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, SubmitError> {
+        let (ar, namespaced) = self.resource(api_version, kind).await?;
+        let ns = namespace.unwrap_or(&self.namespace);
+        let url = DynamicObject::url_path(&ar, namespaced.then_some(ns));
+        let req = Request::new(url)
+            .get(name, &GetParams::default())
+            .map_err(|e| SubmitError::rejected(400, "BadRequest", e.to_string()))?;
+        self.client
+            .request::<Value>(req)
+            .await
+            .map_err(classify_client_error)
+    }
+
     async fn submit(&self, obj: &Value) -> Result<Submitted, SubmitError> {
         // Coordinates are checked before any URL is built from them.
         let o = check(obj)?;

@@ -133,6 +133,27 @@ pub trait Submitter: Send + Sync {
     fn default_namespace(&self) -> Option<&str>;
     /// For logs: `outbox ./outbox`, `kubernetes https://…`.
     fn describe(&self) -> String;
+    /// Reads an object from the target (what an Argo trigger reads when it
+    /// fires: a ConfigMap, a CronWorkflow); `namespace` `None`: the
+    /// default one. Errors are classified as for [`submit`](Self::submit)
+    /// (404: permanent). A target without a cluster cannot: permanent.
+    async fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, SubmitError> {
+        let _ = namespace;
+        Err(SubmitError::rejected(
+            501,
+            "NotImplemented",
+            format!(
+                "{kind} {api_version} `{name}` is read from a cluster; {} has none",
+                self.describe()
+            ),
+        ))
+    }
 }
 
 /// Submits with the trigger's retry policy: exponential backoff with jitter,

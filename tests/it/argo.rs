@@ -765,3 +765,149 @@ spec:
         "{err}"
     );
 }
+
+/// Trigger sources read when the trigger fires: `submit-from` a CronWorkflow
+/// (its `spec.workflowSpec` submitted, as `argo submit --from`), a
+/// `configmap` key, and a `file` that did not exist at load — all through
+/// the real kube client against the API double. With the outbox as the
+/// target the cluster-read triggers are dead-lettered, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_sources_are_read_when_the_trigger_fires() {
+    let api = KubeApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let wf_spec = serde_json::json!({
+        "entrypoint": "main",
+        "templates": [{"name": "main", "container": {"image": "alpine:3.20"}}]
+    });
+    api.put(
+        "cronworkflows",
+        serde_json::json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "CronWorkflow",
+            "metadata": {"name": "nightly", "namespace": "default"},
+            "spec": {"schedule": "0 1 * * *", "workflowSpec": wf_spec}}),
+    );
+    let from_cm = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: from-cm-}\nspec:\n  entrypoint: main\n  templates: [{name: main, container: {image: 'alpine:3.20'}}]\n";
+    api.put(
+        "configmaps",
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "workflows", "namespace": "default"},
+            "data": {"wf.yaml": from_cm}}),
+    );
+    let later = dir.path().join("later.yaml");
+    let sensor = format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {{name: fetching}}
+spec:
+  dependencies: [{{name: d, eventSourceName: webhook, eventName: example}}]
+  triggers:
+    - template:
+        name: cron
+        argoWorkflow:
+          operation: submit-from
+          source: {{resource: {{apiVersion: argoproj.io/v1alpha1, kind: CronWorkflow, metadata: {{name: nightly}}}}}}
+    - template:
+        name: cm
+        argoWorkflow:
+          operation: submit
+          source: {{configmap: {{name: workflows, key: wf.yaml}}}}
+          parameters:
+            - {{src: {{dependencyName: d, dataKey: body.image}}, dest: spec.templates.0.container.image}}
+    - template:
+        name: file
+        k8s:
+          operation: create
+          source: {{file: {{path: {}}}}}
+"#,
+        later.display()
+    );
+    let config = |submit: &str| {
+        format!("sensors: sensors/\ndeadLetter: dead-letter.jsonl\n{submit}\nsources: [{{type: http, name: webhook-example, path: /example}}]\n")
+    };
+    let kube = config(&format!(
+        "submit: {{type: kubernetes, kubeconfig: {}, namespace: default, timeout: 5s}}",
+        kubeconfig.display()
+    ));
+    let t = Tripline::start(&kube, &[("fetching.yaml", &sensor)], &[]).await;
+    std::fs::write(
+        &later,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: late-}\ndata: {k: v}\n",
+    )
+    .unwrap();
+    let post = |url: String| async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(r#"{"image": "trainer:2"}"#)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let reply = post(t.url("/example")).await;
+    let statuses: Vec<&Value> = reply["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["status"])
+        .collect();
+    assert_eq!(statuses, ["created", "created", "created"], "{reply}");
+    let workflows = api.objects("workflows");
+    let by_trigger = |t: &str| {
+        workflows
+            .iter()
+            .find(|w| w["metadata"]["labels"]["events.argoproj.io/trigger"] == t)
+            .unwrap_or_else(|| panic!("no Workflow of trigger {t}: {workflows:#?}"))
+    };
+    let cron = by_trigger("cron");
+    assert_eq!(
+        cron["metadata"]["labels"]["workflows.argoproj.io/cron-workflow"],
+        "nightly"
+    );
+    assert_eq!(cron["spec"], wf_spec);
+    assert!(cron["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("nightly-"));
+    let cm = by_trigger("cm");
+    assert_eq!(
+        cm["spec"]["templates"][0]["container"]["image"],
+        "trainer:2"
+    );
+    let late = &api.objects("configmaps");
+    assert!(
+        late.iter().any(
+            |c| c["metadata"]["labels"]["events.argoproj.io/trigger"] == "file"
+                && c["data"]["k"] == "v"
+        ),
+        "{late:#?}"
+    );
+    drop(t);
+
+    // The outbox has no cluster to read: dead letters that say so; the
+    // file trigger still works.
+    let t = Tripline::start(&config(""), &[("fetching.yaml", &sensor)], &[]).await;
+    let reply = post(t.url("/example")).await;
+    let by = |name: &str| {
+        reply["matched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["trigger"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by("file")["status"], "created", "{reply}");
+    assert_eq!(by("cron")["status"], "invalid", "{reply}");
+    assert!(
+        by("cm")["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap v1 `workflows` is read from a cluster"),
+        "{reply}"
+    );
+    let dl = t.dead_letters();
+    assert_eq!(dl.len(), 2, "{dl:#?}");
+}

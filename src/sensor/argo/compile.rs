@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::cron::{Cron, ResetSpec};
+use super::fetch::{finish, valid_object_name, Fetch, FetchTrigger};
 use super::filter::DependencyFilter;
 use super::params::Param as ArgoParamSpec;
 use super::spec::{fold_case, ArgoSensor, TriggerWrap, OTHER_KINDS};
@@ -388,6 +389,14 @@ fn compile_trigger(
         return None;
     };
     let mut action = Action::Submit;
+    let fetch_at_fire = |fetch: Fetch| {
+        Action::Fetch(Arc::new(FetchTrigger {
+            fetch,
+            kind: if kind == "k8s" { "k8s" } else { "argoWorkflow" },
+            sensor: sensor_name.to_string(),
+            trigger: t.name.clone(),
+        }))
+    };
     let mut manifest = if let Some(r) = source.get("resource").filter(|r| r.is_object()) {
         r.clone()
     } else if let Some(text) = source.get("inline").and_then(Value::as_str) {
@@ -402,32 +411,47 @@ fn compile_trigger(
             }
         }
     } else if let Some(p) = source.get("file").and_then(|f| f["path"].as_str()) {
-        // Read at load (relative paths follow the sensor file).
+        // Read on every firing, as upstream (relative paths follow the
+        // sensor file); a file missing now is worth a warning, since
+        // Argo's paths are paths in the sensor pod.
         let path = file.parent().unwrap_or(Path::new(".")).join(p);
-        let read = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_yaml_ng::from_str::<Value>(&t).map_err(|e| e.to_string()));
-        match read {
-            Ok(v) if v.is_object() => v,
-            Ok(_) => {
-                err(
-                    format!("{tat}.source.file.path"),
-                    format!("{}: not an object", path.display()),
-                );
-                return None;
-            }
-            Err(e) => {
-                err(
-                    format!("{tat}.source.file.path"),
-                    format!(
-                        "{}: {e} (Argo's paths are pod paths; give one tripline can read)",
-                        path.display()
-                    ),
-                );
-                return None;
-            }
+        if !path.is_file() {
+            warnings.push((
+                format!("{tat}.source.file.path"),
+                format!(
+                    "{} does not exist (yet): it is read when the trigger fires (Argo's paths are sensor-pod paths; mount the file there)",
+                    path.display()
+                ),
+            ));
         }
-    } else if let Some(k) = ["url", "configmap", "git", "s3"]
+        action = fetch_at_fire(Fetch::File(path));
+        Value::Null
+    } else if let Some(cm) = source.get("configmap").filter(|c| c.is_object()) {
+        let (name, key) = (cm["name"].as_str(), cm["key"].as_str());
+        let (Some(name), Some(key)) = (name, key) else {
+            err(
+                format!("{tat}.source.configmap"),
+                "`name` and `key` are required".into(),
+            );
+            return None;
+        };
+        if !valid_object_name(name) {
+            err(
+                format!("{tat}.source.configmap.name"),
+                format!("`{name}` is not a Kubernetes object name"),
+            );
+            return None;
+        }
+        warnings.push((
+            format!("{tat}.source.configmap"),
+            "read from the cluster on every firing (with the outbox as the target: every firing is dead-lettered)".into(),
+        ));
+        action = fetch_at_fire(Fetch::ConfigMap {
+            name: name.to_string(),
+            key: key.to_string(),
+        });
+        Value::Null
+    } else if let Some(k) = ["url", "git", "s3"]
         .into_iter()
         .find(|k| source.contains_key(*k))
     {
@@ -448,7 +472,9 @@ fn compile_trigger(
         let kinds: Vec<&str> = source.keys().map(String::as_str).collect();
         err(
             format!("{tat}.source"),
-            format!("source {kinds:?} is not supported (supported: resource, inline, file)"),
+            format!(
+                "source {kinds:?} is not supported (supported: resource, inline, file, configmap)"
+            ),
         );
         return None;
     };
@@ -458,41 +484,50 @@ fn compile_trigger(
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if k != "WorkflowTemplate" || name.is_empty() {
-            err(format!("{tat}.source.resource"), "submit-from takes a WorkflowTemplate stub with a name (CronWorkflow: not supported yet)".into());
-            return None;
-        }
-        manifest = json!({
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"generateName": format!("{name}-"), "labels": {"workflows.argoproj.io/workflow-template": name}},
-            "spec": {"workflowTemplateRef": {"name": name}},
-        });
-    } else if kind == "argoWorkflow" && manifest["kind"] != "Workflow" {
-        err(
-            format!("{tat}.source.resource.kind"),
-            "argoWorkflow submit takes a Workflow".into(),
-        );
-        return None;
-    }
-    if manifest["metadata"]["name"].as_str().is_none()
-        && manifest["metadata"]["generateName"].as_str().is_none()
-    {
-        if kind == "argoWorkflow" {
+        if name.is_empty() || !matches!(k.as_str(), "WorkflowTemplate" | "CronWorkflow") {
             err(
-                format!("{tat}.source.resource.metadata"),
-                "a Workflow needs `name` or `generateName`".into(),
+                format!("{tat}.source.resource"),
+                "submit-from takes a WorkflowTemplate or CronWorkflow stub with a name".into(),
             );
             return None;
         }
-        manifest["metadata"]["generateName"] = json!(format!("{}-", t.name));
+        if k == "CronWorkflow" && !valid_object_name(&name) {
+            err(
+                format!("{tat}.source.resource.metadata.name"),
+                format!("`{name}` is not a Kubernetes object name"),
+            );
+            return None;
+        }
+        if k == "CronWorkflow" {
+            warnings.push((
+                format!("{tat}.source.resource"),
+                "the CronWorkflow is read from the cluster on every firing (with the outbox as the target: every firing is dead-lettered)".into(),
+            ));
+            action = fetch_at_fire(Fetch::CronWorkflow { name });
+            manifest = Value::Null;
+        } else {
+            manifest = json!({
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"generateName": format!("{name}-"), "labels": {"workflows.argoproj.io/workflow-template": name}},
+                "spec": {"workflowTemplateRef": {"name": name}},
+            });
+        }
     }
-    let labels = &mut manifest["metadata"]["labels"];
-    if !labels.is_object() {
-        *labels = json!({});
+    if !manifest.is_null() {
+        manifest = match finish(manifest, kind, sensor_name, &t.name) {
+            Ok(m) => m,
+            Err((field, message)) => {
+                let field = if field.is_empty() {
+                    format!("{tat}.source.resource")
+                } else {
+                    format!("{tat}.source.resource.{field}")
+                };
+                err(field, message);
+                return None;
+            }
+        };
     }
-    labels["events.argoproj.io/sensor"] = json!(sensor_name);
-    labels["events.argoproj.io/trigger"] = json!(t.name);
 
     // Template-level parameters first (upstream applies them to the trigger
     // template, then the resource-level ones to the resource), each moved

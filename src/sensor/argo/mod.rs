@@ -10,12 +10,15 @@
 //! * [`filter`] — data, expression, context and time filters with their
 //!   logical operators; [`expr`] — the govaluate expression language.
 //! * [`params`] — `dataKey`/`dataTemplate`/`contextKey`/… and sjson `dest`.
+//! * [`fetch`] — trigger sources read at fire time (file, ConfigMap,
+//!   CronWorkflow).
 //! * [`path`] — the gjson path subset; [`gotmpl`] — the Go template subset.
 
 pub mod compile;
 pub mod cron;
 pub mod data;
 pub mod expr;
+pub mod fetch;
 pub mod filter;
 pub mod gotmpl;
 pub mod import;
