@@ -99,6 +99,7 @@ pub fn load(paths: &[PathBuf], sources: &SourceCatalog) -> Result<SensorSet, Loa
                     file: &file,
                     doc,
                     errors: &mut errors,
+                    warnings: &mut warnings,
                 };
                 let value = match Value::deserialize(de) {
                     Ok(Value::Null) => continue, // empty document (`---` at the end)
@@ -112,14 +113,14 @@ pub fn load(paths: &[PathBuf], sources: &SourceCatalog) -> Result<SensorSet, Loa
                 if let Some(kind) = super::argo::argo_kind(&value) {
                     let at = |field: &str| format!("{}: document {doc}: {field}", file.display());
                     if kind != "Sensor" {
-                        warnings.push(at(&format!(
+                        ctx.warnings.push(at(&format!(
                             "{kind} ignored here; run 'tripline import' to turn it into tripline.yaml sources"
                         )));
                         continue;
                     }
                     let compiled = super::argo::compile::compile(&value, &file, sources);
                     for (field, message) in compiled.warnings {
-                        warnings.push(format!("{}: {message}", at(&field)));
+                        ctx.warnings.push(format!("{}: {message}", at(&field)));
                     }
                     for (field, message) in compiled.errors {
                         ctx.err(&field, message);
@@ -183,6 +184,7 @@ struct DocCtx<'a> {
     file: &'a Path,
     doc: usize,
     errors: &'a mut Vec<LoadError>,
+    warnings: &'a mut Vec<String>,
 }
 
 impl DocCtx<'_> {
@@ -406,14 +408,34 @@ fn compile_trigger(
     };
     let workflow_given = t.workflow.manifest.is_some()
         || t.workflow.file.is_some()
-        || t.workflow.workflow_template_ref.is_some();
-    let manifest = match &t.log {
-        Some(_) if workflow_given => {
+        || t.workflow.workflow_template_ref.is_some()
+        || t.workflow.argo.is_some();
+    let mut fetch = None;
+    let manifest = match (&t.log, &t.workflow.argo) {
+        (Some(_), _) if workflow_given => {
             ctx.err(&format!("{at}.log"), "give `workflow` or `log`, not both");
             None
         }
-        Some(_) => Some(Value::Null),
-        None => build_manifest(&t.workflow, &format!("{at}.workflow"), ctx),
+        (Some(_), _) => Some(Value::Null),
+        (None, Some(argo)) if workflow_given_once(&t.workflow) => {
+            let out = super::argo::compile::native_workflow(argo, sensor, &t.name, ctx.file);
+            for (field, message) in out.warnings {
+                let w = format!(
+                    "{}: document {}: {at}.workflow.argo.{field}: {message}",
+                    ctx.file.display(),
+                    ctx.doc
+                );
+                ctx.warnings.push(w);
+            }
+            for (field, message) in out.errors {
+                ctx.err(&format!("{at}.workflow.argo.{field}"), message);
+            }
+            out.resource.map(|(action, manifest)| {
+                fetch = Some(action);
+                manifest
+            })
+        }
+        (None, _) => build_manifest(&t.workflow, &format!("{at}.workflow"), ctx),
     };
     let is_workflow = manifest.as_ref().is_some_and(|m| {
         m["kind"] == "Workflow"
@@ -637,11 +659,12 @@ fn compile_trigger(
         rate_limit: t.rate_limit.clone(),
         definition,
         resets,
-        action: match &t.log {
-            Some(l) => crate::sensor::Action::Log {
+        action: match (&t.log, fetch) {
+            (Some(l), _) => crate::sensor::Action::Log {
                 interval: Duration::from_secs(l.interval_seconds),
             },
-            None => crate::sensor::Action::Submit,
+            (None, Some(action)) => action,
+            (None, None) => crate::sensor::Action::Submit,
         },
         uses_dependency_names: t
             .parameters
@@ -650,12 +673,26 @@ fn compile_trigger(
     })
 }
 
+fn workflow_given_once(w: &WorkflowSpec) -> bool {
+    [
+        w.manifest.is_some(),
+        w.file.is_some(),
+        w.workflow_template_ref.is_some(),
+        w.argo.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count()
+        == 1
+}
+
 /// Turns `workflow:` into the base object.
 fn build_manifest(w: &WorkflowSpec, at: &str, ctx: &mut DocCtx) -> Option<Value> {
     let given: Vec<&str> = [
         ("manifest", w.manifest.is_some()),
         ("file", w.file.is_some()),
         ("workflowTemplateRef", w.workflow_template_ref.is_some()),
+        ("argo", w.argo.is_some()),
     ]
     .into_iter()
     .filter_map(|(n, set)| set.then_some(n))
@@ -664,7 +701,7 @@ fn build_manifest(w: &WorkflowSpec, at: &str, ctx: &mut DocCtx) -> Option<Value>
         ctx.err(
             at,
             format!(
-                "needs exactly one of manifest, file, workflowTemplateRef; found {}",
+                "needs exactly one of manifest, file, workflowTemplateRef, argo; found {}",
                 if given.is_empty() {
                     "none".into()
                 } else {

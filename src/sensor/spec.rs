@@ -113,7 +113,7 @@ pub struct TriggerSpec {
     pub rate_limit: Option<RateLimitSpec>,
 }
 
-/// What to submit: exactly one of `manifest`, `file`, `workflowTemplateRef`.
+/// What to submit: exactly one of `manifest`, `file`, `workflowTemplateRef`, `argo`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkflowSpec {
@@ -132,6 +132,11 @@ pub struct WorkflowSpec {
     /// With `workflowTemplateRef`: override the template's entrypoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<String>,
+    /// An Argo trigger template `{k8s: …}` or `{argoWorkflow: …}` (its
+    /// `operation`, `source`, `args`): what `tripline import` writes for
+    /// trigger sources read at fire time and `submit-from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argo: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

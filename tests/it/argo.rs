@@ -769,30 +769,34 @@ spec:
 /// Trigger sources read when the trigger fires: `submit-from` a CronWorkflow
 /// (its `spec.workflowSpec` submitted, as `argo submit --from`), a
 /// `configmap` key, and a `file` that did not exist at load — all through
-/// the real kube client against the API double. With the outbox as the
-/// target the cluster-read triggers are dead-lettered, saying why.
+/// the real kube client against the API double; `tripline import` keeps
+/// them as `workflow: {argo: …}` and its sensor creates the same objects.
+/// With the outbox as the target the cluster-read triggers are
+/// dead-lettered, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_sources_are_read_when_the_trigger_fires() {
-    let api = KubeApi::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
     let wf_spec = serde_json::json!({
         "entrypoint": "main",
         "templates": [{"name": "main", "container": {"image": "alpine:3.20"}}]
     });
-    api.put(
-        "cronworkflows",
-        serde_json::json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "CronWorkflow",
-            "metadata": {"name": "nightly", "namespace": "default"},
-            "spec": {"schedule": "0 1 * * *", "workflowSpec": wf_spec}}),
-    );
-    let from_cm = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: from-cm-}\nspec:\n  entrypoint: main\n  templates: [{name: main, container: {image: 'alpine:3.20'}}]\n";
-    api.put(
-        "configmaps",
-        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "workflows", "namespace": "default"},
-            "data": {"wf.yaml": from_cm}}),
-    );
+    let seeded = || async {
+        let api = KubeApi::start().await;
+        api.put(
+            "cronworkflows",
+            serde_json::json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "CronWorkflow",
+                "metadata": {"name": "nightly", "namespace": "default"},
+                "spec": {"schedule": "0 1 * * *", "workflowSpec": wf_spec}}),
+        );
+        let from_cm = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: from-cm-}\nspec:\n  entrypoint: main\n  templates: [{name: main, container: {image: 'alpine:3.20'}}]\n";
+        api.put(
+            "configmaps",
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "workflows", "namespace": "default"},
+                "data": {"wf.yaml": from_cm}}),
+        );
+        api
+    };
     let later = dir.path().join("later.yaml");
     let sensor = format!(
         r#"apiVersion: argoproj.io/v1alpha1
@@ -824,16 +828,13 @@ spec:
     let config = |submit: &str| {
         format!("sensors: sensors/\ndeadLetter: dead-letter.jsonl\n{submit}\nsources: [{{type: http, name: webhook-example, path: /example}}]\n")
     };
-    let kube = config(&format!(
-        "submit: {{type: kubernetes, kubeconfig: {}, namespace: default, timeout: 5s}}",
-        kubeconfig.display()
-    ));
-    let t = Tripline::start(&kube, &[("fetching.yaml", &sensor)], &[]).await;
-    std::fs::write(
-        &later,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: late-}\ndata: {k: v}\n",
-    )
-    .unwrap();
+    let kube = |api: &KubeApi| {
+        let kubeconfig = api.write_kubeconfig(dir.path());
+        config(&format!(
+            "submit: {{type: kubernetes, kubeconfig: {}, namespace: default, timeout: 5s}}",
+            kubeconfig.display()
+        ))
+    };
     let post = |url: String| async move {
         reqwest::Client::new()
             .post(url)
@@ -846,6 +847,13 @@ spec:
             .await
             .unwrap()
     };
+    let api = seeded().await;
+    let t = Tripline::start(&kube(&api), &[("fetching.yaml", &sensor)], &[]).await;
+    std::fs::write(
+        &later,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: late-}\ndata: {k: v}\n",
+    )
+    .unwrap();
     let reply = post(t.url("/example")).await;
     let statuses: Vec<&Value> = reply["matched"]
         .as_array()
@@ -854,14 +862,15 @@ spec:
         .map(|m| &m["status"])
         .collect();
     assert_eq!(statuses, ["created", "created", "created"], "{reply}");
-    let workflows = api.objects("workflows");
-    let by_trigger = |t: &str| {
-        workflows
-            .iter()
+    drop(t);
+    let created = |api: &KubeApi, t: &str| {
+        api.objects("workflows")
+            .into_iter()
+            .chain(api.objects("configmaps"))
             .find(|w| w["metadata"]["labels"]["events.argoproj.io/trigger"] == t)
-            .unwrap_or_else(|| panic!("no Workflow of trigger {t}: {workflows:#?}"))
+            .unwrap_or_else(|| panic!("no object of trigger {t}"))
     };
-    let cron = by_trigger("cron");
+    let cron = created(&api, "cron");
     assert_eq!(
         cron["metadata"]["labels"]["workflows.argoproj.io/cron-workflow"],
         "nightly"
@@ -871,20 +880,30 @@ spec:
         .as_str()
         .unwrap()
         .starts_with("nightly-"));
-    let cm = by_trigger("cm");
+    let cm = created(&api, "cm");
     assert_eq!(
         cm["spec"]["templates"][0]["container"]["image"],
         "trainer:2"
     );
-    let late = &api.objects("configmaps");
-    assert!(
-        late.iter().any(
-            |c| c["metadata"]["labels"]["events.argoproj.io/trigger"] == "file"
-                && c["data"]["k"] == "v"
-        ),
-        "{late:#?}"
-    );
+    assert_eq!(created(&api, "file")["data"]["k"], "v");
+
+    // Its import: the same objects, by name and content.
+    let argo_file = dir.path().join("argo.yaml");
+    std::fs::write(&argo_file, &sensor).unwrap();
+    let (code, imported, err) = run_cli(&["import", argo_file.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(imported.contains("argo:"), "{imported}");
+    let api2 = seeded().await;
+    let t = Tripline::start(&kube(&api2), &[("imported.yaml", &imported)], &[]).await;
+    let reply = post(t.url("/example")).await;
+    assert_eq!(reply["matched"].as_array().unwrap().len(), 3, "{reply}");
     drop(t);
+    for trigger in ["cron", "cm", "file"] {
+        let (a, b) = (created(&api, trigger), created(&api2, trigger));
+        assert_eq!(a["metadata"]["name"], b["metadata"]["name"], "{imported}");
+        assert_eq!(a["spec"], b["spec"], "{imported}");
+        assert_eq!(a["data"], b["data"], "{imported}");
+    }
 
     // The outbox has no cluster to read: dead letters that say so; the
     // file trigger still works.

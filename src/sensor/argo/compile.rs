@@ -17,7 +17,7 @@ use super::cron::{Cron, ResetSpec};
 use super::fetch::{finish, valid_object_name, Fetch, FetchTrigger};
 use super::filter::DependencyFilter;
 use super::params::Param as ArgoParamSpec;
-use super::spec::{fold_case, ArgoSensor, TriggerWrap, OTHER_KINDS};
+use super::spec::{fold_case, ArgoSensor, ResourceTrigger, TriggerWrap, OTHER_KINDS};
 use crate::backoff::RetryPolicy;
 use crate::sensor::catalog::SourceCatalog;
 use crate::sensor::condition::Condition;
@@ -357,177 +357,16 @@ fn compile_trigger(
         }
     };
     let tat = format!("{at}.template.{kind}");
-    let op = rt.operation.as_deref().unwrap_or("");
-    let op_ok = match kind {
-        "k8s" => matches!(op, "" | "create"),
-        _ => matches!(op, "submit" | "submit-from"),
-    };
-    if !op_ok {
-        let hint = if kind == "argoWorkflow" && op.is_empty() {
-            "required: set `operation: submit`".to_string()
-        } else {
-            format!(
-                "`{op}` is not supported (supported: {})",
-                if kind == "k8s" {
-                    "create"
-                } else {
-                    "submit, submit-from"
-                }
-            )
-        };
-        err(format!("{tat}.operation"), hint);
-        return None;
-    }
-    for (j, a) in rt.args.iter().enumerate() {
-        warnings.push((
-            format!("{tat}.args[{j}]"),
-            format!("`{a}` ignored: tripline creates the Workflow through the API"),
-        ));
-    }
-    let Some(source) = &rt.source else {
-        err(format!("{tat}.source"), "required".into());
-        return None;
-    };
-    let mut action = Action::Submit;
-    let fetch_at_fire = |fetch: Fetch| {
-        Action::Fetch(Arc::new(FetchTrigger {
-            fetch,
-            kind: if kind == "k8s" { "k8s" } else { "argoWorkflow" },
-            sensor: sensor_name.to_string(),
-            trigger: t.name.clone(),
-        }))
-    };
-    let mut manifest = if let Some(r) = source.get("resource").filter(|r| r.is_object()) {
-        r.clone()
-    } else if let Some(text) = source.get("inline").and_then(Value::as_str) {
-        match serde_yaml_ng::from_str::<Value>(text) {
-            Ok(v) if v.is_object() => v,
-            _ => {
-                err(
-                    format!("{tat}.source.inline"),
-                    "not a YAML or JSON object".into(),
-                );
-                return None;
-            }
-        }
-    } else if let Some(p) = source.get("file").and_then(|f| f["path"].as_str()) {
-        // Read on every firing, as upstream (relative paths follow the
-        // sensor file); a file missing now is worth a warning, since
-        // Argo's paths are paths in the sensor pod.
-        let path = file.parent().unwrap_or(Path::new(".")).join(p);
-        if !path.is_file() {
-            warnings.push((
-                format!("{tat}.source.file.path"),
-                format!(
-                    "{} does not exist (yet): it is read when the trigger fires (Argo's paths are sensor-pod paths; mount the file there)",
-                    path.display()
-                ),
-            ));
-        }
-        action = fetch_at_fire(Fetch::File(path));
-        Value::Null
-    } else if let Some(cm) = source.get("configmap").filter(|c| c.is_object()) {
-        let (name, key) = (cm["name"].as_str(), cm["key"].as_str());
-        let (Some(name), Some(key)) = (name, key) else {
-            err(
-                format!("{tat}.source.configmap"),
-                "`name` and `key` are required".into(),
-            );
-            return None;
-        };
-        if !valid_object_name(name) {
-            err(
-                format!("{tat}.source.configmap.name"),
-                format!("`{name}` is not a Kubernetes object name"),
-            );
-            return None;
-        }
-        warnings.push((
-            format!("{tat}.source.configmap"),
-            "read from the cluster on every firing (with the outbox as the target: every firing is dead-lettered)".into(),
-        ));
-        action = fetch_at_fire(Fetch::ConfigMap {
-            name: name.to_string(),
-            key: key.to_string(),
-        });
-        Value::Null
-    } else if let Some(k) = ["url", "git", "s3"]
-        .into_iter()
-        .find(|k| source.contains_key(*k))
-    {
-        warnings.push((
-            format!("{tat}.source.{k}"),
-            "fetched at fire time upstream; not fetched by tripline yet: every firing of this trigger is dead-lettered".into(),
-        ));
-        action = Action::Unavailable(format!(
-            "trigger source `{k}` is not fetched by tripline yet"
-        ));
-        let placeholder = if kind == "argoWorkflow" {
-            ("argoproj.io/v1alpha1", "Workflow")
-        } else {
-            ("v1", "ConfigMap")
-        };
-        json!({"apiVersion": placeholder.0, "kind": placeholder.1, "metadata": {"generateName": format!("{}-", t.name)}})
-    } else {
-        let kinds: Vec<&str> = source.keys().map(String::as_str).collect();
-        err(
-            format!("{tat}.source"),
-            format!(
-                "source {kinds:?} is not supported (supported: resource, inline, file, configmap)"
-            ),
-        );
-        return None;
-    };
-    if op == "submit-from" {
-        let k = manifest["kind"].as_str().unwrap_or_default().to_string();
-        let name = manifest["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if name.is_empty() || !matches!(k.as_str(), "WorkflowTemplate" | "CronWorkflow") {
-            err(
-                format!("{tat}.source.resource"),
-                "submit-from takes a WorkflowTemplate or CronWorkflow stub with a name".into(),
-            );
-            return None;
-        }
-        if k == "CronWorkflow" && !valid_object_name(&name) {
-            err(
-                format!("{tat}.source.resource.metadata.name"),
-                format!("`{name}` is not a Kubernetes object name"),
-            );
-            return None;
-        }
-        if k == "CronWorkflow" {
-            warnings.push((
-                format!("{tat}.source.resource"),
-                "the CronWorkflow is read from the cluster on every firing (with the outbox as the target: every firing is dead-lettered)".into(),
-            ));
-            action = fetch_at_fire(Fetch::CronWorkflow { name });
-            manifest = Value::Null;
-        } else {
-            manifest = json!({
-                "apiVersion": "argoproj.io/v1alpha1",
-                "kind": "Workflow",
-                "metadata": {"generateName": format!("{name}-"), "labels": {"workflows.argoproj.io/workflow-template": name}},
-                "spec": {"workflowTemplateRef": {"name": name}},
-            });
-        }
-    }
-    if !manifest.is_null() {
-        manifest = match finish(manifest, kind, sensor_name, &t.name) {
-            Ok(m) => m,
-            Err((field, message)) => {
-                let field = if field.is_empty() {
-                    format!("{tat}.source.resource")
-                } else {
-                    format!("{tat}.source.resource.{field}")
-                };
-                err(field, message);
-                return None;
-            }
-        };
-    }
+    let (action, manifest) = trigger_resource(
+        kind,
+        rt,
+        &tat,
+        (sensor_name, &t.name),
+        file,
+        errors,
+        warnings,
+    )?;
+    let mut err = |field: String, message: String| errors.push((field, message));
 
     // Template-level parameters first (upstream applies them to the trigger
     // template, then the resource-level ones to the resource), each moved
@@ -689,4 +528,268 @@ pub(super) fn template_param_dest(kind: &str, dest: &str) -> Result<Option<Strin
     Err(format!(
         "`{dest}`: template-level parameters may set `name` or `{kind}.source.resource.…` (tripline compiles the rest of the trigger at load)"
     ))
+}
+
+/// The resource of a `k8s`/`argoWorkflow` trigger template (`rt`, at path
+/// `tat`): the object to submit, or what to read when the trigger fires.
+/// Also compiles the `workflow: {argo: …}` of native sensors (import's
+/// escape hatch for sources and `submit-from`).
+fn trigger_resource(
+    kind: &str,
+    rt: &ResourceTrigger,
+    tat: &str,
+    (sensor_name, trigger_name): (&str, &str),
+    file: &Path,
+    errors: &mut Vec<(String, String)>,
+    warnings: &mut Vec<(String, String)>,
+) -> Option<(Action, Value)> {
+    let mut err = |field: String, message: String| errors.push((field, message));
+    let op = rt.operation.as_deref().unwrap_or("");
+    let op_ok = match kind {
+        "k8s" => matches!(op, "" | "create"),
+        _ => matches!(op, "submit" | "submit-from"),
+    };
+    if !op_ok {
+        let hint = if kind == "argoWorkflow" && op.is_empty() {
+            "required: set `operation: submit`".to_string()
+        } else {
+            format!(
+                "`{op}` is not supported (supported: {})",
+                if kind == "k8s" {
+                    "create"
+                } else {
+                    "submit, submit-from"
+                }
+            )
+        };
+        err(format!("{tat}.operation"), hint);
+        return None;
+    }
+    for (j, a) in rt.args.iter().enumerate() {
+        warnings.push((
+            format!("{tat}.args[{j}]"),
+            format!("`{a}` ignored: tripline creates the Workflow through the API"),
+        ));
+    }
+    let Some(source) = &rt.source else {
+        err(format!("{tat}.source"), "required".into());
+        return None;
+    };
+    let mut action = Action::Submit;
+    let fetch_at_fire = |fetch: Fetch| {
+        Action::Fetch(Arc::new(FetchTrigger {
+            fetch,
+            kind: if kind == "k8s" { "k8s" } else { "argoWorkflow" },
+            sensor: sensor_name.to_string(),
+            trigger: trigger_name.to_string(),
+        }))
+    };
+    let mut manifest = if let Some(r) = source.get("resource").filter(|r| r.is_object()) {
+        r.clone()
+    } else if let Some(text) = source.get("inline").and_then(Value::as_str) {
+        match serde_yaml_ng::from_str::<Value>(text) {
+            Ok(v) if v.is_object() => v,
+            _ => {
+                err(
+                    format!("{tat}.source.inline"),
+                    "not a YAML or JSON object".into(),
+                );
+                return None;
+            }
+        }
+    } else if let Some(p) = source.get("file").and_then(|f| f["path"].as_str()) {
+        // Read on every firing, as upstream (relative paths follow the
+        // sensor file); a file missing now is worth a warning, since
+        // Argo's paths are paths in the sensor pod.
+        let path = file.parent().unwrap_or(Path::new(".")).join(p);
+        if !path.is_file() {
+            warnings.push((
+                format!("{tat}.source.file.path"),
+                format!(
+                    "{} does not exist (yet): it is read when the trigger fires (Argo's paths are sensor-pod paths; mount the file there)",
+                    path.display()
+                ),
+            ));
+        }
+        action = fetch_at_fire(Fetch::File(path));
+        Value::Null
+    } else if let Some(cm) = source.get("configmap").filter(|c| c.is_object()) {
+        let (name, key) = (cm["name"].as_str(), cm["key"].as_str());
+        let (Some(name), Some(key)) = (name, key) else {
+            err(
+                format!("{tat}.source.configmap"),
+                "`name` and `key` are required".into(),
+            );
+            return None;
+        };
+        if !valid_object_name(name) {
+            err(
+                format!("{tat}.source.configmap.name"),
+                format!("`{name}` is not a Kubernetes object name"),
+            );
+            return None;
+        }
+        warnings.push((
+            format!("{tat}.source.configmap"),
+            "read from the cluster on every firing (with the outbox as the target: every firing is dead-lettered)".into(),
+        ));
+        action = fetch_at_fire(Fetch::ConfigMap {
+            name: name.to_string(),
+            key: key.to_string(),
+        });
+        Value::Null
+    } else if let Some(k) = ["url", "git", "s3"]
+        .into_iter()
+        .find(|k| source.contains_key(*k))
+    {
+        warnings.push((
+            format!("{tat}.source.{k}"),
+            "fetched at fire time upstream; not fetched by tripline yet: every firing of this trigger is dead-lettered".into(),
+        ));
+        action = Action::Unavailable(format!(
+            "trigger source `{k}` is not fetched by tripline yet"
+        ));
+        let placeholder = if kind == "argoWorkflow" {
+            ("argoproj.io/v1alpha1", "Workflow")
+        } else {
+            ("v1", "ConfigMap")
+        };
+        json!({"apiVersion": placeholder.0, "kind": placeholder.1, "metadata": {"generateName": format!("{trigger_name}-")}})
+    } else {
+        let kinds: Vec<&str> = source.keys().map(String::as_str).collect();
+        err(
+            format!("{tat}.source"),
+            format!(
+                "source {kinds:?} is not supported (supported: resource, inline, file, configmap)"
+            ),
+        );
+        return None;
+    };
+    if op == "submit-from" {
+        let k = manifest["kind"].as_str().unwrap_or_default().to_string();
+        let name = manifest["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() || !matches!(k.as_str(), "WorkflowTemplate" | "CronWorkflow") {
+            err(
+                format!("{tat}.source.resource"),
+                "submit-from takes a WorkflowTemplate or CronWorkflow stub with a name".into(),
+            );
+            return None;
+        }
+        if k == "CronWorkflow" && !valid_object_name(&name) {
+            err(
+                format!("{tat}.source.resource.metadata.name"),
+                format!("`{name}` is not a Kubernetes object name"),
+            );
+            return None;
+        }
+        if k == "CronWorkflow" {
+            warnings.push((
+                format!("{tat}.source.resource"),
+                "the CronWorkflow is read from the cluster on every firing (with the outbox as the target: every firing is dead-lettered)".into(),
+            ));
+            action = fetch_at_fire(Fetch::CronWorkflow { name });
+            manifest = Value::Null;
+        } else {
+            manifest = json!({
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"generateName": format!("{name}-"), "labels": {"workflows.argoproj.io/workflow-template": name}},
+                "spec": {"workflowTemplateRef": {"name": name}},
+            });
+        }
+    }
+    if !manifest.is_null() {
+        manifest = match finish(manifest, kind, sensor_name, trigger_name) {
+            Ok(m) => m,
+            Err((field, message)) => {
+                let field = if field.is_empty() {
+                    format!("{tat}.source.resource")
+                } else {
+                    format!("{tat}.source.resource.{field}")
+                };
+                err(field, message);
+                return None;
+            }
+        };
+    }
+
+    Some((action, manifest))
+}
+
+/// What compiling a native `workflow: {argo: …}` found.
+pub struct NativeWorkflow {
+    pub resource: Option<(Action, Value)>,
+    /// `(field path under argo, message)`.
+    pub errors: Vec<(String, String)>,
+    pub warnings: Vec<(String, String)>,
+}
+
+/// A native sensor's `workflow: {argo: {k8s: …} | {argoWorkflow: …}}`:
+/// the Argo trigger template's resource with Argo's rules (sources read at
+/// fire time, `submit-from`, `args`), for native `trigger` of `sensor`.
+/// Its parameters are the native trigger's (`argo:` parameter sources).
+pub fn native_workflow(argo: &Value, sensor: &str, trigger: &str, file: &Path) -> NativeWorkflow {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Kinds {
+        #[serde(default)]
+        k8s: Option<ResourceTrigger>,
+        #[serde(default)]
+        argo_workflow: Option<ResourceTrigger>,
+    }
+    let mut argo = argo.clone();
+    let mut warnings = fold_case(&mut argo);
+    let mut errors = Vec::new();
+    let parsed: Result<Kinds, _> = serde_ignored::deserialize(&argo, |path| {
+        warnings.push((path.to_string(), "unknown field, ignored".into()));
+    });
+    let resource = match parsed {
+        Err(e) => {
+            errors.push(("-".into(), e.to_string()));
+            None
+        }
+        Ok(Kinds {
+            k8s: Some(_),
+            argo_workflow: Some(_),
+        })
+        | Ok(Kinds {
+            k8s: None,
+            argo_workflow: None,
+        }) => {
+            errors.push(("-".into(), "give one of `k8s`, `argoWorkflow`".into()));
+            None
+        }
+        Ok(Kinds { k8s, argo_workflow }) => {
+            let (kind, rt) = match (&k8s, &argo_workflow) {
+                (Some(k), _) => ("k8s", k),
+                (_, Some(a)) => ("argoWorkflow", a),
+                _ => unreachable!("one is given"),
+            };
+            if !rt.parameters.is_empty() {
+                errors.push((
+                    format!("{kind}.parameters"),
+                    "give parameters on the trigger (`argo:` parameter sources)".into(),
+                ));
+                None
+            } else {
+                trigger_resource(
+                    kind,
+                    rt,
+                    kind,
+                    (sensor, trigger),
+                    file,
+                    &mut errors,
+                    &mut warnings,
+                )
+            }
+        }
+    };
+    NativeWorkflow {
+        resource,
+        errors,
+        warnings,
+    }
 }

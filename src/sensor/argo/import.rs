@@ -95,22 +95,26 @@ pub fn sensor(doc: &Value) -> Result<Imported, Vec<(String, String)>> {
                 source["resource"].clone()
             } else if let Some(text) = source["inline"].as_str() {
                 serde_yaml_ng::from_str(text).unwrap_or(Value::Null)
-            } else if let Some(path) = source["file"]["path"].as_str() {
-                notes.push(format!(
-                    "spec.triggers[{i}]: the resource is read from `{path}` (relative to the sensor file)"
-                ));
-                Value::Null
             } else {
-                let which: Vec<&str> = source
-                    .as_object()
-                    .map(|m| m.keys().map(String::as_str).collect())
-                    .unwrap_or_default();
-                return Err(vec![(
-                    format!("spec.triggers[{i}].template.{kind}.source"),
-                    format!("source {which:?} cannot be imported (resource, inline, file can)"),
-                )]);
+                Value::Null
             };
-            if rt["operation"] == "submit-from" {
+            // Read at fire time (file, configmap, url, git, s3; a CronWorkflow),
+            // or `args`: the Argo trigger template itself, which the native
+            // `workflow: {argo: …}` compiles with Argo's rules.
+            let from_cron = rt["operation"] == "submit-from" && manifest["kind"] == "CronWorkflow";
+            let fetched = manifest.is_null();
+            let has_args = rt["args"].as_array().is_some_and(|a| !a.is_empty());
+            if from_cron || fetched || has_args {
+                let mut template = rt.clone();
+                if let Some(m) = template.as_object_mut() {
+                    m.remove("parameters");
+                }
+                notes.push(format!(
+                    "spec.triggers[{i}]: kept as an Argo trigger template (`workflow: {{argo: …}}`): its resource is read when it fires, or it has `args`"
+                ));
+                out.insert("workflow".into(), json!({"argo": {kind: template}}));
+                manifest = Value::Null;
+            } else if rt["operation"] == "submit-from" {
                 let wt = manifest["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
@@ -122,9 +126,7 @@ pub fn sensor(doc: &Value) -> Result<Imported, Vec<(String, String)>> {
                     "spec": {"workflowTemplateRef": {"name": wt}},
                 });
             }
-            if manifest.is_null() {
-                out.insert("workflow".into(), json!({"file": source["file"]["path"]}));
-            } else {
+            if !out.contains_key("workflow") {
                 if manifest["metadata"]["name"].is_null()
                     && manifest["metadata"]["generateName"].is_null()
                 {
