@@ -130,6 +130,11 @@ pub struct ImportArgs {
     /// Argo Events Sensor and EventSource manifests.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Server config whose sources Argo dependencies bind to (by their
+    /// `argo:` alias, else by the name `<eventSourceName>-<eventName>`);
+    /// default `./tripline.yaml` when it exists.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -235,6 +240,7 @@ fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
     let mut out = String::new();
     let mut failed = false;
     let mut taken_paths = Vec::new();
+    let catalog = config_catalog(args.config.as_deref())?;
     for file in &args.files {
         let text = std::fs::read_to_string(file).map_err(|source| CliError::Io {
             path: file.clone(),
@@ -252,7 +258,7 @@ fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
                 }
             };
             let converted = match argo_kind(&doc) {
-                Some("Sensor") => import::sensor(&doc),
+                Some("Sensor") => import::sensor(&doc, &catalog),
                 Some("EventSource") => import::event_source(&doc, &mut taken_paths),
                 _ => {
                     eprintln!("note: {at}: not an Argo Sensor or EventSource; skipped");
@@ -285,16 +291,29 @@ fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
     })
 }
 
+/// `path`, else `./tripline.yaml` when it exists, else none.
+fn optional_config(path: Option<&std::path::Path>) -> Result<Option<Config>, CliError> {
+    let default = std::path::Path::new("tripline.yaml");
+    Ok(match path {
+        Some(p) => Some(Config::load(p)?),
+        None if default.exists() => Some(Config::load(default)?),
+        None => None,
+    })
+}
+
+/// The sources Argo dependencies bind to for `import`/`test`: the config's
+/// (any other name accepted), or any name.
+fn config_catalog(path: Option<&std::path::Path>) -> Result<sensor::SourceCatalog, CliError> {
+    Ok(optional_config(path)?
+        .map(|c| c.source_catalog().opened())
+        .unwrap_or_else(sensor::SourceCatalog::open))
+}
+
 fn test(args: TestArgs) -> Result<ExitCode, CliError> {
     // `--config`, else `./tripline.yaml` when present: its sources shape the
     // event and bind Argo dependencies (`argo:` blocks); any other source
     // name is accepted.
-    let default = std::path::Path::new("tripline.yaml");
-    let cfg = match args.config.as_deref() {
-        Some(p) => Some(Config::load(p)?),
-        None if default.exists() => Some(Config::load(default)?),
-        None => None,
-    };
+    let cfg = optional_config(args.config.as_deref())?;
     let catalog = cfg
         .as_ref()
         .map(|c| c.source_catalog().opened())

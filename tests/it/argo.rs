@@ -13,6 +13,8 @@ use crate::support::wait::until;
 const SOURCES: &str = "sources:
   - {type: http, name: webhook-example}
   - {type: http, name: webhook-example-foo}
+  - {type: http, name: webhook-example1}
+  - {type: http, name: gitlab-group-example}
   - {type: http, name: github-example}
   - {type: http, name: gitlab-example}
   - {type: http, name: nats-example}
@@ -40,7 +42,7 @@ fn the_upstream_examples_load_or_say_what_is_missing() {
         assert!(!err.contains("apiVersion"), "{name}: {err}");
         loaded += 1;
     }
-    assert_eq!(loaded, 10);
+    assert_eq!(loaded, 39);
     // Argo next to native in one directory, and the trap warnings.
     let sensors = dir.path().join("sensors");
     std::fs::create_dir(&sensors).unwrap();
@@ -418,16 +420,22 @@ fn import_converts_and_behaves_identically() {
             "{name}: the import does not validate: {err}\n{out}"
         );
     }
-    // Same event, same object: the Argo sensor and its import.
-    let cases = [
+    // Same event, same verdict and object: every Argo example and its
+    // import, over real GitHub/GitLab payloads and the oracle payloads of
+    // upstream's filter examples, at a fixed time.
+    let oracle = dir.path().join("oracle.json");
+    std::fs::write(
+        &oracle,
+        r#"{"a": "b", "c": 10, "d": {"e": false}, "message": "hello", "name": "John Doe", "value": 51, "namespace": "argo", "image": "x:1"}"#,
+    )
+    .unwrap();
+    let events: Vec<(std::path::PathBuf, Vec<&str>)> = vec![
         (
-            "webhook.yaml",
-            "github/push.payload.json",
+            repo("tests/fixtures/github/push.payload.json"),
             vec!["Content-Type=application/json"],
         ),
         (
-            "github.yaml",
-            "github/pull_request.opened.payload.json",
+            repo("tests/fixtures/github/pull_request.opened.payload.json"),
             vec![
                 "Content-Type=application/json",
                 "X-GitHub-Event=pull_request",
@@ -435,28 +443,33 @@ fn import_converts_and_behaves_identically() {
             ],
         ),
         (
-            "trigger-with-template.yaml",
-            "github/push.payload.json",
-            vec!["Content-Type=application/json"],
+            repo("tests/fixtures/gitlab/push.json"),
+            vec!["Content-Type=application/json", "X-Gitlab-Event=Push Hook"],
         ),
-        (
-            "filter-with-data-advanced.yaml",
-            "github/push.payload.json",
-            vec!["Content-Type=application/json"],
-        ),
+        (oracle.clone(), vec!["Content-Type=application/json"]),
     ];
-    for (name, event, headers) in cases {
-        let event = repo("tests/fixtures").join(event);
+    let mut names: Vec<String> = std::fs::read_dir(&sensors)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    let mut compared = 0;
+    for (name, (event, headers)) in names
+        .iter()
+        .flat_map(|n| events.iter().map(move |e| (n.as_str(), e)))
+    {
         let render = |sensor: &std::path::Path| {
             let mut args = vec![
                 "test".to_string(),
                 sensor.display().to_string(),
                 "--event".into(),
                 event.display().to_string(),
+                "--time".into(),
+                "2026-11-30T10:00:00Z".into(),
                 "--output".into(),
                 "json".into(),
             ];
-            for h in &headers {
+            for h in headers.iter() {
                 args.push("-H".into());
                 args.push(h.to_string());
             }
@@ -485,9 +498,12 @@ fn import_converts_and_behaves_identically() {
         assert_eq!(
             strip(&argo_rendered),
             strip(&native_rendered),
-            "{name}: {argo_rendered:#}\n{native_rendered:#}"
+            "{name} on {}: {argo_rendered:#}\n{native_rendered:#}",
+            event.display()
         );
+        compared += 1;
     }
+    assert_eq!(compared, 39 * 4);
     // EventSources → sources that validate.
     // All of them in one import: their paths do not clash.
     let sources = repo("tests/fixtures/argo-events/event-sources");
@@ -655,6 +671,12 @@ spec:
     assert!(!err.contains("no source"), "bound by alias: {err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["rendered"][0]["object"]["data"]["body"], "bm90IGpzb24=");
+    // `tripline import` reads ./tripline.yaml the same way: the native
+    // dependency names the aliased source.
+    let (code, imported, err) = run_cli(&["import", sensor.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(imported.contains("source: jobs"), "{imported}");
+    assert!(!imported.contains("no source"), "{imported}");
     // Default `jsonBody: true`: a payload that is not JSON does not satisfy
     // the dependency (Argo drops it at the EventSource); the metadata
     // filter fails too without the block.

@@ -25,6 +25,9 @@ use crate::sensor::filter::Filter;
 use crate::sensor::spec::RateLimitSpec;
 use crate::sensor::{Action, ArgoParam, Dependency, Param, Sensor, Trigger};
 
+/// How the warning for a dependency bound to an undeclared source starts.
+pub const UNDECLARED: &str = "no source";
+
 /// What compiling one document found.
 pub struct Compiled {
     pub sensor: Option<Sensor>,
@@ -123,7 +126,7 @@ pub fn compile(doc: &Value, file: &Path, sources: &SourceCatalog) -> Compiled {
         if !sources.declares(&source) {
             warnings.push((
                 at.clone(),
-                format!("no source `{source}` declared: taken as a plain `type: http` source of that name"),
+                format!("{UNDECLARED} `{source}` declared: taken as a plain `type: http` source of that name"),
             ));
         }
         match DependencyFilter::compile(

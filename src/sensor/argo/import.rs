@@ -7,6 +7,8 @@
 //! converted is an error naming the path; what is approximated or dropped is
 //! a note (`# import:` comments in the output).
 
+use super::compile::UNDECLARED;
+use crate::sensor::SourceCatalog;
 use serde_json::{json, Map, Value};
 
 use super::compile::compile;
@@ -19,20 +21,18 @@ pub struct Imported {
 }
 
 /// An Argo Sensor document → a native one. Errors are `(path, message)`.
-pub fn sensor(doc: &Value) -> Result<Imported, Vec<(String, String)>> {
-    // Everything the Argo sensor needs must compile as it is (any name
-    // binds: sources are resolved when the native sensor is loaded).
-    let compiled = compile(
-        doc,
-        std::path::Path::new("import.yaml"),
-        &crate::sensor::SourceCatalog::open(),
-    );
+/// `sources`: what dependencies bind to (an open catalog binds `E-N`).
+pub fn sensor(doc: &Value, sources: &SourceCatalog) -> Result<Imported, Vec<(String, String)>> {
+    // Everything the Argo sensor needs must compile as it is.
+    let compiled = compile(doc, std::path::Path::new("import.yaml"), sources);
     if !compiled.errors.is_empty() {
         return Err(compiled.errors);
     }
+    // (Whether a source is declared is for the loader of the output.)
     let mut notes: Vec<String> = compiled
         .warnings
         .iter()
+        .filter(|(_, message)| !message.starts_with(UNDECLARED))
         .map(|(path, message)| format!("{path}: {message}"))
         .collect();
     let spec = &doc["spec"];
@@ -53,7 +53,8 @@ pub fn sensor(doc: &Value) -> Result<Imported, Vec<(String, String)>> {
         }
         let dep_name = d["name"].as_str().unwrap_or_default();
         dep_names.push(dep_name.to_string());
-        deps.push(json!({"name": dep_name, "source": format!("{e}-{n}"), "argo": argo}));
+        let source = sources.bind(e, n).unwrap_or_else(|| format!("{e}-{n}"));
+        deps.push(json!({"name": dep_name, "source": source, "argo": argo}));
     }
     let sensor_ns = doc["metadata"]["namespace"].as_str();
     let mut triggers = Vec::new();
