@@ -100,13 +100,6 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
             );
             continue;
         }
-        if d.transform.is_some() {
-            err(
-                format!("{at}.transform"),
-                "transforms (jq, Lua) are not supported by tripline yet".into(),
-            );
-            continue;
-        }
         let source = format!("{}-{}", d.event_source_name, d.event_name);
         if let Some(known) = sources {
             if !known.contains(&source) {
@@ -125,7 +118,11 @@ pub fn compile(doc: &Value, file: &Path, sources: Option<&HashSet<String>>) -> C
             &d.event_name,
             d.filters.as_ref(),
             d.filters_logical_operator.as_deref(),
-        ) {
+        )
+        .and_then(|f| match &d.transform {
+            Some(t) => f.with_transform(t),
+            None => Ok(f),
+        }) {
             Ok(f) => {
                 let f = Arc::new(f);
                 filters.insert(d.name.clone(), f.clone());
