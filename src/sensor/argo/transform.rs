@@ -253,6 +253,14 @@ mod tests {
         // Keys come out sorted (upstream re-marshals a Go map).
         let out = jq("{z: 1, a: 2}", json!({})).unwrap();
         assert_eq!(out.to_string(), r#"{"a":2,"z":1}"#);
+        // The example in docs/argo-events.md.
+        assert_eq!(
+            jq(
+                ".body.action |= ascii_downcase",
+                json!({"body": {"action": "OPENED"}})
+            ),
+            Ok(json!({"body": {"action": "opened"}}))
+        );
         // Floats stay floats.
         assert_eq!(jq("{x: (.x / 2)}", json!({"x": 3})), Ok(json!({"x": 1.5})));
         // env and halt fail instead of leaking secrets or exiting.
