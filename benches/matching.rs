@@ -178,6 +178,28 @@ spec:
     c.bench_function("argo-vs-native/argo match+render", |b| {
         b.iter(|| argo_only.preview(&e, Some("default")))
     });
+    // The same dependency as a Lua script filter: a fresh sandboxed Lua
+    // state per evaluation (as upstream), most of the cost.
+    let script = dir.path().join("script.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let argo_text = text.split_once("\n---\n").unwrap().1;
+    let start = argo_text.find("      filters:").unwrap();
+    let end = argo_text.find("  triggers:").unwrap();
+    let with_script = format!(
+        "{}      filters:\n        script: |\n          return event.headers[\"X-Github-Event\"][1] == \"push\" and event.body.ref == \"refs/heads/branch-0\"\n{}",
+        &argo_text[..start],
+        &argo_text[end..]
+    );
+    std::fs::write(&script, with_script).unwrap();
+    let names: tripline::sensor::SourceCatalog = ["github-example"].into_iter().collect();
+    let script_only = load(&[script], &names).unwrap();
+    assert!(
+        script_only.preview(&e, Some("default"))[0].object.is_some(),
+        "the script filter matches"
+    );
+    c.bench_function("argo-vs-native/argo lua-script match+render", |b| {
+        b.iter(|| script_only.preview(&e, Some("default")))
+    });
 }
 
 criterion_group!(benches, bench);

@@ -300,7 +300,11 @@ fn compile(
                         &a.event_name,
                         spec.as_ref(),
                         a.filters_logical_operator.as_deref(),
-                    ) {
+                    )
+                    .and_then(|f| match &a.transform {
+                        Some(t) => f.with_transform(t),
+                        None => Ok(f),
+                    }) {
                         Ok(f) => Some(Filter::Argo(std::sync::Arc::new(
                             f.with_source(sources.argo(&d.source)),
                         ))),

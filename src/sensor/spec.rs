@@ -78,6 +78,10 @@ pub struct ArgoDependencySpec {
     pub filters: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters_logical_operator: Option<String>,
+    /// Argo's `transform: {jq}` or `{script}` (Lua), applied to the data
+    /// before the filters and the parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -42,7 +42,7 @@ fn the_upstream_examples_load_or_say_what_is_missing() {
         assert!(!err.contains("apiVersion"), "{name}: {err}");
         loaded += 1;
     }
-    assert_eq!(loaded, 39);
+    assert_eq!(loaded, 41);
     // Argo next to native in one directory, and the trap warnings.
     let sensors = dir.path().join("sensors");
     std::fs::create_dir(&sensors).unwrap();
@@ -503,7 +503,7 @@ fn import_converts_and_behaves_identically() {
         );
         compared += 1;
     }
-    assert_eq!(compared, 39 * 4);
+    assert_eq!(compared, 41 * 4);
     // EventSources → sources that validate.
     // All of them in one import: their paths do not clash.
     let sources = repo("tests/fixtures/argo-events/event-sources");

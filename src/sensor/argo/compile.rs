@@ -106,13 +106,6 @@ pub fn compile(doc: &Value, file: &Path, sources: &SourceCatalog) -> Compiled {
             );
             continue;
         }
-        if d.transform.is_some() {
-            err(
-                format!("{at}.transform"),
-                "transforms (jq, Lua) are not supported by tripline yet".into(),
-            );
-            continue;
-        }
         let Some(source) = sources.bind(&d.event_source_name, &d.event_name) else {
             let (e, n) = (&d.event_source_name, &d.event_name);
             err(
@@ -134,7 +127,11 @@ pub fn compile(doc: &Value, file: &Path, sources: &SourceCatalog) -> Compiled {
             &d.event_name,
             d.filters.as_ref(),
             d.filters_logical_operator.as_deref(),
-        ) {
+        )
+        .and_then(|f| match &d.transform {
+            Some(t) => f.with_transform(t),
+            None => Ok(f),
+        }) {
             Ok(f) => {
                 let f = Arc::new(f.with_source(sources.argo(&source)));
                 filters.insert(d.name.clone(), f.clone());

@@ -1,16 +1,18 @@
 //! Argo dependency filters (ARGO-COMPAT §4) over the Argo event: `data`
 //! (gjson path, string regex unanchored / number / bool, value lists,
 //! comparators), `exprs` (govaluate expressions over named gjson paths, see
-//! [`super::expr`]), `context`, `time`, combined by the logical operators.
-//! `test` and the explanation share one evaluation, so what `tripline test`
-//! prints is what decides. Not supported yet (load error): `script` (Lua),
-//! `transform`.
+//! [`super::expr`]), `context`, `time`, `script` (sandboxed Lua, see
+//! [`super::lua`]), combined by the logical operators; the dependency's
+//! `transform` ([`super::transform`]) runs first and is what the filters and
+//! the trigger parameters see. `test` and the explanation share one
+//! evaluation, so what `tripline test` prints is what decides.
 //!
 //! Longer than most files: about 880 of its lines are unit tests, upstream's
 //! `filter_test`/`filter_data_test` tables ported case by case, kept beside
 //! the code they pin down.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{NaiveTime, TimeZone, Timelike};
 use regex::Regex;
@@ -20,7 +22,9 @@ use serde_json::{json, Value};
 use super::data::{argo_event, ArgoEvent};
 use super::expr::Expr;
 use super::gotmpl::Template;
+use super::lua::Script;
 use super::path::{self, Path};
+use super::transform::Transform;
 use crate::event::Event;
 use crate::sensor::catalog::ArgoSource;
 use crate::sensor::trace::Trace;
@@ -164,7 +168,11 @@ pub struct DependencyFilter {
     time: Option<TimeFilter>,
     data: Option<(Vec<DataFilter>, Logic)>,
     exprs: Option<(Vec<ExprFilter>, Logic)>,
+    /// `filters.script`, when not empty.
+    script: Option<Script>,
     filters: Logic,
+    /// The dependency's `transform`, applied to `data` before the filters.
+    transform: Option<Arc<Transform>>,
     /// Whether the dependency has a `filters:` block at all: an empty one
     /// under `or` never passes upstream, no block always does.
     has_filters: bool,
@@ -188,20 +196,18 @@ impl DependencyFilter {
             time: None,
             data: None,
             exprs: None,
+            script: None,
             filters,
+            transform: None,
             has_filters: false,
             source: ArgoSource::default(),
         };
         let Some(spec) = spec else { return Ok(out) };
         out.has_filters = true;
-        let unsupported = |field: &str, what: &str| {
-            Err((
-                format!("filters.{field}"),
-                format!("{what} filters are not supported by tripline yet (supported: data, exprs, context, time)"),
-            ))
-        };
-        if spec.script.is_some() {
-            return unsupported("script", "Lua script");
+        if let Some(src) = spec.script.as_deref().filter(|s| !s.is_empty()) {
+            let script = Script::compile(src, "filters.script")
+                .map_err(|e| ("filters.script".to_string(), e.to_string()))?;
+            out.script = Some(script);
         }
         let expr_op = logic(
             spec.expr_logical_operator.as_deref(),
@@ -332,17 +338,66 @@ impl DependencyFilter {
         Ok(out)
     }
 
+    /// Adds the dependency's `transform` (`{jq}` or `{script}`), compiled
+    /// now; errors are `(field under the dependency, message)`.
+    pub fn with_transform(mut self, spec: &Value) -> Result<Self, (String, String)> {
+        self.transform = Transform::compile(spec)?.map(Arc::new);
+        Ok(self)
+    }
+
     /// Whether the event satisfies the dependency.
     pub fn test(&self, event: &Event) -> bool {
         self.explain(event).matched
     }
 
-    /// The verdict, filter by filter.
+    /// The verdict, filter by filter (the transform first, when there is one).
     pub fn explain(&self, event: &Event) -> Trace {
-        match argo_event(event, &self.event_source, &self.event_name, &self.source) {
-            Ok(argo) => self.explain_argo(&argo),
-            Err(why) => leaf("argo event", false, None, Some(why)),
+        let argo = match argo_event(event, &self.event_source, &self.event_name, &self.source) {
+            Ok(argo) => argo,
+            Err(why) => return leaf("argo event", false, None, Some(why)),
+        };
+        match self.transformed(argo) {
+            Ok((argo, None)) => self.explain_argo(&argo),
+            Ok((argo, Some(step))) => {
+                let mut trace = self.explain_argo(&argo);
+                trace.children.insert(0, step);
+                trace
+            }
+            Err(step) => Trace {
+                filter: self.title(),
+                matched: false,
+                seen: None,
+                reason: Some(
+                    "the transform failed: the event does not satisfy the dependency".into(),
+                ),
+                children: vec![step],
+            },
         }
+    }
+
+    /// `argo` with the transform applied, and the transform's step for the
+    /// explanation; the failed step when it fails.
+    fn transformed(&self, mut argo: ArgoEvent) -> Result<(ArgoEvent, Option<Trace>), Trace> {
+        let Some(t) = &self.transform else {
+            return Ok((argo, None));
+        };
+        let label = format!("transform ({})", t.kind());
+        match t.apply(&argo.data) {
+            Ok(data) => {
+                argo.data = data;
+                Ok((argo, Some(leaf(&label, true, None, None))))
+            }
+            Err(e) => Err(leaf(&label, false, None, Some(e.to_string()))),
+        }
+    }
+
+    fn title(&self) -> String {
+        format!(
+            "argo {}/{} ({})",
+            self.event_source,
+            self.event_name,
+            op_name(self.filters)
+        )
     }
 
     /// The verdict over upstream's event shape (upstream's `filterEvent`).
@@ -360,31 +415,35 @@ impl DependencyFilter {
         if let Some((list, op)) = &self.data {
             kinds.push(data_kind_trace(list, *op, &argo.data));
         }
+        let mut script_error = false;
+        if let Some(s) = &self.script {
+            let (trace, failed) = script_trace(s, &argo.data);
+            script_error = failed;
+            kinds.push(trace);
+        }
         let matched = match self.filters {
+            // Upstream's `filterScript` error returns false whatever the operator.
+            _ if script_error => false,
             Logic::And => kinds.iter().all(|k| k.matched),
             Logic::Or => (kinds.is_empty() && !self.has_filters) || kinds.iter().any(|k| k.matched),
         };
         Trace {
-            filter: format!(
-                "argo {}/{} ({})",
-                self.event_source,
-                self.event_name,
-                if self.filters == Logic::And {
-                    "and"
-                } else {
-                    "or"
-                }
-            ),
+            filter: self.title(),
             matched,
             seen: None,
-            reason: None,
+            reason: script_error.then(|| {
+                "the script failed: the dependency fails whatever the logical operator (as upstream)"
+                    .to_string()
+            }),
             children: kinds,
         }
     }
 
-    /// The Argo event of `event` for this dependency (for parameters).
+    /// The Argo event of `event` for this dependency, transformed (for
+    /// parameters); `None` when there is none or the transform fails.
     pub fn argo_event(&self, event: &Event) -> Option<ArgoEvent> {
-        argo_event(event, &self.event_source, &self.event_name, &self.source).ok()
+        let argo = argo_event(event, &self.event_source, &self.event_name, &self.source).ok()?;
+        self.transformed(argo).ok().map(|(argo, _)| argo)
     }
 
     /// Applies the bound source's `argo:` block (none: Argo's defaults).
@@ -570,6 +629,25 @@ fn missing_path(path: &Path, data: &Value) -> String {
         "path '{path}' does not exist in the event data (keys: {})",
         keys.join(", ")
     )
+}
+
+/// Upstream's `filterScript`: passes iff the chunk returns `true`; the
+/// second value says it failed (a runtime error, a limit, data that is not
+/// an object), which fails the dependency under any operator.
+fn script_trace(s: &Script, data: &Value) -> (Trace, bool) {
+    match s.filter(data) {
+        Ok(true) => (leaf("script", true, None, None), false),
+        Ok(false) => (
+            leaf(
+                "script",
+                false,
+                None,
+                Some("the script did not return true".into()),
+            ),
+            false,
+        ),
+        Err(e) => (leaf("script", false, None, Some(e.to_string())), true),
+    }
 }
 
 fn leaf(filter: &str, matched: bool, seen: Option<Value>, reason: Option<String>) -> Trace {
@@ -810,13 +888,201 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_kinds_are_load_errors() {
+    fn bad_kinds_are_load_errors() {
+        // A script compiles now; one that does not parse is a load error
+        // naming the field.
         let spec: FiltersSpec = serde_yaml_ng::from_str("{script: 'return true'}").unwrap();
+        assert!(DependencyFilter::compile("w", "e", Some(&spec), None).is_ok());
+        let spec: FiltersSpec =
+            serde_yaml_ng::from_str("{script: 'if event.a == 1 return true end'}").unwrap();
         let e = DependencyFilter::compile("w", "e", Some(&spec), None).unwrap_err();
-        assert!(e.1.contains("not supported"), "{e:?}");
+        assert_eq!(e.0, "filters.script");
+        assert!(e.1.contains("syntax error"), "{e:?}");
         let spec: FiltersSpec =
             serde_yaml_ng::from_str("{data: [{path: a, type: int, value: ['1']}]}").unwrap();
         assert!(DependencyFilter::compile("w", "e", Some(&spec), None).is_err());
+    }
+
+    // ------------------------------------------------------------ script
+
+    /// Upstream `examples/sensors/filter-script.yaml` through a webhook
+    /// event (`event.body…`).
+    #[test]
+    fn script_filter_over_the_webhook_data() {
+        let f = filter(
+            "{script: 'if event.body.a == \"b\" and event.body.d.e == \"z\" then return true else return false end'}",
+            None,
+        );
+        assert!(f.test(&webhook(json!({"a": "b", "c": 10, "d": {"e": "z"}}))));
+        let t = f.explain(&webhook(json!({"a": "b", "c": 10, "d": {"e": "y"}})));
+        assert!(!t.matched);
+        assert_eq!(t.children[0].filter, "script");
+        assert_eq!(
+            t.children[0].reason.as_deref(),
+            Some("the script did not return true")
+        );
+        // Headers are there too, as Go-canonical lists.
+        let f = filter(
+            "{script: 'return event.header[\"Content-Type\"][1] == \"application/json\"'}",
+            None,
+        );
+        assert!(f.test(&webhook(json!({}))));
+    }
+
+    /// Upstream `filterEvent`: a script is one more kind; under `or` a
+    /// script that is false does not block, one that errors does.
+    #[test]
+    fn script_combines_with_other_kinds() {
+        let data = "data: [{path: body.a, type: string, value: [x]}]";
+        let yes = "script: 'return true'";
+        let no = "script: 'return false'";
+        let boom = "script: 'return event.body.nope.deeper'";
+        let cases = [
+            (format!("{{{data}, {yes}}}"), None, json!({"a": "x"}), true),
+            (format!("{{{data}, {no}}}"), None, json!({"a": "x"}), false),
+            (
+                format!("{{{data}, {no}}}"),
+                Some("or"),
+                json!({"a": "x"}),
+                true,
+            ),
+            (
+                format!("{{{data}, {yes}}}"),
+                Some("or"),
+                json!({"a": "y"}),
+                true,
+            ),
+            (
+                format!("{{{data}, {no}}}"),
+                Some("or"),
+                json!({"a": "y"}),
+                false,
+            ),
+            // A runtime error fails the dependency even under `or`.
+            (
+                format!("{{{data}, {boom}}}"),
+                Some("or"),
+                json!({"a": "x"}),
+                false,
+            ),
+            (
+                format!("{{{data}, {boom}}}"),
+                None,
+                json!({"a": "x"}),
+                false,
+            ),
+            // Only the script: its verdict.
+            (format!("{{{yes}}}"), Some("or"), json!({}), true),
+            (format!("{{{no}}}"), Some("or"), json!({}), false),
+            // An empty script is no script (upstream `Script != ""`).
+            ("{script: ''}".to_string(), None, json!({}), true),
+            ("{script: ''}".to_string(), Some("or"), json!({}), false),
+        ];
+        for (yaml, op, body, want) in cases {
+            let t = filter(&yaml, op).explain(&webhook(body.clone()));
+            assert_eq!(t.matched, want, "{yaml} {op:?} {body}: {t:?}");
+        }
+        let t =
+            filter(&format!("{{{data}, {boom}}}"), Some("or")).explain(&webhook(json!({"a": "x"})));
+        assert!(
+            t.reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("script failed"),
+            "{t:?}"
+        );
+        assert!(
+            t.children[1]
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("nope"),
+            "{t:?}"
+        );
+    }
+
+    // ------------------------------------------------------------ transform
+
+    fn transformed(filters: Option<&str>, transform: Value) -> DependencyFilter {
+        let spec: Option<FiltersSpec> = filters.map(|y| serde_yaml_ng::from_str(y).unwrap());
+        DependencyFilter::compile("webhook", "example", spec.as_ref(), None)
+            .unwrap()
+            .with_transform(&transform)
+            .unwrap()
+    }
+
+    /// Upstream `examples/sensors/transform.yaml`: the filters and the
+    /// trigger parameters see the transformed data.
+    #[test]
+    fn transforms_run_before_filters_and_parameters() {
+        let event = webhook(json!({"message": "hello"}));
+        // script
+        let f = transformed(
+            Some("{data: [{path: body.message, type: string, value: ['^updated$']}]}"),
+            json!({"script": "event.body.message='updated'\nreturn event"}),
+        );
+        let t = f.explain(&event);
+        assert!(t.matched, "{t:?}");
+        assert_eq!(t.children[0].filter, "transform (script)");
+        let argo = f.argo_event(&event).unwrap();
+        assert_eq!(argo.data["body"], json!({"message": "updated"}));
+        assert_eq!(
+            argo.data["header"]["Content-Type"],
+            json!(["application/json"])
+        );
+        // jq, with string repetition
+        let f = transformed(None, json!({"jq": ".body.message *= 2"}));
+        assert!(f.test(&event));
+        let argo = f.argo_event(&event).unwrap();
+        assert_eq!(argo.data["body"]["message"], "hellohello");
+        // A script filter sees the transformed data too.
+        let f = transformed(
+            Some("{script: 'return event.body.message == \"hellohello\"'}"),
+            json!({"jq": ".body.message *= 2"}),
+        );
+        assert!(f.test(&event));
+    }
+
+    #[test]
+    fn a_failing_transform_fails_the_dependency() {
+        let event = webhook(json!({"message": "hello"}));
+        for spec in [
+            json!({"jq": ".body.message"}),
+            json!({"jq": ".body.message + 1"}),
+            json!({"script": "return 'x'"}),
+            json!({"script": "error('no')"}),
+        ] {
+            let f = transformed(None, spec.clone());
+            let t = f.explain(&event);
+            assert!(!t.matched, "{spec}");
+            assert!(!t.children[0].matched, "{spec}: {t:?}");
+            assert!(t.children[0].filter.starts_with("transform"), "{t:?}");
+            assert!(f.argo_event(&event).is_none(), "{spec}");
+        }
+        // No transform given: unchanged.
+        let f = transformed(None, json!({}));
+        assert_eq!(
+            f.argo_event(&event).unwrap().data["body"],
+            json!({"message": "hello"})
+        );
+        // Load errors name the field.
+        let f = DependencyFilter::compile("w", "e", None, None).unwrap();
+        assert_eq!(
+            f.clone().with_transform(&json!({"jq": "{"})).unwrap_err().0,
+            "transform.jq"
+        );
+        assert_eq!(
+            f.with_transform(&json!({"script": "return {"}))
+                .unwrap_err()
+                .0,
+            "transform.script"
+        );
+    }
+
+    #[test]
+    fn dependency_filters_stay_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<DependencyFilter>();
     }
 
     // ------------------------------------------------------------ exprs

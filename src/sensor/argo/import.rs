@@ -51,6 +51,9 @@ pub fn sensor(doc: &Value, sources: &SourceCatalog) -> Result<Imported, Vec<(Str
         if let Some(op) = d["filtersLogicalOperator"].as_str() {
             argo["filtersLogicalOperator"] = json!(op);
         }
+        if !d["transform"].is_null() {
+            argo["transform"] = d["transform"].clone();
+        }
         let dep_name = d["name"].as_str().unwrap_or_default();
         dep_names.push(dep_name.to_string());
         let source = sources.bind(e, n).unwrap_or_else(|| format!("{e}-{n}"));
@@ -370,4 +373,72 @@ pub fn event_source(
         doc: json!({"sources": sources}),
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::sensor::filter::Filter;
+
+    /// Upstream `examples/sensors/transform.yaml` (its two dependencies):
+    /// the transforms travel in the native `argo:` block and act the same
+    /// after loading the imported document.
+    #[test]
+    fn transforms_are_carried_into_the_native_argo_block() {
+        let argo: Value = serde_yaml_ng::from_str(
+            r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: transform}
+spec:
+  dependencies:
+    - name: test-dep
+      eventSourceName: webhook
+      eventName: example
+      transform:
+        script: |-
+          event.body.message='updated'
+          return event
+    - name: test-dep-foo
+      eventSourceName: webhook
+      eventName: example-foo
+      transform:
+        jq: ".body.message *= 2"
+  triggers:
+    - template:
+        name: t
+        conditions: "test-dep || test-dep-foo"
+        k8s:
+          operation: create
+          source:
+            resource: {apiVersion: v1, kind: ConfigMap, metadata: {generateName: x-}}
+"#,
+        )
+        .unwrap();
+        let imported = sensor(&argo, &SourceCatalog::open()).unwrap_or_else(|e| panic!("{e:?}"));
+        let deps = &imported.doc["spec"]["dependencies"];
+        assert_eq!(
+            deps[0]["argo"]["transform"]["script"],
+            "event.body.message='updated'\nreturn event"
+        );
+        assert_eq!(deps[1]["argo"]["transform"]["jq"], ".body.message *= 2");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("imported.yaml");
+        std::fs::write(&file, serde_yaml_ng::to_string(&imported.doc).unwrap()).unwrap();
+        let set = crate::sensor::load::load(&[file], &SourceCatalog::open())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let deps = &set.sensors[0].dependencies;
+        let mut event = Event::new("webhook-example", b"{}", json!({"message": "hello"}));
+        event.headers.insert("content-type", "application/json");
+        event
+            .meta
+            .insert("contentType".into(), json!("application/json"));
+        let data = |i: usize| match &deps[i].filter {
+            Some(Filter::Argo(f)) => f.argo_event(&event).map(|a| a.data["body"].clone()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(data(0), Some(json!({"message": "updated"})));
+        assert_eq!(data(1), Some(json!({"message": "hellohello"})));
+    }
 }

@@ -9,6 +9,8 @@
 //! * [`data`] — upstream's `{context, data}` built from the envelope.
 //! * [`filter`] — data, expression, context and time filters with their
 //!   logical operators; [`expr`] — the govaluate expression language.
+//! * [`lua`] — sandboxed Lua 5.1 for script filters and Lua transforms.
+//! * [`transform`] — dependency transforms (`jq` via jaq, `script` via [`lua`]).
 //! * [`params`] — `dataKey`/`dataTemplate`/`contextKey`/… and sjson `dest`.
 //! * [`fetch`] — trigger sources read at fire time (file, ConfigMap,
 //!   CronWorkflow).
@@ -22,9 +24,11 @@ pub mod fetch;
 pub mod filter;
 pub mod gotmpl;
 pub mod import;
+pub mod lua;
 pub mod params;
 pub mod path;
 mod spec;
+pub mod transform;
 
 /// Whether a YAML document is an Argo Events document, and which kind.
 pub fn argo_kind(doc: &serde_json::Value) -> Option<&str> {
