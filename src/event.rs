@@ -197,6 +197,28 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+/// An event as a sender would deliver it to `source`, from a pasted or
+/// saved payload and headers (`tripline test`, the status page's form):
+/// the body parsed as [`parse_payload`] does, the type from
+/// `X-GitHub-Event`/`X-Gitlab-Event` when given.
+pub fn from_sample(source: &str, raw: &[u8], headers: &[(String, String)]) -> Event {
+    let mut meta = Map::new();
+    let body = parse_payload(raw, &mut meta);
+    let mut event = Event::new(source, raw, body);
+    event.meta = meta;
+    for (k, v) in headers {
+        event.headers.insert(k, v.clone());
+    }
+    if let Some(t) = event
+        .headers
+        .get("x-github-event")
+        .or(event.headers.get("x-gitlab-event"))
+    {
+        event.kind = t.to_string();
+    }
+    event
+}
+
 /// Parses a payload: JSON when it is JSON, otherwise a string (UTF-8, or
 /// base64 with `meta.bodyEncoding = "base64"` for binary payloads).
 pub fn parse_payload(raw: &[u8], meta: &mut Map<String, Value>) -> Value {

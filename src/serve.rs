@@ -110,6 +110,9 @@ pub async fn run_with(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let (endpoints, sources) = cfg.build_sources()?;
+    for s in &cfg.sources {
+        engine.stats.declare_source(s.name());
+    }
     let bytes = ByteBudget::new(cfg.limits.max_in_flight_bytes);
     let process: Arc<dyn Process> = engine.clone();
 
@@ -150,7 +153,7 @@ pub async fn run_with(
     .map_err(|e| ServeError::Journal(e.to_string()))?;
     info!(journal = %journal.describe(), "webhook intake journal");
     let intake_tasks = TaskTracker::new();
-    let rejections = Arc::new(Rejections::default());
+    let rejections = Arc::new(Rejections::new(engine.stats.rejections.clone()));
     let (public_routes, admin_routes) = webhooks.routers(Intake {
         process: process.clone(),
         bytes,
@@ -162,18 +165,17 @@ pub async fn run_with(
     });
     let public_router = public_routes.route("/healthz", axum::routing::get(|| async { "ok\n" }));
     let journal_for_metrics = journal.clone();
-    let extra_metrics: Vec<http::MetricsFn> = vec![
-        Arc::new(move || rejections.render()),
-        Arc::new(move || {
-            let (depth, age) = journal_for_metrics.depth();
-            format!(
-                "# HELP tripline_journal_entries Webhook deliveries waiting in the journal.\n# TYPE tripline_journal_entries gauge\ntripline_journal_entries {depth}\n# HELP tripline_journal_oldest_seconds Age of the oldest journal entry.\n# TYPE tripline_journal_oldest_seconds gauge\ntripline_journal_oldest_seconds {}\n",
-                age.as_secs()
-            )
-        }),
-    ];
+    let stats_engine = engine.clone();
+    let before_scrape: Vec<http::BeforeScrape> = vec![Arc::new(move || {
+        let (depth, age) = journal_for_metrics.depth();
+        stats_engine.stats.journal_entries.set(depth as i64);
+        stats_engine
+            .stats
+            .journal_oldest_seconds
+            .set(age.as_secs() as i64);
+    })];
     let admin_router =
-        http::admin_router(engine, readiness.clone(), extra_metrics).merge(admin_routes);
+        http::admin_router(engine, readiness.clone(), before_scrape).merge(admin_routes);
 
     let mut tasks: JoinSet<(String, Result<(), ServeError>)> = JoinSet::new();
     for (name, server, router) in [
@@ -311,7 +313,6 @@ async fn reload_sensors(
 ) {
     #[cfg(unix)]
     {
-        use std::sync::atomic::Ordering;
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             warn!("no SIGHUP handler: sensors cannot be reloaded");
@@ -347,7 +348,7 @@ async fn reload_sensors(
                     info!(sensors = n, path = %path.display(), cause, "sensors reloaded");
                 }
                 Err(e) => {
-                    engine.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    engine.stats.reload_failures.inc();
                     error!(errors = %e, cause, "sensor reload refused; the running sensors stay");
                 }
             }

@@ -5,6 +5,9 @@
 //! survives restarts and, in a shared store, exactly one replica claims a
 //! firing. Single-dependency triggers never touch the store.
 
+use crate::metrics::TriggerLabels;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -309,22 +312,31 @@ impl Correlation {
         }
     }
 
-    /// Prometheus text: `tripline_correlation_waiting{sensor, trigger}`.
-    pub fn render(&self) -> String {
-        let name = "tripline_correlation_waiting";
-        let mut out = format!(
-            "# HELP {name} Dependency events stored and waiting for their partners, per trigger (as this replica last wrote them).\n# TYPE {name} gauge\n"
-        );
+    /// `(sensor, trigger, events waiting)`, as this replica last wrote them.
+    pub fn waiting(&self) -> Vec<(String, String, usize)> {
         let w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows: Vec<_> = w.iter().collect();
-        rows.sort_by(|a, b| a.0.cmp(b.0));
-        for ((sensor, trigger), per_key) in rows {
-            let n: usize = per_key.values().sum();
-            out.push_str(&format!(
-                "{name}{{sensor=\"{sensor}\",trigger=\"{trigger}\"}} {n}\n"
-            ));
+        let mut rows: Vec<_> = w
+            .iter()
+            .map(|((s, t), per_key)| (s.clone(), t.clone(), per_key.values().sum()))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Sets `tripline_correlation_waiting{sensor, trigger}` (before a
+    /// scrape).
+    pub fn refresh(&self, gauge: &Family<TriggerLabels, Gauge>) {
+        gauge.clear();
+        let w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        for ((sensor, trigger), per_key) in w.iter() {
+            let labels = TriggerLabels {
+                sensor: sensor.clone(),
+                trigger: trigger.clone(),
+            };
+            gauge
+                .get_or_create(&labels)
+                .set(per_key.values().sum::<usize>() as i64);
         }
-        out
     }
 }
 

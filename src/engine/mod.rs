@@ -20,11 +20,11 @@
 
 pub mod budget;
 pub mod correlation;
+pub mod recent;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -92,10 +92,14 @@ pub struct Engine {
     target_health: Option<ReadinessHandle>,
     unavailable_log: Throttle,
     pub stats: Stats,
+    /// The last events and their verdicts, rates per source (status page).
+    pub recent: recent::Recent,
 }
 
 impl Engine {
     pub fn new(sensors: SensorSet, submitter: Arc<dyn Submitter>, dead_letter: DeadLetter) -> Self {
+        let stats = Stats::new();
+        let submitter: Arc<dyn Submitter> = Arc::new(crate::metrics::Timed::new(submitter, &stats));
         Engine {
             loaded: RwLock::new(Arc::new(Loaded::new(sensors))),
             submitter,
@@ -104,7 +108,8 @@ impl Engine {
             correlation: Correlation::new(Arc::new(MemoryStore::default())),
             target_health: None,
             unavailable_log: Throttle::new(LOG_WINDOW),
-            stats: Stats::default(),
+            stats,
+            recent: recent::Recent::default(),
         }
     }
 
@@ -141,14 +146,42 @@ impl Engine {
     /// the others, when next touched).
     pub fn reload(&self, sensors: SensorSet) {
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Loaded::new(sensors));
-        self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+        self.stats.reloads.inc();
+    }
+
+    /// The sources the loaded sensors listen on, sorted.
+    pub fn source_names(&self) -> Vec<String> {
+        let loaded = self.loaded();
+        let mut names: Vec<String> = loaded
+            .sensors
+            .sensors
+            .iter()
+            .flat_map(|s| s.dependencies.iter().map(|d| d.source.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Dependency events waiting for partners: `(sensor, trigger, count)`.
+    pub fn waiting(&self) -> Vec<(String, String, usize)> {
+        self.correlation.waiting()
+    }
+
+    /// The dead-letter file's last `n` records (newest last).
+    pub fn dead_letters(&self, n: usize) -> Vec<Value> {
+        self.dead_letter.tail(n)
     }
 
     /// `/metrics`.
     pub fn metrics(&self) -> String {
-        let mut text = self.stats.render(self.budget.retrying());
-        text.push_str(&self.correlation.render());
-        text
+        self.stats.retrying.set(self.budget.retrying() as i64);
+        let (written, counted) = (self.dead_letter.written(), self.stats.dead_letters.get());
+        if written > counted {
+            self.stats.dead_letters.inc_by(written - counted);
+        }
+        self.correlation.refresh(&self.stats.correlation_waiting);
+        self.stats.render()
     }
 
     /// Matches, correlates, renders and submits. Returns once every fired
@@ -156,7 +189,10 @@ impl Engine {
     /// caught: the event is dead-lettered and the outcome is a rejection.
     #[instrument(skip_all, fields(event_id = %event.id, source = %event.source))]
     pub async fn process(&self, event: Arc<Event>) -> Outcome {
-        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let source = crate::metrics::SourceLabel::of(&event.source);
+        self.stats.events.get_or_create(&source).inc();
+        let started = Instant::now();
+        let _in_flight = crate::metrics::InFlight::enter(&self.stats.in_flight);
         let key = event.identity();
         let last_chance = self.budget.last_chance(&key, Instant::now());
         let processed = AssertUnwindSafe(self.process_inner(&event, last_chance))
@@ -167,7 +203,7 @@ impl Engine {
             Err(panic) => {
                 let what = panic_message(&*panic);
                 error!(panic = %what, "processing panicked; the event is dead-lettered and acknowledged");
-                self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                self.stats.panics.inc();
                 let reason = format!("processing panicked: {what}");
                 self.dead_letter
                     .record(
@@ -196,6 +232,11 @@ impl Engine {
             crate::outcome::Disposition::Retry => self.budget.spend(&key, Instant::now()),
             _ => self.budget.settle(&key),
         }
+        self.stats
+            .event_seconds
+            .get_or_create(&source)
+            .observe(started.elapsed().as_secs_f64());
+        self.recent.record(&event, &outcome);
         outcome
     }
 
@@ -207,11 +248,18 @@ impl Engine {
             .offer(&loaded.sensors, &matches, event)
             .await;
         let why_not = if steps.is_empty() {
-            self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .unmatched
+                .get_or_create(&crate::metrics::SourceLabel::of(&event.source))
+                .inc();
             let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
             tracing::debug!(why_not = ?why, "matched no sensor");
             why
         } else {
+            self.stats
+                .matched
+                .get_or_create(&crate::metrics::SourceLabel::of(&event.source))
+                .inc();
             Vec::new()
         };
         let loaded = &*loaded;
@@ -270,8 +318,7 @@ impl Engine {
                         Status::Unavailable
                     } else {
                         warn!(sensor = %s.name, trigger = %t.name, error = %message, "cannot correlate; dead-lettered");
-                        self.dead_letter
-                            .record(&s.name, &t.name, &[("event", event)], &Value::Null, &message, &Value::Null)
+                        self.dead_letter                            .record(&s.name, &t.name, &[("event", event)], &Value::Null, &message, &Value::Null)
                             .await;
                         Status::Invalid
                     };
@@ -343,8 +390,7 @@ impl Engine {
                 }
                 crate::sensor::Action::Unavailable(reason) => {
                     warn!(error = %reason, "trigger cannot submit; dead-lettered");
-                    self.dead_letter
-                        .record(&sensor.name, &trigger.name, &events, &Value::Null, reason, &Value::Null)
+                    self.dead_letter                        .record(&sensor.name, &trigger.name, &events, &Value::Null, reason, &Value::Null)
                         .await;
                     out.message = Some(reason.clone());
                     return out;
@@ -358,8 +404,7 @@ impl Engine {
                 Err(e) => {
                     warn!(error = %e, "render failed; dead-lettered");
                     let error = format!("render failed: {e}");
-                    self.dead_letter
-                        .record(&sensor.name, &trigger.name, &events, &trigger.manifest, &error, &Value::Null)
+                    self.dead_letter                        .record(&sensor.name, &trigger.name, &events, &trigger.manifest, &error, &Value::Null)
                         .await;
                     out.message = Some(error);
                     return out;
@@ -432,7 +477,7 @@ impl Engine {
                 };
             }
             Err(SubmitError::Infrastructure { message, .. }) => {
-                self.stats.infrastructure.fetch_add(1, Ordering::Relaxed);
+                self.stats.infrastructure.inc();
                 self.target_down(&message);
                 out.status = Status::Unavailable;
                 out.message = Some(message);
@@ -506,7 +551,10 @@ impl Process for Engine {
             source,
             reference, reason, "message cannot be processed; dead-lettered and acknowledged"
         );
-        self.stats.poisoned.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .poisoned
+            .get_or_create(&crate::metrics::SourceLabel::of(source))
+            .inc();
         self.dead_letter
             .record_unprocessable(source, reference, reason)
             .await;
@@ -520,6 +568,7 @@ mod tests {
     use crate::submit::{SubmitError, Submitted, Submitter};
     use async_trait::async_trait;
     use serde_json::json;
+    use std::sync::atomic::Ordering;
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -654,10 +703,17 @@ spec:
                 "limited/tick: body.kind equals \"tick\" (seen \"other\"): value does not satisfy the operator",
             ]
         );
-        assert_eq!(engine.stats.unmatched.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            engine
+                .stats
+                .unmatched
+                .get_or_create(&crate::metrics::SourceLabel::of("src"))
+                .get(),
+            1
+        );
         assert!(engine
             .metrics()
-            .contains("tripline_events_unmatched_total 1"));
+            .contains("tripline_events_unmatched_total{source=\"src\"} 1"));
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The HTTP servers, independent of any source: the public listener (the
 //! webhook routes and `/healthz`) and the admin listener (`/healthz`,
-//! `/readyz`, `/metrics`, `/explain/<source>`), each with connection
+//! `/readyz`, `/metrics`, `/status`, `/explain/<source>`), each with connection
 //! limits (head size and read timeout, connection cap) and graceful shutdown.
 
 use std::net::SocketAddr;
@@ -20,6 +20,8 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+pub mod status;
+
 use crate::engine::Engine;
 use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
@@ -33,18 +35,18 @@ pub enum HttpError {
     },
 }
 
-/// More Prometheus text for `/metrics`, from a part that counts on its own.
-pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+/// Run before `/metrics` is encoded: sets gauges a part keeps on its own.
+pub type BeforeScrape = Arc<dyn Fn() + Send + Sync>;
 
 /// `/healthz` (the process answers), `/readyz` (every source ready; 503 and
-/// per-source details otherwise) and `/metrics` (Prometheus text: the
-/// engine's counters, then `extra`).
+/// per-source details otherwise), `/metrics` (OpenMetrics text, after
+/// `before_scrape` set the gauges it owns) and the [`status`] page.
 pub fn admin_router(
     engine: Arc<Engine>,
     readiness: Arc<Readiness>,
-    extra: Vec<MetricsFn>,
+    before_scrape: Vec<BeforeScrape>,
 ) -> Router {
-    Router::new()
+    status::routes(engine.clone(), readiness.clone())
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -61,11 +63,11 @@ pub fn admin_router(
         .route(
             "/metrics",
             get(move || async move {
-                let mut text = engine.metrics();
-                for f in &extra {
-                    text.push_str(&f());
+                for f in &before_scrape {
+                    f();
                 }
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+                let text = engine.metrics();
+                ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
             }),
         )
 }

@@ -19,6 +19,7 @@ pub mod index;
 pub mod load;
 pub mod preview;
 pub mod render;
+pub mod report;
 pub mod spec;
 pub mod trace;
 

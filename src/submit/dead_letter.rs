@@ -44,6 +44,8 @@ pub struct DeadLetter {
     /// because a sibling trigger was unavailable renders the same invalid
     /// object again, and is recorded once, not on every retry.
     recent: Mutex<(HashSet<String>, VecDeque<String>)>,
+    /// Records handed to the writer.
+    written: std::sync::atomic::AtomicU64,
 }
 
 impl DeadLetter {
@@ -65,6 +67,7 @@ impl DeadLetter {
             path: path.to_path_buf(),
             lines: Mutex::new(tx),
             recent: Mutex::default(),
+            written: Default::default(),
         }
     }
 
@@ -86,6 +89,31 @@ impl DeadLetter {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records written (or being written) since start.
+    pub fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last `n` records of the file (newest last); what cannot be read
+    /// or parsed is left out. Reads at most the file's last 1 MiB.
+    pub fn tail(&self, n: usize) -> Vec<Value> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return Vec::new();
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(1 << 20);
+        let mut text = String::new();
+        if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_string(&mut text).is_err() {
+            return Vec::new();
+        }
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Appends one record: the sensor and trigger, the events (by
@@ -152,6 +180,8 @@ impl DeadLetter {
             tracing::error!(path = %self.path.display(), record = %what, "the dead-letter writer is gone; record lost");
             return;
         }
+        self.written
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = done.await;
     }
 }

@@ -518,3 +518,61 @@ async fn changed_sensor_files_reload_without_a_signal_configmap_swaps_included()
     let (_, reply) = issues().await;
     assert_eq!(reply["matched"][0]["status"], "existing", "{reply}");
 }
+
+/// `/metrics` after one matching and one non-matching delivery: counters
+/// per source, both latency histograms, the in-flight gauge back at 0 and
+/// the process's own metrics, as OpenMetrics text.
+#[tokio::test]
+async fn metrics_count_per_source_time_events_and_submits_and_show_the_process() {
+    let t = Tripline::start(
+        CONFIG,
+        &[("on-push.yaml", &repo_sensor("on-push.yaml"))],
+        &[],
+    )
+    .await;
+    let body = fixture("github/push.payload.json");
+    let push = [
+        ("X-GitHub-Event", "push"),
+        ("Content-Type", "application/json"),
+    ];
+    let (code, _) = post(&t, "/events/events", &push, body.clone()).await;
+    assert_eq!(code, 200);
+    let (code, _) = post(
+        &t,
+        "/events/events",
+        &[("Content-Type", "application/json")],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let response = reqwest::get(t.url("/metrics")).await.unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = response.text().await.unwrap();
+    let sample = |line: &str| {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    };
+    sample(r#"tripline_events_total{source="events"} 2"#);
+    sample(r#"tripline_events_matched_total{source="events"} 1"#);
+    sample(r#"tripline_events_unmatched_total{source="events"} 1"#);
+    sample(r#"tripline_event_duration_seconds_count{source="events"} 2"#);
+    sample(r#"tripline_submit_duration_seconds_count{result="created"} 1"#);
+    sample("tripline_events_in_flight 0");
+    sample(
+        r#"tripline_trigger_outcomes_total{sensor="on-push",trigger="build",status="created"} 1"#,
+    );
+    for family in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family}:\n{text}"
+        );
+    }
+    assert!(text.ends_with("# EOF\n"));
+}

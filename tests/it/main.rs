@@ -13,5 +13,6 @@ mod kafka;
 mod kube_api_double;
 mod nats;
 mod shipped_yaml;
+mod status_page;
 mod support;
 mod webhook;

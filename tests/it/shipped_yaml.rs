@@ -368,34 +368,57 @@ async fn the_dashboard_queries_only_metrics_tripline_serves() {
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
-            let mut rest = expr;
-            while let Some(i) = rest.find("tripline_") {
-                let name: String = rest[i..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                    .collect();
-                rest = &rest[i + name.len()..];
-                queried.insert(name);
+            for prefix in ["tripline_", "process_"] {
+                let mut rest = expr;
+                while let Some(i) = rest.find(prefix) {
+                    let name: String = rest[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    rest = &rest[i + name.len()..];
+                    queried.insert(name);
+                }
             }
         }
     }
     assert!(queried.len() >= 10, "{queried:?}");
+    // A labelled family is served once it has a sample: one event that
+    // waits for a partner (correlation), one refused delivery (rejection).
     let t = crate::support::tripline::Tripline::start(
-        "sensors: sensors/\nsubmit: {type: outbox, dir: outbox/}\nsources: [{type: http, name: events}]\n",
-        &[],
+        "sensors: sensors/\nsubmit: {type: outbox, dir: outbox/}\nlimits: {maxBodyBytes: 1024}\nsources: [{type: http, name: events, path: /events}]\n",
+        &[(
+            "pair.yaml",
+            "apiVersion: tripline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: pair}\nspec:\n  dependencies:\n    - {name: a, source: events, filters: {path: body.a, exists: true}}\n    - {name: b, source: events, filters: {path: body.b, exists: true}}\n  triggers:\n    - {name: t, workflow: {workflowTemplateRef: x}}\n",
+        )],
         &[],
     )
     .await;
+    let client = reqwest::Client::new();
+    for body in [r#"{"a": 1}"#.to_string(), "x".repeat(4096)] {
+        client
+            .post(t.url("/events"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    }
     let served = reqwest::get(t.url("/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
+    // OpenMetrics names the family; samples add `_total` (counters) or
+    // `_bucket`/`_sum`/`_count` (histograms).
     for name in &queried {
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
         assert!(
-            served.contains(&format!("# TYPE {name} ")),
-            "{name} is not served:\n{served}"
+            served.contains(&format!("# TYPE {family} ")),
+            "{name} ({family}) is not served:\n{served}"
         );
     }
 }

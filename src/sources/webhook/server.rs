@@ -20,8 +20,11 @@
 //! senders such as GitLab disable a hook after repeated errors, and nothing
 //! they resend would change the answer.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use crate::metrics::RejectionLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -89,32 +92,22 @@ struct Mounted {
     pre_auth: Arc<Semaphore>,
 }
 
-/// Replies that were not a plain outcome, per source and status code.
-#[derive(Default)]
-pub struct Rejections(Mutex<BTreeMap<(String, u16), u64>>);
+/// Replies that were not a plain outcome, per source and status code
+/// (`tripline_webhook_rejections_total`).
+pub struct Rejections(Family<RejectionLabels, Counter>);
 
 impl Rejections {
-    fn count(&self, source: &str, code: StatusCode) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((source.to_string(), code.as_u16()))
-            .or_default() += 1;
+    pub fn new(family: Family<RejectionLabels, Counter>) -> Self {
+        Rejections(family)
     }
 
-    /// Prometheus text: `tripline_webhook_rejections_total{source, code}`.
-    pub fn render(&self) -> String {
-        let name = "tripline_webhook_rejections_total";
-        let mut out = format!(
-            "# HELP {name} Webhook requests refused, by source and status (400, 401, 408, 413, 415, 503).\n# TYPE {name} counter\n"
-        );
-        for ((source, code), n) in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            out.push_str(&format!(
-                "{name}{{source=\"{source}\",code=\"{code}\"}} {n}\n"
-            ));
-        }
-        out
+    fn count(&self, source: &str, code: StatusCode) {
+        self.0
+            .get_or_create(&RejectionLabels {
+                source: source.to_string(),
+                code: code.as_u16().to_string(),
+            })
+            .inc();
     }
 }
 

@@ -157,10 +157,10 @@ impl Tripline {
         }
     }
 
-    /// `path` on the listener that serves it: `/readyz`, `/metrics` and
+    /// `path` on the listener that serves it: `/readyz`, `/metrics`, `/status` and
     /// `/explain/…` on the admin one, everything else on the public one.
     pub fn url(&self, path: &str) -> String {
-        let admin = ["/readyz", "/metrics", "/explain"]
+        let admin = ["/readyz", "/metrics", "/explain", "/status"]
             .iter()
             .any(|p| path.starts_with(p));
         let port = if admin { self.admin_port } else { self.port };
@@ -278,9 +278,21 @@ impl Drop for Tripline {
 }
 
 /// The value of counter `name` in the Prometheus text `text`.
+/// The sum of `name`'s samples over every label set (`name 3`,
+/// `name{source="a"} 1`…); `None` when it has none.
 fn metric_value(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    let samples: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum::<f64>() as u64)
 }
 
 /// HMAC-SHA256 hex signature as GitHub sends it.

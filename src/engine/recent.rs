@@ -1,0 +1,122 @@
+//! What the status page shows of the engine's recent work: the last events
+//! with their verdicts, and events per source per minute over the last
+//! five minutes. Bounded: a fixed number of events, five minute buckets per
+//! source.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::event::Event;
+use crate::outcome::Outcome;
+
+/// How many events the status page lists.
+pub const RECENT_EVENTS: usize = 50;
+/// Minutes of per-source counts kept.
+const MINUTES: u64 = 5;
+
+/// One processed event and its verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seen {
+    /// When processing finished (RFC 3339).
+    pub at: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Default)]
+pub struct Recent {
+    events: Mutex<VecDeque<Seen>>,
+    /// Source → `(minute, events)`, oldest first.
+    per_minute: Mutex<BTreeMap<String, VecDeque<(u64, u64)>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Recent {
+    pub fn record(&self, event: &Event, outcome: &Outcome) {
+        let ms = now_ms();
+        {
+            let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            if events.len() == RECENT_EVENTS {
+                events.pop_back();
+            }
+            events.push_front(Seen {
+                at: crate::event::rfc3339_from_unix_millis(ms),
+                source: event.source.clone(),
+                kind: event.kind.clone(),
+                outcome: outcome.clone(),
+            });
+        }
+        let minute = ms / 60_000;
+        let mut per = self.per_minute.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = per.entry(event.source.clone()).or_default();
+        match buckets.back_mut() {
+            Some((m, n)) if *m == minute => *n += 1,
+            _ => buckets.push_back((minute, 1)),
+        }
+        while buckets.front().is_some_and(|(m, _)| *m + MINUTES <= minute) {
+            buckets.pop_front();
+        }
+    }
+
+    /// Newest first.
+    pub fn events(&self) -> Vec<Seen> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Source → events per minute, averaged over the last five minutes.
+    pub fn rates(&self) -> BTreeMap<String, f64> {
+        let minute = now_ms() / 60_000;
+        let per = self.per_minute.lock().unwrap_or_else(|e| e.into_inner());
+        per.iter()
+            .map(|(source, buckets)| {
+                let n: u64 = buckets
+                    .iter()
+                    .filter(|(m, _)| *m + MINUTES > minute)
+                    .map(|(_, n)| n)
+                    .sum();
+                (source.clone(), n as f64 / MINUTES as f64)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_events_newest_first_and_counts_per_source() {
+        let r = Recent::default();
+        for i in 0..(RECENT_EVENTS + 5) {
+            let e = Event::new("hook", format!("{i}").as_bytes(), serde_json::json!(i));
+            let outcome = Outcome {
+                event_id: e.id.clone(),
+                matched: Vec::new(),
+                why_not: Vec::new(),
+            };
+            r.record(&e, &outcome);
+        }
+        let events = r.events();
+        assert_eq!(events.len(), RECENT_EVENTS);
+        let newest = Event::new("hook", b"54", serde_json::json!(54));
+        assert_eq!(events[0].outcome.event_id, newest.id);
+        let rate = r.rates()["hook"];
+        assert!((rate - 55.0 / 5.0).abs() < 1e-9, "{rate}");
+    }
+}
