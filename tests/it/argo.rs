@@ -952,3 +952,149 @@ spec:
     let dl = t.dead_letters();
     assert_eq!(dl.len(), 2, "{dl:#?}");
 }
+
+/// `tripline import` writes native filters where they are exact (anchored
+/// regexes and safe numeric comparisons on nested body keys, paths no Argo
+/// data has), keeps `argo:` elsewhere (upstream's `filter-with-data-simple-1`:
+/// an unanchored regex on a top-level body key, read by a parameter), and
+/// the native import fires exactly when the Argo sensor does.
+#[test]
+fn import_writes_native_filters_where_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tripline.yaml"), SOURCES).unwrap();
+    let trigger = r#"
+  triggers:
+    - template:
+        name: t
+        k8s:
+          operation: create
+          source:
+            resource: {apiVersion: v1, kind: ConfigMap, metadata: {generateName: x-}}
+"#;
+    let sensors = [
+        (
+            "anchored.yaml",
+            r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: anchored}
+spec:
+  dependencies:
+    - name: pr
+      eventSourceName: webhook
+      eventName: example
+      filters:
+        data:
+          - {path: body.pull_request.base.ref, type: string, value: ["^(main|master)$"]}
+          - {path: body.pull_request.number, type: number, comparator: ">=", value: ["2"]}
+"#,
+        ),
+        (
+            "bucket.yaml",
+            r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: bucket}
+spec:
+  dependencies:
+    - name: b
+      eventSourceName: webhook
+      eventName: example
+      filters:
+        data:
+          - {path: bucket, type: string, value: [argo-workflow-input]}
+"#,
+        ),
+    ];
+    let mut files = Vec::new();
+    for (name, body) in sensors {
+        let argo_file = dir.path().join(name);
+        std::fs::write(&argo_file, format!("{body}{trigger}")).unwrap();
+        let (code, out, err) = run_cli(&["import", argo_file.to_str().unwrap()], dir.path());
+        assert_eq!(code, 0, "{name}: {err}");
+        let doc: Value = serde_yaml_ng::from_str(&out).unwrap();
+        let dep = &doc["spec"]["dependencies"][0];
+        assert!(dep.get("argo").is_none(), "{name}: {out}");
+        let native_file = dir.path().join(format!("native-{name}"));
+        std::fs::write(&native_file, &out).unwrap();
+        files.push((argo_file, native_file, dep["filters"].clone(), err));
+    }
+    assert_eq!(
+        files[0].2,
+        serde_json::json!({"all": [
+            {"path": "body.pull_request.base.ref", "matches": "^(main|master)$"},
+            {"path": "body.pull_request.number", "gte": 2.0},
+        ]})
+    );
+    assert_eq!(files[1].2, serde_json::json!({"any": []}));
+    assert!(
+        files[1].3.contains("`bucket` is in no Argo event's data"),
+        "{}",
+        files[1].3
+    );
+    // Upstream's simple-1 keeps its Argo filters.
+    let (code, out, err) = run_cli(
+        &[
+            "import",
+            argo("filter-with-data-simple-1.yaml").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_yaml_ng::from_str(&out).unwrap();
+    assert!(doc["spec"]["dependencies"][0]["argo"]["filters"].is_object());
+    // Same verdicts and objects as the Argo sensor.
+    let events: Vec<(std::path::PathBuf, Vec<&str>)> = vec![
+        (
+            repo("tests/fixtures/github/push.payload.json"),
+            vec!["Content-Type=application/json", "X-GitHub-Event=push"],
+        ),
+        (
+            repo("tests/fixtures/github/pull_request.opened.payload.json"),
+            vec![
+                "Content-Type=application/json",
+                "X-GitHub-Event=pull_request",
+            ],
+        ),
+        (
+            repo("tests/fixtures/gitlab/push.json"),
+            vec!["Content-Type=application/json", "X-Gitlab-Event=Push Hook"],
+        ),
+    ];
+    let mut fired = 0;
+    for (argo_file, native_file, _, _) in &files {
+        for (event, headers) in &events {
+            let render = |sensor: &std::path::Path| {
+                let mut args = vec![
+                    "test".to_string(),
+                    sensor.display().to_string(),
+                    "--event".into(),
+                    event.display().to_string(),
+                    "--output".into(),
+                    "json".into(),
+                ];
+                for h in headers {
+                    args.push("-H".into());
+                    args.push(h.to_string());
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let (code, out, err) = run_cli(&args, dir.path());
+                let v: Value = serde_json::from_str(&out)
+                    .unwrap_or_else(|e| panic!("{}: {e}: {out}\n{err}", sensor.display()));
+                let r = &v["rendered"][0];
+                (code, r["fires"].clone(), r["object"].clone())
+            };
+            let argo_said = render(argo_file);
+            assert_eq!(
+                argo_said,
+                render(native_file),
+                "{} on {}",
+                argo_file.display(),
+                event.display()
+            );
+            fired += usize::from(argo_said.1 == true);
+        }
+    }
+    // The pull request (JSON) passes the anchored filter; nothing else does.
+    assert_eq!(fired, 1);
+}

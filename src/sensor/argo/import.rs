@@ -1,6 +1,7 @@
 //! `tripline import` (ARGO-COMPAT §9): an Argo `Sensor` → a native sensor
 //! document, an `EventSource` → `tripline.yaml` sources. The native sensor
-//! behaves exactly like the Argo one: dependencies and parameters keep Argo
+//! behaves exactly like the Argo one: dependency filters become native where
+//! that is exact ([`super::idiom`]), else they and the parameters keep Argo
 //! semantics through the native `argo:` blocks (same code as running the Argo
 //! sensor directly), the rest is native (`when`, `workflow.manifest` with the
 //! labels upstream adds, `retry`, `rateLimit`, `log`). What cannot be
@@ -39,11 +40,36 @@ pub fn sensor(doc: &Value, sources: &SourceCatalog) -> Result<Imported, Vec<(Str
     let name = doc["metadata"]["name"].as_str().unwrap_or_default();
     let mut deps = Vec::new();
     let mut dep_names = Vec::new();
-    for d in spec["dependencies"].as_array().into_iter().flatten() {
+    // Dependencies whose events Argo parameters read keep their `argo:`
+    // block (a native `argo:` parameter needs one).
+    let mut read_by_parameters = Vec::new();
+    dependency_names(&spec["triggers"], &mut read_by_parameters);
+    for (i, d) in spec["dependencies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let (e, n) = (
             d["eventSourceName"].as_str().unwrap_or_default(),
             d["eventName"].as_str().unwrap_or_default(),
         );
+        let dep_name = d["name"].as_str().unwrap_or_default();
+        let source = sources.bind(e, n).unwrap_or_else(|| format!("{e}-{n}"));
+        let json_body = sources.argo(&source).is_none_or(|a| a.json_body);
+        let native = (!read_by_parameters.iter().any(|r| r == dep_name))
+            .then(|| super::idiom::dependency(d, json_body))
+            .flatten();
+        if let Some(native) = native {
+            for (j, path) in &native.never {
+                notes.push(format!(
+                    "spec.dependencies[{i}].filters.data[{j}]: `{path}` is in no Argo event's data: never true (`any: []`)"
+                ));
+            }
+            dep_names.push(dep_name.to_string());
+            deps.push(json!({"name": dep_name, "source": source, "filters": native.filter}));
+            continue;
+        }
         let mut argo = json!({"eventSourceName": e, "eventName": n});
         if !d["filters"].is_null() {
             argo["filters"] = d["filters"].clone();
@@ -54,9 +80,7 @@ pub fn sensor(doc: &Value, sources: &SourceCatalog) -> Result<Imported, Vec<(Str
         if !d["transform"].is_null() {
             argo["transform"] = d["transform"].clone();
         }
-        let dep_name = d["name"].as_str().unwrap_or_default();
         dep_names.push(dep_name.to_string());
-        let source = sources.bind(e, n).unwrap_or_else(|| format!("{e}-{n}"));
         deps.push(json!({"name": dep_name, "source": source, "argo": argo}));
     }
     let sensor_ns = doc["metadata"]["namespace"].as_str();
@@ -231,6 +255,22 @@ pub fn sensor(doc: &Value, sources: &SourceCatalog) -> Result<Imported, Vec<(Str
     })
 }
 
+/// Every `dependencyName` under `v` (the triggers' parameters).
+fn dependency_names(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("dependencyName", Value::String(s)) => out.push(s.clone()),
+                    _ => dependency_names(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| dependency_names(x, out)),
+        _ => {}
+    }
+}
+
 /// A Kubernetes Secret reference → where to mount it.
 fn secret_file(r: &Value) -> Option<Value> {
     let (name, key) = (r["name"].as_str()?, r["key"].as_str()?);
@@ -380,6 +420,57 @@ mod tests {
     use super::*;
     use crate::event::Event;
     use crate::sensor::filter::Filter;
+
+    /// Exact filters become native; a dependency a parameter reads, or
+    /// bound to a source whose Argo body is base64 (`jsonBody: false`),
+    /// keeps its `argo:` block.
+    #[test]
+    fn native_filters_where_exact_argo_where_read_or_raw() {
+        let doc = |params: &str| -> Value {
+            serde_yaml_ng::from_str(&format!(
+                r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {{name: s}}
+spec:
+  dependencies:
+    - name: d
+      eventSourceName: kafka
+      eventName: jobs
+      filters:
+        data: [{{path: body.job.size, type: number, comparator: ">", value: ["10"]}}]
+  triggers:
+    - template:
+        name: t
+        k8s:
+          operation: create
+          source:
+            resource: {{apiVersion: v1, kind: ConfigMap, metadata: {{generateName: x-}}}}
+          parameters: {params}
+"#
+            ))
+            .unwrap()
+        };
+        let open = SourceCatalog::open();
+        let native = sensor(&doc("[]"), &open).unwrap_or_else(|e| panic!("{e:?}"));
+        let dep = &native.doc["spec"]["dependencies"][0];
+        assert_eq!(dep["filters"], json!({"path": "body.job.size", "gt": 10.0}));
+        assert!(dep.get("argo").is_none());
+        let read = doc("[{src: {dependencyName: d, dataKey: body.job.size}, dest: data.size}]");
+        let kept = sensor(&read, &open).unwrap_or_else(|e| panic!("{e:?}"));
+        let dep = &kept.doc["spec"]["dependencies"][0];
+        assert!(dep.get("filters").is_none() && dep["argo"]["filters"].is_object());
+        let mut raw = SourceCatalog::open();
+        raw.insert(
+            "kafka-jobs",
+            Some(crate::sensor::catalog::ArgoSource {
+                json_body: false,
+                ..Default::default()
+            }),
+        );
+        let kept = sensor(&doc("[]"), &raw).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(kept.doc["spec"]["dependencies"][0]["argo"].is_object());
+    }
 
     /// Upstream `examples/sensors/transform.yaml` (its two dependencies):
     /// the transforms travel in the native `argo:` block and act the same

@@ -15,6 +15,7 @@
 //! * [`fetch`] — trigger sources read at fire time (file, ConfigMap,
 //!   CronWorkflow).
 //! * [`path`] — the gjson path subset; [`gotmpl`] — the Go template subset.
+//! * [`idiom`] — native filters `tripline import` writes where they are exact.
 
 pub mod compile;
 pub mod cron;
@@ -23,6 +24,7 @@ pub mod expr;
 pub mod fetch;
 pub mod filter;
 pub mod gotmpl;
+pub mod idiom;
 pub mod import;
 pub mod lua;
 pub mod params;
