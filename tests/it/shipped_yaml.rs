@@ -62,6 +62,18 @@ async fn every_shipped_yaml_loads() {
             continue;
         }
         for doc in documents(file) {
+            // A kustomize JSON 6902 patch (the overlay's `patches/`).
+            if let Some(ops) = doc.as_array() {
+                for op in ops {
+                    assert!(
+                        op["op"].is_string() && op["path"].is_string(),
+                        "{}: not a JSON patch operation: {op}",
+                        file.display()
+                    );
+                }
+                *seen.entry("json-patch".into()).or_default() += 1;
+                continue;
+            }
             let kind = doc["kind"]
                 .as_str()
                 .unwrap_or_else(|| panic!("{}: a document without kind", file.display()))
@@ -289,11 +301,14 @@ fn deploy_is_a_kustomize_base_that_passes_pod_security_restricted() {
     // The overlay: everything that named `ml` names `data`, and its
     // tripline.yaml (a patch) validates and submits to `data`.
     let overlay = documents(&repo("examples/deploy-other-target/kustomization.yaml")).remove(0);
-    assert_eq!(overlay["resources"], serde_json::json!(["../../deploy"]));
-    let patches = overlay["patches"].as_array().unwrap();
+    assert_eq!(overlay["bases"], serde_json::json!(["../../deploy"]));
+    let patches = overlay["patchesJson6902"].as_array().unwrap();
     let ops: Vec<Value> = patches
         .iter()
-        .flat_map(|p| serde_yaml_ng::from_str::<Vec<Value>>(p["patch"].as_str().unwrap()).unwrap())
+        .flat_map(|p| {
+            let file = repo("examples/deploy-other-target").join(p["path"].as_str().unwrap());
+            documents(&file).remove(0).as_array().unwrap().clone()
+        })
         .collect();
     assert!(patches.iter().any(|p| p["target"]["namespace"] == target));
     let text = ops
@@ -421,4 +436,97 @@ async fn the_dashboard_queries_only_metrics_tripline_serves() {
             "{name} ({family}) is not served:\n{served}"
         );
     }
+}
+
+/// `kubectl kustomize` renders the base and the overlay (the same with
+/// Debian's kubectl 1.20 and a current one: the overlay uses only what
+/// both understand), and `kubernetes-validate --strict` accepts every
+/// object, while it rejects a misspelt field — the check is real.
+#[test]
+fn deploy_renders_with_kustomize_and_every_object_validates_strictly() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |file: &std::path::Path| {
+        Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict", "--quiet"])
+            .arg(file)
+            .output()
+            .expect("python3 -m kubernetes_validate (scripts/install-deps.sh installs it)")
+    };
+    let mut rendered = Vec::new();
+    for (name, path) in [
+        ("base", "deploy"),
+        ("overlay", "examples/deploy-other-target"),
+    ] {
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(repo(path))
+            .output()
+            .expect("kubectl (scripts/install-deps.sh installs Debian's kubernetes-client)");
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, &out.stdout).unwrap();
+        let v = validate(&file);
+        assert!(
+            v.status.success(),
+            "{path}: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_slice(&out.stdout)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        rendered.push(docs);
+    }
+    let (base, overlay) = (&rendered[0], &rendered[1]);
+    assert_eq!(base.len(), 11, "{base:#?}");
+    assert_eq!(overlay.len(), base.len());
+    let namespaces = |docs: &Vec<Value>| -> Vec<String> {
+        let mut n: Vec<String> = docs
+            .iter()
+            .filter_map(|d| d["metadata"]["namespace"].as_str().map(String::from))
+            .chain(
+                docs.iter()
+                    .filter(|d| d["kind"] == "Namespace")
+                    .map(|d| d["metadata"]["name"].as_str().unwrap().to_string()),
+            )
+            .collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    assert_eq!(namespaces(base), ["ml", "tripline"]);
+    assert_eq!(
+        namespaces(overlay),
+        ["data", "tripline"],
+        "nothing left in ml"
+    );
+    let config = overlay
+        .iter()
+        .find(|d| d["metadata"]["name"] == "tripline-config")
+        .unwrap();
+    assert!(config["data"]["tripline.yaml"]
+        .as_str()
+        .unwrap()
+        .contains("namespace: data"));
+    let executor = overlay
+        .iter()
+        .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["name"] == "argo-executor")
+        .unwrap();
+    assert_eq!(executor["subjects"][0]["namespace"], "data");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndatta: {a: b}\n",
+    )
+    .unwrap();
+    assert!(
+        !validate(&bad).status.success(),
+        "strict validation rejects unknown fields"
+    );
 }
