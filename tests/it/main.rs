@@ -8,6 +8,7 @@ mod correlation;
 mod engine;
 mod failures;
 mod fault_matrix;
+mod image;
 mod intake;
 mod kafka;
 mod kube_api_double;
