@@ -227,6 +227,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let options = serve::Options {
         dry_run: args.dry_run,
         kubeconfig: args.kubeconfig,
+        config: Some(serve::ConfigSource {
+            path: args.config.config.clone(),
+            sensors: args.config.sensors.clone(),
+            listen: args.listen,
+            admin_listen: args.admin_listen,
+        }),
     };
     serve::run(cfg, options).await?;
     tracing::info!("stopped");

@@ -284,6 +284,21 @@ impl Stats {
         Stats { registry, ..s }
     }
 
+    /// Serves the process's config reload counters (kept across the
+    /// generations a reload starts).
+    pub fn register_config_reloads(&mut self, ok: Counter, refused: Counter) {
+        self.registry.register(
+            "tripline_config_reloads",
+            "Config file changes that checked out and started a new generation",
+            ok,
+        );
+        self.registry.register(
+            "tripline_config_reload_failures",
+            "Config file changes refused (the running config stays)",
+            refused,
+        );
+    }
+
     /// Starts `source`'s per-source series at 0, so that they are served
     /// (and rate() works) before its first event.
     pub fn declare_source(&self, source: &str) {

@@ -2,7 +2,9 @@
 //! the config, runs them — broker sources as tasks, webhooks on the HTTP
 //! server beside the admin endpoints — and shuts them down: on SIGTERM (or a
 //! source failing) intake stops and in-flight work gets the drain deadline.
-//! SIGHUP, or a change of the sensor files, reloads the sensors.
+//! SIGHUP, or a change of the sensor files, reloads the sensors; a change of
+//! the config file that checks out starts a new generation on the same
+//! listening sockets.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,10 +63,136 @@ pub struct Options {
     pub dry_run: bool,
     /// Kubeconfig overriding the config's and `$KUBECONFIG`.
     pub kubeconfig: Option<PathBuf>,
+    /// Where the config came from, to reload it when it changes (with the
+    /// command line's overrides applied again); `None`: never reloaded.
+    pub config: Option<ConfigSource>,
 }
 
-/// Runs until SIGTERM/Ctrl-C (or a source fails), then drains.
+/// A config file and the command line's overrides of it.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub sensors: Option<PathBuf>,
+    pub listen: Option<std::net::SocketAddr>,
+    pub admin_listen: Option<std::net::SocketAddr>,
+}
+
+impl ConfigSource {
+    /// Loads and validates the file, then applies the overrides.
+    pub fn load(&self) -> Result<Config, crate::config::ConfigError> {
+        let mut cfg = Config::load(&self.path)?;
+        if let Some(s) = &self.sensors {
+            cfg.sensors = s.clone();
+        }
+        if let Some(l) = self.listen {
+            cfg.listen = l;
+        }
+        if let Some(l) = self.admin_listen {
+            cfg.admin.listen = l;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs until SIGTERM/Ctrl-C (or a source fails), then drains. When the
+/// config file changes and the new config checks out (it loads, its
+/// sensors load, its secrets resolve, its sources and submit target build),
+/// the running generation drains and the next one starts on the same
+/// listening sockets; a config that does not check out is refused whole,
+/// logged and counted, and the running one stays.
 pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
+    let process = Shutdown::new(cfg.limits.shutdown_deadline);
+    tokio::spawn(begin_on_signal(process.clone()));
+    let reloads = ConfigReloads::default();
+    let mut cfg = cfg;
+    let mut listeners: Option<Listeners> = None;
+    loop {
+        let l = match listeners.take() {
+            Some(l) if l.serves(&cfg) => l.with_limits(&cfg),
+            _ => Listeners::bind(&cfg).await?,
+        };
+        let generation = Shutdown::new(cfg.limits.shutdown_deadline);
+        let next = Arc::new(std::sync::Mutex::new(None));
+        tokio::spawn(watch_config(
+            options.clone(),
+            cfg.watch_sensors,
+            process.clone(),
+            generation.clone(),
+            next.clone(),
+            reloads.clone(),
+        ));
+        let result = run_generation(cfg, &options, l.clone(), generation.clone(), &reloads).await;
+        generation.begin();
+        let next = next.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match next {
+            Some(new) if result.is_ok() && !process.is_begun() => {
+                info!("config reloaded: the next generation starts");
+                cfg = new;
+                listeners = Some(l);
+            }
+            _ => return result,
+        }
+    }
+}
+
+/// Config reloads that took effect and that were refused: kept across
+/// generations (each generation has its own engine and metrics).
+#[derive(Clone, Default)]
+pub struct ConfigReloads {
+    pub ok: prometheus_client::metrics::counter::Counter,
+    pub refused: prometheus_client::metrics::counter::Counter,
+}
+
+/// The public and admin listening sockets.
+#[derive(Clone)]
+struct Listeners {
+    public: http::Server,
+    admin: http::Server,
+    addrs: (std::net::SocketAddr, std::net::SocketAddr),
+}
+
+fn conn_limits(cfg: &Config) -> http::ConnLimits {
+    http::ConnLimits {
+        max_header_bytes: cfg.limits.max_header_bytes,
+        header_read_timeout: cfg.limits.header_read_timeout,
+        max_connections: cfg.limits.max_connections,
+    }
+}
+
+impl Listeners {
+    async fn bind(cfg: &Config) -> Result<Listeners, ServeError> {
+        let public = http::Server::bind(cfg.listen, conn_limits(cfg)).await?;
+        let admin = http::Server::bind(cfg.admin.listen, conn_limits(cfg)).await?;
+        Ok(Listeners {
+            public,
+            admin,
+            addrs: (cfg.listen, cfg.admin.listen),
+        })
+    }
+
+    /// Whether these sockets are the ones `cfg` asks for.
+    fn serves(&self, cfg: &Config) -> bool {
+        self.addrs == (cfg.listen, cfg.admin.listen)
+    }
+
+    fn with_limits(self, cfg: &Config) -> Listeners {
+        Listeners {
+            public: self.public.with_limits(conn_limits(cfg)),
+            admin: self.admin.with_limits(conn_limits(cfg)),
+            addrs: self.addrs,
+        }
+    }
+}
+
+/// One generation: the engine, its sensors and sources from `cfg`, until
+/// `generation` ends (SIGTERM, a failed source, a config reload).
+async fn run_generation(
+    cfg: Config,
+    options: &Options,
+    listeners: Listeners,
+    generation: Shutdown,
+    reloads: &ConfigReloads,
+) -> Result<(), ServeError> {
     crate::redact::configure(&cfg.redact_headers);
     let set = sensor::load(std::slice::from_ref(&cfg.sensors), &cfg.source_catalog())?;
     for w in &set.warnings {
@@ -83,31 +211,108 @@ pub async fn run(cfg: Config, options: Options) -> Result<(), ServeError> {
         DeadLetter::with_max_bytes(&cfg.dead_letter, cfg.limits.dead_letter_max_bytes);
     let store = correlation_store(&cfg.correlation).await?;
     info!(store = %store.describe(), "correlation state");
-    let engine = Arc::new(
-        Engine::new(set, submitter, dead_letter)
-            .with_budget(cfg.limits.retry_budget.clone())
-            .with_correlation_store(store)
-            .with_target_health(readiness.handle("submit")),
-    );
-    let shutdown = Shutdown::new(cfg.limits.shutdown_deadline);
-    tokio::spawn(begin_on_signal(shutdown.clone()));
+    let mut engine = Engine::new(set, submitter, dead_letter)
+        .with_budget(cfg.limits.retry_budget.clone())
+        .with_correlation_store(store)
+        .with_target_health(readiness.handle("submit"));
+    engine
+        .stats
+        .register_config_reloads(reloads.ok.clone(), reloads.refused.clone());
+    let engine = Arc::new(engine);
     tokio::spawn(reload_sensors(
         engine.clone(),
         cfg.sensors.clone(),
         cfg.source_catalog(),
         cfg.watch_sensors,
-        shutdown.clone(),
+        generation.clone(),
     ));
-    run_with(cfg, engine, readiness, shutdown).await
+    run_with(cfg, engine, readiness, generation, listeners).await
+}
+
+/// Watches the config file (every `watch`, as the sensor files; ConfigMap
+/// symlink swaps included). A change that checks out is handed over in
+/// `next` and ends `generation`; SIGTERM (`process`) ends it too.
+async fn watch_config(
+    options: Options,
+    watch: Duration,
+    process: Shutdown,
+    generation: Shutdown,
+    next: Arc<std::sync::Mutex<Option<Config>>>,
+    reloads: ConfigReloads,
+) {
+    let source = options.config.clone().filter(|_| !watch.is_zero());
+    let mut seen = source.as_ref().map(|s| file_fingerprint(&s.path));
+    let mut tick = tokio::time::interval(if watch.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        watch
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = process.begun() => {
+                generation.begin();
+                return;
+            }
+            _ = generation.begun() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(source) = &source else { continue };
+        let now = file_fingerprint(&source.path);
+        if Some(&now) == seen.as_ref() {
+            continue;
+        }
+        seen = Some(now);
+        match check_config(source, &options).await {
+            Ok(cfg) => {
+                reloads.ok.inc();
+                info!(path = %source.path.display(), "config changed and checks out: draining to start with it");
+                *next.lock().unwrap_or_else(|e| e.into_inner()) = Some(cfg);
+                generation.begin();
+                return;
+            }
+            Err(e) => {
+                reloads.refused.inc();
+                error!(path = %source.path.display(), error = %e, "config reload refused; the running config stays");
+            }
+        }
+    }
+}
+
+/// Everything a generation needs from a new config, short of connecting:
+/// the file validates, the sensors load against its sources, the secrets
+/// resolve, the sources and the submit target build.
+async fn check_config(source: &ConfigSource, options: &Options) -> Result<Config, String> {
+    let cfg = source.load().map_err(|e| e.to_string())?;
+    sensor::load(std::slice::from_ref(&cfg.sensors), &cfg.source_catalog())
+        .map_err(|e| e.to_string())?;
+    cfg.build_sources().map_err(|e| e.to_string())?;
+    build_submitter(&cfg, options.dry_run, options.kubeconfig.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// A file's identity for change detection: where its symlinks lead, size,
+/// modification time.
+fn file_fingerprint(path: &Path) -> (PathBuf, u64, Option<std::time::SystemTime>) {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let meta = std::fs::metadata(&real).ok();
+    (
+        real,
+        meta.as_ref().map_or(0, |m| m.len()),
+        meta.and_then(|m| m.modified().ok()),
+    )
 }
 
 /// Runs the sources of `cfg` against `engine` until `shutdown`, reporting
 /// readiness to `readiness`.
-pub async fn run_with(
+async fn run_with(
     cfg: Config,
     engine: Arc<Engine>,
     readiness: Arc<Readiness>,
     shutdown: Shutdown,
+    listeners: Listeners,
 ) -> Result<(), ServeError> {
     let (endpoints, sources) = cfg.build_sources()?;
     for s in &cfg.sources {
@@ -133,13 +338,7 @@ pub async fn run_with(
         })
         .collect();
 
-    let conn_limits = http::ConnLimits {
-        max_header_bytes: cfg.limits.max_header_bytes,
-        header_read_timeout: cfg.limits.header_read_timeout,
-        max_connections: cfg.limits.max_connections,
-    };
-    let public = http::Server::bind(cfg.listen, conn_limits.clone()).await?;
-    let admin = http::Server::bind(cfg.admin.listen, conn_limits).await?;
+    let (public, admin) = (listeners.public, listeners.admin);
     for (handle, path) in &mounts {
         handle.set(true, format!("listening on {}{path}", public.addr()));
     }

@@ -90,8 +90,12 @@ pub struct ConnLimits {
 }
 
 /// A bound listener, so the caller can say where it listens before serving.
+/// Cloning shares the socket: a config reload serves the next generation's
+/// routes on the same listener, so connections wait in its backlog instead
+/// of being refused while the sources are rebuilt.
+#[derive(Clone)]
 pub struct Server {
-    listener: tokio::net::TcpListener,
+    listener: Arc<tokio::net::TcpListener>,
     addr: SocketAddr,
     limits: ConnLimits,
 }
@@ -106,7 +110,7 @@ impl Server {
             })?;
         let addr = listener.local_addr().unwrap_or(listen);
         Ok(Server {
-            listener,
+            listener: Arc::new(listener),
             addr,
             limits,
         })
@@ -114,6 +118,12 @@ impl Server {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The same socket with other connection limits (a reload may change them).
+    pub fn with_limits(mut self, limits: ConnLimits) -> Server {
+        self.limits = limits;
+        self
     }
 
     /// Serves `router` (HTTP/1.1) until shutdown begins, then stops accepting

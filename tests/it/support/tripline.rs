@@ -172,6 +172,12 @@ impl Tripline {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The `tripline.yaml` the process was started with (rewrite it to
+    /// test a reload).
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
