@@ -20,6 +20,7 @@
 
 pub mod budget;
 pub mod correlation;
+pub mod fetch;
 pub mod recent;
 
 use std::collections::HashMap;
@@ -366,7 +367,7 @@ impl Engine {
             let mut fetched = None;
             match &trigger.action {
                 crate::sensor::Action::Submit => {}
-                crate::sensor::Action::Fetch(f) => match self.fetch(f, trigger.namespace.as_deref()).await {
+                crate::sensor::Action::Fetch(f) => match fetch::fetch(f, self.submitter.as_ref(), trigger.namespace.as_deref()).await {
                     Ok(resource) => fetched = Some(resource),
                     Err(e) => {
                         let error = Err(e);
@@ -419,40 +420,6 @@ impl Engine {
         }
         .instrument(span)
         .await
-    }
-
-    /// Reads what an Argo trigger reads when it fires, and makes it the
-    /// resource (errors classified as submissions are).
-    async fn fetch(
-        &self,
-        f: &crate::sensor::argo::fetch::FetchTrigger,
-        namespace: Option<&str>,
-    ) -> Result<Value, SubmitError> {
-        use crate::sensor::argo::fetch::{Fetch, Fetched};
-        let invalid = |m: String| SubmitError::rejected(422, "Invalid", m);
-        let fetched = match &f.fetch {
-            Fetch::File(path) => Fetched::Text(
-                tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|e| invalid(format!("{}: {e}", f.describe())))?,
-            ),
-            Fetch::ConfigMap { name, key } => {
-                let cm = self
-                    .submitter
-                    .get("v1", "ConfigMap", namespace, name)
-                    .await?;
-                match cm["data"][key].as_str() {
-                    Some(text) => Fetched::Text(text.to_string()),
-                    None => return Err(invalid(format!("{}: no such key", f.describe()))),
-                }
-            }
-            Fetch::CronWorkflow { name } => Fetched::Object(
-                self.submitter
-                    .get("argoproj.io/v1alpha1", "CronWorkflow", namespace, name)
-                    .await?,
-            ),
-        };
-        f.resource(fetched).map_err(invalid)
     }
 
     /// The outcome of a firing from its submission's (or fetch's) result:

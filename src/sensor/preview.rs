@@ -102,7 +102,7 @@ impl SensorSet {
                         _ => (
                             None,
                             Some(format!(
-                                "{} is read from the cluster when the trigger fires; not by a preview",
+                                "{} is read when the trigger fires; tripline test does not fetch it",
                                 f.describe()
                             )),
                         ),

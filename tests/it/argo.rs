@@ -1098,3 +1098,72 @@ spec:
     // The pull request (JSON) passes the anchored filter; nothing else does.
     assert_eq!(fired, 1);
 }
+
+/// A `url` trigger source is fetched when the trigger fires (upstream's
+/// `url-sensor`): a 200 is the resource, parameters apply to it; any other
+/// status is a dead letter naming the URL and the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_trigger_sources_are_fetched_when_the_trigger_fires() {
+    use axum::routing::get;
+    let wf = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: from-url-}\nspec:\n  entrypoint: main\n  arguments: {parameters: [{name: message}]}\n  templates: [{name: main, container: {image: 'alpine:3.20'}}]\n";
+    let app = axum::Router::new().route("/wf.yaml", get(move || async move { wf }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let sensor = |path: &str| {
+        format!(
+            r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {{name: from-url}}
+spec:
+  dependencies: [{{name: d, eventSourceName: webhook, eventName: example}}]
+  triggers:
+    - template:
+        name: fetched
+        argoWorkflow:
+          operation: submit
+          source: {{url: {{path: "http://{addr}{path}", verifycert: false}}}}
+          parameters:
+            - {{src: {{dependencyName: d, dataKey: body.message}}, dest: spec.arguments.parameters.0.value}}
+"#
+        )
+    };
+    let config = "sensors: sensors/\ndeadLetter: dead-letter.jsonl\nsources: [{type: http, name: webhook-example, path: /example}]\n";
+    let post = |url: String| async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(r#"{"message": "hello"}"#)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let t = Tripline::start(config, &[("s.yaml", &sensor("/wf.yaml"))], &[]).await;
+    let reply = post(t.url("/example")).await;
+    assert_eq!(reply["matched"][0]["status"], "created", "{reply}");
+    let (_, wf) = t.outbox().remove(0);
+    assert_eq!(wf["spec"]["arguments"]["parameters"][0]["value"], "hello");
+    assert_eq!(
+        wf["metadata"]["labels"]["events.argoproj.io/trigger"],
+        "fetched"
+    );
+    assert!(wf["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("from-url-"));
+    drop(t);
+
+    let t = Tripline::start(config, &[("s.yaml", &sensor("/missing.yaml"))], &[]).await;
+    let reply = post(t.url("/example")).await;
+    assert_eq!(reply["matched"][0]["status"], "invalid", "{reply}");
+    let dl = t.dead_letters();
+    assert_eq!(dl.len(), 1, "{dl:#?}");
+    let error = dl[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("/missing.yaml") && error.contains("404"),
+        "{error}"
+    );
+}

@@ -606,10 +606,17 @@ async fn a_changed_config_reloads_on_the_same_sockets_and_a_broken_one_is_refuse
     };
     assert_eq!(status("/hooks/more").await.unwrap(), 404);
 
-    // Requests all along the switch: none may be refused.
+    // Requests all along the switch, each on a new connection (as webhook
+    // senders send them): none may be refused. (A client reusing a
+    // keep-alive connection can see it closed as the old generation stops,
+    // the race of any graceful HTTP/1.1 restart.)
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let hammer = {
-        let (client, url, stop) = (client.clone(), t.url("/events/events"), stop.clone());
+        let (client, url, stop) = (fresh, t.url("/events/events"), stop.clone());
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {

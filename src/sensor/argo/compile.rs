@@ -638,10 +638,34 @@ fn trigger_resource(
             key: key.to_string(),
         });
         Value::Null
-    } else if let Some(k) = ["url", "git", "s3"]
-        .into_iter()
-        .find(|k| source.contains_key(*k))
-    {
+    } else if let Some(u) = source.get("url").filter(|u| u.is_object()) {
+        let Some(url) = u["path"].as_str().filter(|p| !p.is_empty()) else {
+            err(format!("{tat}.source.url.path"), "required".into());
+            return None;
+        };
+        match url::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            _ => {
+                err(
+                    format!("{tat}.source.url.path"),
+                    format!("`{url}` is not an http(s) URL"),
+                );
+                return None;
+            }
+        }
+        let verify_cert = u["verifyCert"].as_bool().unwrap_or(true);
+        if !verify_cert {
+            warnings.push((
+                format!("{tat}.source.url.verifyCert"),
+                "false: the TLS certificate of this URL is not verified (anyone on the path can supply the resource)".into(),
+            ));
+        }
+        action = fetch_at_fire(Fetch::Url {
+            url: url.to_string(),
+            verify_cert,
+        });
+        Value::Null
+    } else if let Some(k) = ["git", "s3"].into_iter().find(|k| source.contains_key(*k)) {
         warnings.push((
             format!("{tat}.source.{k}"),
             "fetched at fire time upstream; not fetched by tripline yet: every firing of this trigger is dead-lettered".into(),

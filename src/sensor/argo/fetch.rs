@@ -1,6 +1,6 @@
 //! Argo trigger sources read at fire time (ARGO-COMPAT §6.2, §6.4): a
 //! `file` (read on every firing, as upstream does in the sensor pod), a
-//! `configmap` key, and the CronWorkflow of `submit-from`. What to read is
+//! `configmap` key, a `url`, and the CronWorkflow of `submit-from`. What to read is
 //! decided at load; the reading is the engine's (I/O at the edges); what the
 //! read text becomes — the resource, finished as the compiled one would be —
 //! is here, pure.
@@ -20,6 +20,9 @@ pub enum Fetch {
     ConfigMap { name: String, key: String },
     /// `submit-from` a CronWorkflow: its `spec.workflowSpec` is submitted.
     CronWorkflow { name: String },
+    /// An HTTP(S) GET (200 required, YAML or JSON); `verify_cert: false`
+    /// skips TLS certificate verification, as upstream's `verifyCert`.
+    Url { url: String, verify_cert: bool },
 }
 
 /// How the fetched resource is finished: the trigger kind, and the labels
@@ -69,6 +72,7 @@ impl FetchTrigger {
             Fetch::File(p) => format!("file {}", p.display()),
             Fetch::ConfigMap { name, key } => format!("configmap {name}/{key}"),
             Fetch::CronWorkflow { name } => format!("CronWorkflow {name}"),
+            Fetch::Url { url, .. } => format!("url {url}"),
         }
     }
 }
