@@ -8,20 +8,26 @@
 //!
 //! * [`cli`] — the commands (`serve`, `validate`, `test`); `main` only parses.
 //! * [`serve`] — runs it all: builds the engine and the sources, the HTTP
-//!   server, signals (SIGTERM drains within the deadline, SIGHUP reloads).
+//!   server, signals (SIGTERM drains within the deadline, SIGHUP reloads);
+//!   a changed config starts a new generation on the same sockets.
 //!   [`config`] — `tripline.yaml`, gathering each source's own config type.
 //! * [`sources`] — produce [`event::Event`]s and own acknowledgement, each a
 //!   folder: [`sources::webhook`] (routes on the HTTP server),
 //!   [`sources::nats`] (JetStream and core) and [`sources::kafka`] (consumer
 //!   group, commit watermark). [`http`] — the HTTP server and the admin
-//!   endpoints (`/healthz`, `/readyz`, `/metrics`).
+//!   endpoints (`/healthz`, `/readyz`, `/metrics`, the `/status` page).
 //! * [`engine`] — match → correlate → render → submit for one event; it
 //!   implements the [`outcome::Process`] contract, which is all a source
-//!   knows of it; [`metrics`] — what it counts.
+//!   knows of it; it also reads Argo trigger sources at fire time and keeps
+//!   the recent verdicts the status page shows. [`metrics`] — what it
+//!   counts (`prometheus-client`), histograms and process metrics included.
 //! * [`sensor`] — sensor files: spec, load (validate and compile once), the
-//!   pure matcher (filter, index, condition), correlation, rendering, preview.
+//!   pure matcher (filter, index, condition), correlation, rendering, preview,
+//!   the source catalog sensors bind to, and Argo Events `Sensor`s run
+//!   unchanged ([`sensor::argo`]: filters, Lua/jq, parameters, import).
 //!   [`submit`] — the [`submit::Submitter`] trait, retries, the answer
-//!   classification, the dead-letter log; outbox and Kubernetes API.
+//!   classification, the dead-letter log; outbox (group commit) and
+//!   Kubernetes API.
 //! * [`event`] — the envelope; shared plumbing: [`limits`], [`secret`],
 //!   [`tls`], [`backoff`], [`redact`], [`readiness`], [`shutdown`].
 
