@@ -12,7 +12,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && for b in matching kafka_throughput nats_throughput webhook_throughput; do echo 'fn main() {}' > benches/$b.rs; done \
+ && for b in matching kafka_throughput nats_throughput webhook_throughput kube_throughput; do echo 'fn main() {}' > benches/$b.rs; done \
  && cargo build --release --locked --bin tripline \
  && rm -rf src benches
 

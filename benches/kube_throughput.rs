@@ -1,0 +1,188 @@
+//! Event → Kubernetes API: tripline's submit throughput against a raw `kube`
+//! client POST loop, in the same run, both against the API double (which
+//! answers 201 at once; ConfigMaps, so no Workflow schema check weighs on
+//! either side). Then the latency of event → object created at a fixed
+//! rate of 1 000 events/s (open loop: events are sent on schedule, not when
+//! the previous one is done), p50/p99 of the webhook round trip, which
+//! includes the POST.
+//!
+//! `cargo bench --bench kube_throughput` (run by `cargo test` it does a
+//! short smoke run instead).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use support::kube_api::KubeApi;
+use support::tripline::Tripline;
+
+const CONCURRENCY: usize = 32;
+
+/// Raw `kube` client: `n` ConfigMap POSTs, `CONCURRENCY` in flight.
+async fn raw_kube(api: &KubeApi, n: usize, prefix: &'static str) -> f64 {
+    let kc = kube::config::Kubeconfig::from_yaml(&api.kubeconfig_yaml()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, "default");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (cms, next) = (cms.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let cm: k8s_openapi::api::core::v1::ConfigMap =
+                        serde_json::from_value(serde_json::json!({
+                            "apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": format!("{prefix}-{i}")},
+                            "data": {"n": i.to_string()}
+                        }))
+                        .unwrap();
+                    cms.create(&Default::default(), &cm).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `n` events through tripline (webhook → match → render → POST), with
+/// `CONCURRENCY` in flight; every reply must say `created`.
+async fn through_tripline(url: &str, n: usize, offset: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(offset));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (client, next, url) = (client.clone(), next.clone(), url.to_string());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= offset + n {
+                        break;
+                    }
+                    let reply: serde_json::Value = client
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .body(format!("{{\"n\": {i}}}"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    assert_eq!(reply["matched"][0]["status"], "created", "{reply}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Events at `rate`/s for `seconds`, each on its own schedule; the webhook
+/// round trips (event in → object created → reply), sorted.
+async fn paced(url: &str, rate: u64, seconds: u64, offset: usize) -> Vec<Duration> {
+    let client = reqwest::Client::new();
+    let period = Duration::from_nanos(1_000_000_000 / rate);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = Vec::new();
+    for i in 0..(rate * seconds) as usize {
+        tick.tick().await;
+        let (client, url) = (client.clone(), url.to_string());
+        sent.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .body(format!("{{\"n\": {}}}", offset + i))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            started.elapsed()
+        }));
+    }
+    let mut latencies = Vec::new();
+    for s in sent {
+        latencies.push(s.await.unwrap());
+    }
+    latencies.sort();
+    latencies
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (n, seconds) = if full { (20_000, 5) } else { (200, 1) };
+    let api = KubeApi::start().await;
+    let sensor = "apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {name: bench}
+spec:
+  dependencies: [{name: e, source: events}]
+  triggers:
+    - name: cm
+      workflow:
+        manifest: {apiVersion: v1, kind: ConfigMap, metadata: {generateName: bench-}, data: {n: placeholder}}
+      parameters:
+        - {name: n, value: '{{body.n}}', dest: data.n}
+";
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let t = Tripline::start(
+        &format!(
+            "sensors: sensors/\nsubmit: {{type: kubernetes, kubeconfig: {}, namespace: default, timeout: 10s}}\nlimits: {{maxInFlight: 256}}\nsources: [{{type: http, name: events}}]\n",
+            kubeconfig.display()
+        ),
+        &[("bench.yaml", sensor)],
+        &[("TRIPLINE_LOG", "warn")],
+    )
+    .await;
+    let url = t.url("/events/events");
+    // Warm-up both sides (connections, discovery).
+    raw_kube(&api, n / 10, "warm").await;
+    let raw = raw_kube(&api, n, "raw").await;
+    through_tripline(&url, n / 10, 10_000_000).await;
+    let ours = through_tripline(&url, n, 0).await;
+    let latencies = paced(&url, 1_000, seconds, 20_000_000).await;
+    let created = api.objects("configmaps").len();
+    drop(t);
+    assert_eq!(
+        created,
+        n / 10 + n + n / 10 + n + latencies.len(),
+        "one object per POST and per event"
+    );
+    println!("ConfigMaps to the API double (201 at once), {CONCURRENCY} in flight, {n} objects:");
+    println!("  raw kube client POST loop        {raw:>9.0} objects/s");
+    println!(
+        "  tripline webhook -> API POST     {ours:>9.0} objects/s  ({:.2} of raw)",
+        ours / raw
+    );
+    println!(
+        "  at 1 000 events/s for {seconds} s: event -> created -> reply p50 {:?}, p99 {:?}, max {:?}",
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+}
