@@ -9,7 +9,8 @@
 //! jaq differs from gojq in places (see jaq's README); `"s" * n` repeats a
 //! string as upstream's example needs. The jq builtins `env` (tripline's
 //! environment holds secrets) and `halt` (it would exit the process) fail
-//! instead of running. jq has no instruction or memory limit.
+//! instead of running. jaq has no instruction limit: each evaluation runs
+//! on its own thread with a deadline instead.
 
 use jaq_core::box_iter::box_once;
 use jaq_core::data::JustLut;
@@ -116,8 +117,19 @@ impl Transform {
 /// A compiled jq program.
 pub struct Jq {
     source: String,
-    filter: jaq_core::compile::Filter<jaq_core::Native<Data>>,
+    filter: std::sync::Arc<JqFilter>,
 }
+
+type JqFilter = jaq_core::compile::Filter<jaq_core::Native<Data>>;
+
+/// How long one jq evaluation may run (jaq has no instruction limit).
+const JQ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Evaluations still running past their deadline, process-wide (a thread
+/// cannot be stopped: it runs on, counted, until it ends).
+static JQ_OVERDUE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Past this many overdue evaluations, jq transforms fail at once instead
+/// of starting more (a program that never ends cannot eat every core).
+const JQ_MAX_OVERDUE: usize = 4;
 
 /// The jq natives, with `env` and `halt` replaced by errors.
 fn funs() -> impl Iterator<Item = Fun<Data>> {
@@ -156,42 +168,88 @@ impl Jq {
             .map_err(|errs| TransformError::JqCompile(describe(&errs)))?;
         Ok(Jq {
             source: source.to_string(),
-            filter,
+            filter: std::sync::Arc::new(filter),
         })
     }
 
-    /// Upstream's `applyJQTransform`: the first output, which must be an object.
+    /// Upstream's `applyJQTransform`: the first output, which must be an
+    /// object. Runs on a thread of its own with [`JQ_DEADLINE`]: past it
+    /// the transform fails (the event does not satisfy the dependency) and
+    /// the evaluation is left to finish, counted in [`JQ_OVERDUE`].
     pub fn run(&self, data: &Value) -> Result<Value, TransformError> {
+        use std::sync::atomic::Ordering;
         if !data.is_object() {
             return Err(TransformError::NotObject);
         }
-        let input = jaq_json::read::parse_single(data.to_string().as_bytes())
-            .map_err(|e| TransformError::JqRun(e.to_string()))?;
-        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
-        let first = self.filter.id.run((ctx, input)).next();
-        let out = match first {
-            None => return Err(TransformError::JqNoOutput),
-            Some(Ok(v)) => v,
-            Some(Err(exn)) => {
-                let why = match exn.get_err() {
-                    Ok(e) => e.to_string(),
-                    Err(_) => "halted".to_string(),
-                };
-                return Err(TransformError::JqRun(why));
-            }
-        };
-        if !matches!(out, Val::Obj(_)) {
-            let kind = match out {
-                Val::Null => "null",
-                Val::Bool(_) => "a boolean",
-                Val::Num(_) => "a number",
-                Val::Arr(_) => "an array",
-                _ => "a string",
-            };
-            return Err(TransformError::JqNotObject(kind.into()));
+        if JQ_OVERDUE.load(Ordering::Relaxed) >= JQ_MAX_OVERDUE {
+            return Err(TransformError::JqRun(format!(
+                "{JQ_MAX_OVERDUE} jq evaluations are still running past their deadline; refused"
+            )));
         }
-        serde_json::from_str(&out.to_string()).map_err(|e| TransformError::JqRun(e.to_string()))
+        // (finished, overdue): who sets `overdue` counts it, who sees it
+        // set on finishing uncounts it.
+        let state = std::sync::Arc::new(std::sync::Mutex::new((false, false)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (filter, input, shared) = (self.filter.clone(), data.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("jq".into())
+            .spawn(move || {
+                let out = run_filter(&filter, &input);
+                let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                s.0 = true;
+                if s.1 {
+                    JQ_OVERDUE.fetch_sub(1, Ordering::Relaxed);
+                }
+                let _ = tx.send(out);
+            })
+            .map_err(|e| TransformError::JqRun(format!("cannot start a jq thread: {e}")))?;
+        match rx.recv_timeout(JQ_DEADLINE) {
+            Ok(out) => out,
+            Err(_) => {
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                if s.0 {
+                    drop(s);
+                    return rx
+                        .recv()
+                        .unwrap_or(Err(TransformError::JqRun("the jq thread died".into())));
+                }
+                s.1 = true;
+                JQ_OVERDUE.fetch_add(1, Ordering::Relaxed);
+                Err(TransformError::JqRun(format!(
+                    "ran past its {JQ_DEADLINE:?} deadline"
+                )))
+            }
+        }
     }
+}
+
+fn run_filter(filter: &JqFilter, data: &Value) -> Result<Value, TransformError> {
+    let input = jaq_json::read::parse_single(data.to_string().as_bytes())
+        .map_err(|e| TransformError::JqRun(e.to_string()))?;
+    let ctx = Ctx::<Data>::new(&filter.lut, Vars::new([]));
+    let first = filter.id.run((ctx, input)).next();
+    let out = match first {
+        None => return Err(TransformError::JqNoOutput),
+        Some(Ok(v)) => v,
+        Some(Err(exn)) => {
+            let why = match exn.get_err() {
+                Ok(e) => e.to_string(),
+                Err(_) => "halted".to_string(),
+            };
+            return Err(TransformError::JqRun(why));
+        }
+    };
+    if !matches!(out, Val::Obj(_)) {
+        let kind = match out {
+            Val::Null => "null",
+            Val::Bool(_) => "a boolean",
+            Val::Num(_) => "a number",
+            Val::Arr(_) => "an array",
+            _ => "a string",
+        };
+        return Err(TransformError::JqNotObject(kind.into()));
+    }
+    serde_json::from_str(&out.to_string()).map_err(|e| TransformError::JqRun(e.to_string()))
 }
 
 /// jaq's load or compile errors, as one line.
@@ -296,6 +354,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(t.kind(), "jq");
+    }
+
+    /// jaq has no instruction limit: a program that never ends fails at
+    /// its deadline (the event does not satisfy the dependency) and the
+    /// next evaluation still runs.
+    #[test]
+    fn a_jq_program_that_never_ends_fails_at_its_deadline() {
+        let forever = Jq::compile("last(range(1e18)) | {}").unwrap();
+        let started = std::time::Instant::now();
+        let e = forever.run(&json!({"a": 1})).unwrap_err();
+        assert!(e.to_string().contains("deadline"), "{e}");
+        assert!(started.elapsed() < JQ_DEADLINE * 2);
+        assert_eq!(
+            jq(".a += 1", json!({"a": 1})),
+            Ok(json!({"a": 2})),
+            "other programs still run"
+        );
     }
 
     #[test]
