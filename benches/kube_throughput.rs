@@ -7,7 +7,8 @@
 //! includes the POST.
 //!
 //! `cargo bench --bench kube_throughput` (run by `cargo test` it does a
-//! short smoke run instead).
+//! short smoke run instead); with `TRIPLINE_BENCH_CSV=<dir>` it also writes
+//! the latencies for `bench/plot.py`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -173,6 +174,23 @@ spec:
         n / 10 + n + n / 10 + n + latencies.len(),
         "one object per POST and per event"
     );
+    if let (true, Ok(dir)) = (full, std::env::var("TRIPLINE_BENCH_CSV")) {
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows: Vec<String> = latencies
+            .iter()
+            .map(|l| format!("{}", l.as_micros()))
+            .collect();
+        std::fs::write(
+            std::path::Path::new(&dir).join("kube_latency_us.csv"),
+            format!("latency_us\n{}\n", rows.join("\n")),
+        )
+        .unwrap();
+        std::fs::write(
+            std::path::Path::new(&dir).join("kube_throughput.csv"),
+            format!("side,objects_per_s\nraw kube,{raw:.0}\ntripline,{ours:.0}\n"),
+        )
+        .unwrap();
+    }
     println!("ConfigMaps to the API double (201 at once), {CONCURRENCY} in flight, {n} objects:");
     println!("  raw kube client POST loop        {raw:>9.0} objects/s");
     println!(

@@ -7,7 +7,8 @@
 //! written to the outbox per request; every request has a new delivery id).
 //!
 //! `cargo bench --bench webhook_throughput` (run by `cargo test` it does a
-//! short smoke run instead).
+//! short smoke run instead); with `TRIPLINE_BENCH_CSV=<dir>` it also sweeps
+//! 1–64 connections and writes the figures for `bench/plot.py`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,10 +28,23 @@ const CONCURRENCY: usize = 32;
 
 /// Sends `n` signed requests with `CONCURRENCY` in flight; returns requests/s.
 async fn load(url: &str, n: usize, event: &'static str, body: Arc<Vec<u8>>) -> f64 {
+    load_with(url, n, event, body, CONCURRENCY, 0).await
+}
+
+/// Sends `n` signed requests (delivery ids from `first_id`) with
+/// `connections` in flight; returns requests/s.
+async fn load_with(
+    url: &str,
+    n: usize,
+    event: &'static str,
+    body: Arc<Vec<u8>>,
+    connections: usize,
+    first_id: usize,
+) -> f64 {
     let client = reqwest::Client::new();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
+    let workers: Vec<_> = (0..connections)
         .map(|_| {
             let (client, next, body, url) =
                 (client.clone(), next.clone(), body.clone(), url.to_string());
@@ -44,7 +58,7 @@ async fn load(url: &str, n: usize, event: &'static str, body: Arc<Vec<u8>>) -> f
                     let r = client
                         .post(&url)
                         .header("X-GitHub-Event", event)
-                        .header("X-GitHub-Delivery", format!("bench-{i}"))
+                        .header("X-GitHub-Delivery", format!("bench-{}", first_id + i))
                         .header("X-Hub-Signature-256", &sig)
                         .header("Content-Type", "application/json")
                         .body(body.as_ref().clone())
@@ -141,11 +155,35 @@ async fn main() {
     let peer_rps = load(&peer_url, n, "push", body.clone()).await;
     let miss_rps = load(&url, n, "issues", body.clone()).await;
     let hit_rps = load(&url, n, "push", body.clone()).await;
+    // Throughput against the number of connections (for the plot in
+    // docs/performance.md): with TRIPLINE_BENCH_CSV=<dir>, full runs only.
+    let mut sweep = Vec::new();
+    let mut extra = 0;
+    if let (true, Ok(dir)) = (full, std::env::var("TRIPLINE_BENCH_CSV")) {
+        let per = n / 4;
+        for (k, c) in [1, 4, 16, 32, 64].into_iter().enumerate() {
+            let first = 1_000_000 * (k + 1);
+            let p = load_with(&peer_url, per, "push", body.clone(), c, 0).await;
+            let m = load_with(&url, per, "issues", body.clone(), c, first).await;
+            let h = load_with(&url, per, "push", body.clone(), c, first).await;
+            sweep.push(format!("{c},{p:.0},{m:.0},{h:.0}"));
+            extra += per;
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            std::path::Path::new(&dir).join("webhook_throughput.csv"),
+            format!(
+                "connections,peer,mismatch,match_outbox\n{}\n",
+                sweep.join("\n")
+            ),
+        )
+        .unwrap();
+    }
     let written = std::fs::read_dir(t.dir.path().join("outbox"))
         .map(|d| d.count())
         .unwrap_or(0);
     drop(t);
-    assert_eq!(written, n, "one Workflow per delivery");
+    assert_eq!(written, n + extra, "one Workflow per delivery");
 
     println!(
         "signed GitHub push ({} bytes), {CONCURRENCY} connections, {n} requests each:",
