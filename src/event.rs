@@ -113,6 +113,21 @@ impl Event {
         }
     }
 
+    /// A new event whose id the source knows (a broker's message
+    /// coordinates): no hash of the payload is computed.
+    pub fn with_id(source: impl Into<String>, id: String, body: Value) -> Self {
+        Event {
+            id,
+            source: source.into(),
+            kind: String::new(),
+            subject: String::new(),
+            time: now_rfc3339(),
+            headers: Headers::default(),
+            body,
+            meta: Map::new(),
+        }
+    }
+
     /// Looks up a dotted path (`body.commits.0.id`, `headers.X-GitHub-Event`).
     /// `None` when any step is absent.
     pub fn lookup(&self, path: &[String]) -> Option<Cow<'_, Value>> {

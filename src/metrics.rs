@@ -87,9 +87,19 @@ fn submit_buckets() -> Histogram {
     ))
 }
 
+/// One source's per-event series, looked up once per source (no label
+/// allocation per event).
+pub struct SourceSeries {
+    pub events: Counter,
+    pub matched: Counter,
+    pub unmatched: Counter,
+    pub seconds: Histogram,
+}
+
 /// Everything `/metrics` serves.
 pub struct Stats {
     registry: Registry,
+    by_source: std::sync::RwLock<std::collections::HashMap<String, Arc<SourceSeries>>>,
     /// Events received, per source.
     pub events: Family<SourceLabel, Counter>,
     /// Events that matched at least one dependency, per source.
@@ -131,6 +141,7 @@ impl Stats {
         let mut registry = Registry::default();
         let s = Stats {
             registry: Registry::default(),
+            by_source: Default::default(),
             events: Family::default(),
             matched: Family::default(),
             unmatched: Family::default(),
@@ -297,6 +308,31 @@ impl Stats {
             "Config file changes refused (the running config stays)",
             refused,
         );
+    }
+
+    /// `source`'s per-event series (created at 0 on first use).
+    pub fn source(&self, source: &str) -> Arc<SourceSeries> {
+        if let Some(s) = self
+            .by_source
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source)
+        {
+            return s.clone();
+        }
+        let l = SourceLabel::of(source);
+        let series = Arc::new(SourceSeries {
+            events: self.events.get_or_create(&l).clone(),
+            matched: self.matched.get_or_create(&l).clone(),
+            unmatched: self.unmatched.get_or_create(&l).clone(),
+            seconds: self.event_seconds.get_or_create(&l).clone(),
+        });
+        self.by_source
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(source.to_string())
+            .or_insert(series)
+            .clone()
     }
 
     /// Starts `source`'s per-source series at 0, so that they are served

@@ -190,8 +190,8 @@ impl Engine {
     /// caught: the event is dead-lettered and the outcome is a rejection.
     #[instrument(skip_all, fields(event_id = %event.id, source = %event.source))]
     pub async fn process(&self, event: Arc<Event>) -> Outcome {
-        let source = crate::metrics::SourceLabel::of(&event.source);
-        self.stats.events.get_or_create(&source).inc();
+        let series = self.stats.source(&event.source);
+        series.events.inc();
         let started = Instant::now();
         let _in_flight = crate::metrics::InFlight::enter(&self.stats.in_flight);
         let key = event.identity();
@@ -233,10 +233,7 @@ impl Engine {
             crate::outcome::Disposition::Retry => self.budget.spend(&key, Instant::now()),
             _ => self.budget.settle(&key),
         }
-        self.stats
-            .event_seconds
-            .get_or_create(&source)
-            .observe(started.elapsed().as_secs_f64());
+        series.seconds.observe(started.elapsed().as_secs_f64());
         self.recent.record(&event, &outcome);
         outcome
     }
@@ -249,18 +246,12 @@ impl Engine {
             .offer(&loaded.sensors, &matches, event)
             .await;
         let why_not = if steps.is_empty() {
-            self.stats
-                .unmatched
-                .get_or_create(&crate::metrics::SourceLabel::of(&event.source))
-                .inc();
+            self.stats.source(&event.source).unmatched.inc();
             let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
             tracing::debug!(why_not = ?why, "matched no sensor");
             why
         } else {
-            self.stats
-                .matched
-                .get_or_create(&crate::metrics::SourceLabel::of(&event.source))
-                .inc();
+            self.stats.source(&event.source).matched.inc();
             Vec::new()
         };
         let loaded = &*loaded;

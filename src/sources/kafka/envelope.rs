@@ -12,13 +12,13 @@ use crate::redact::is_credential_header;
 /// as headers, and `meta` with topic, partition, offset, key and timestamp.
 pub fn to_event(source: &str, m: &impl Message) -> Event {
     let mut meta = Map::new();
-    let (raw, body) = match m.payload() {
-        Some(raw) => (raw, parse_payload(raw, &mut meta)),
+    let body = match m.payload() {
+        Some(raw) => parse_payload(raw, &mut meta),
         // A tombstone (null value).
-        None => (&[][..], Value::Null),
+        None => Value::Null,
     };
-    let mut event = Event::new(source, raw, body);
-    event.id = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+    let id = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+    let mut event = Event::with_id(source, id, body);
     event.kind = m.topic().to_string();
     event.subject = m.topic().to_string();
     if let Some(ms) = m.timestamp().to_millis().filter(|ms| *ms >= 0) {
