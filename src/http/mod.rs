@@ -89,6 +89,11 @@ pub struct ConnLimits {
     pub max_connections: usize,
 }
 
+/// How long an open connection may still send its request once shutdown
+/// began (a client that connected an instant before it is served, not
+/// dropped); then idle connections are closed.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
 /// A bound listener, so the caller can say where it listens before serving.
 /// Cloning shares the socket: a config reload serves the next generation's
 /// routes on the same listener, so connections wait in its backlog instead
@@ -179,6 +184,18 @@ impl Server {
                         }
                     }
                     _ = shutdown.begun() => {
+                        // A connection accepted just before the shutdown may
+                        // not have sent its request yet (hyper would close it
+                        // as idle): give it a moment, then close gracefully.
+                        tokio::select! {
+                            done = conn.as_mut() => {
+                                if let Err(e) = done {
+                                    debug!(error = %e, "connection ended");
+                                }
+                                return;
+                            }
+                            _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+                        }
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }
