@@ -78,7 +78,7 @@ async fn get(url: &str, verify_cert: bool) -> Result<String, SubmitError> {
     let response = tokio::time::timeout(URL_TIMEOUT, client.get(uri))
         .await
         .map_err(|_| transient(format!("url {url}: no answer in {URL_TIMEOUT:?}")))?
-        .map_err(|e| transient(format!("url {url}: {e}")))?;
+        .map_err(|e| transient(format!("url {url}: {}", chain(&e))))?;
     let status = response.status();
     let body = tokio::time::timeout(
         URL_TIMEOUT,
@@ -100,6 +100,22 @@ async fn get(url: &str, verify_cert: bool) -> Result<String, SubmitError> {
     }
     String::from_utf8(body.to_vec())
         .map_err(|_| SubmitError::rejected(422, "Invalid", format!("url {url}: not UTF-8 text")))
+}
+
+/// An error with its causes (`client error (Connect): invalid peer
+/// certificate: UnknownIssuer`): hyper's own text names only the stage.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// `verifyCert: false`: any certificate chain is accepted (the handshake's

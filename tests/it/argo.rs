@@ -1167,3 +1167,95 @@ spec:
         "{error}"
     );
 }
+
+/// `url` over HTTPS from a server whose certificate no public CA signed
+/// (`openssl s_server -WWW`): with `verifyCert: false` the resource is
+/// fetched and submitted; with verification (the default) the TLS
+/// handshake fails, nothing is created, and the delivery is retried, not
+/// dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_sources_over_https_verify_the_certificate_unless_told_not_to() {
+    let certs = tempfile::tempdir().unwrap();
+    crate::nats::make_certs(certs.path());
+    std::fs::write(
+        certs.path().join("wf.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: tls-}\ndata: {from: https}\n",
+    )
+    .unwrap();
+    let port = crate::support::brokers::free_port();
+    let mut server = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-WWW",
+            "-cert",
+            "server.pem",
+            "-key",
+            "server.key",
+            "-accept",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(certs.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "s_server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sensor = |verify: &str| {
+        format!(
+            r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {{name: tls}}
+spec:
+  dependencies: [{{name: d, eventSourceName: webhook, eventName: example}}]
+  triggers:
+    - template:
+        name: fetched
+        k8s:
+          operation: create
+          source: {{url: {{path: "https://127.0.0.1:{port}/wf.yaml"{verify}}}}}
+"#
+        )
+    };
+    let config = "sensors: sensors/\ndeadLetter: dead-letter.jsonl\nintake: {replyDeadline: 3s}\nsources: [{type: http, name: webhook-example, path: /example}]\n";
+    let post = |url: String| async move {
+        let r = reqwest::Client::new()
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(r#"{"message": "hello"}"#)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+
+    let t = Tripline::start(config, &[("s.yaml", &sensor(", verifyCert: false"))], &[]).await;
+    let (code, reply) = post(t.url("/example")).await;
+    assert_eq!(code, 200, "{reply}");
+    assert!(reply.contains("\"created\""), "{reply}");
+    let (_, cm) = t.outbox().remove(0);
+    assert_eq!(cm["data"]["from"], "https");
+    drop(t);
+
+    let t = Tripline::start(config, &[("s.yaml", &sensor(""))], &[]).await;
+    let (code, reply) = post(t.url("/example")).await;
+    assert_ne!(
+        code, 200,
+        "an unverifiable certificate must not pass: {reply}"
+    );
+    assert!(t.outbox().is_empty());
+    assert!(t.dead_letters().is_empty(), "retried, not dead-lettered");
+    let log = t.log();
+    assert!(log.to_lowercase().contains("certificate"), "{log}");
+    drop(t);
+    let _ = server.kill();
+    let _ = server.wait();
+}

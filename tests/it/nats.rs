@@ -1057,7 +1057,7 @@ async fn user_and_password_from_file_connects_and_submits() {
 
 /// Runs `openssl` with `args` (split at whitespace) in `dir`; panics with
 /// its stderr if it fails.
-fn openssl(dir: &Path, args: &str) {
+pub(crate) fn openssl(dir: &Path, args: &str) {
     let out = std::process::Command::new("openssl")
         .args(args.split_whitespace())
         .current_dir(dir)
@@ -1072,7 +1072,7 @@ fn openssl(dir: &Path, args: &str) {
 
 /// A self-signed CA (`ca.pem`) and a server certificate for 127.0.0.1
 /// signed by it (`server.pem`, `server.key`), made in `dir`.
-fn make_certs(dir: &Path) {
+pub(crate) fn make_certs(dir: &Path) {
     openssl(
         dir,
         "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=tripline-test-ca \
