@@ -101,16 +101,7 @@ impl Event {
     /// A new event with the given source and body; `id` defaults to a hash of
     /// the raw payload, `time` to now.
     pub fn new(source: impl Into<String>, raw: &[u8], body: Value) -> Self {
-        Event {
-            id: body_hash(raw),
-            source: source.into(),
-            kind: String::new(),
-            subject: String::new(),
-            time: now_rfc3339(),
-            headers: Headers::default(),
-            body,
-            meta: Map::new(),
-        }
+        Event::with_id(source, body_hash(raw), body)
     }
 
     /// A new event whose id the source knows (a broker's message
