@@ -242,12 +242,7 @@ async fn watch_config(
 ) {
     let source = options.config.clone().filter(|_| !watch.is_zero());
     let mut seen = source.as_ref().map(|s| file_fingerprint(&s.path));
-    let mut tick = tokio::time::interval(if watch.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        watch
-    });
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = poll_every(watch);
     loop {
         tokio::select! {
             _ = process.begun() => {
@@ -293,9 +288,24 @@ async fn check_config(source: &ConfigSource, options: &Options) -> Result<Config
     Ok(cfg)
 }
 
+/// The polling clock of the file watches: every `watch` (zero: watching
+/// is off; an hourly tick nobody acts on keeps the select simple).
+fn poll_every(watch: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(if watch.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        watch
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Where a file's symlinks lead, its size and modification time.
+type FileFingerprint = (PathBuf, u64, Option<std::time::SystemTime>);
+
 /// A file's identity for change detection: where its symlinks lead, size,
 /// modification time.
-fn file_fingerprint(path: &Path) -> (PathBuf, u64, Option<std::time::SystemTime>) {
+fn file_fingerprint(path: &Path) -> FileFingerprint {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let meta = std::fs::metadata(&real).ok();
     (
@@ -518,12 +528,7 @@ async fn reload_sensors(
             return;
         };
         let watching = !watch.is_zero();
-        let mut tick = tokio::time::interval(if watching {
-            watch
-        } else {
-            Duration::from_secs(3600)
-        });
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = poll_every(watch);
         let mut seen = fingerprint(&path);
         loop {
             let cause = tokio::select! {
@@ -559,16 +564,13 @@ async fn reload_sensors(
 
 /// What the sensor files look like: names, where their symlinks lead (a
 /// ConfigMap volume swaps its `..data` link), sizes and modification times.
-fn fingerprint(path: &Path) -> Vec<(PathBuf, PathBuf, u64, Option<std::time::SystemTime>)> {
+fn fingerprint(path: &Path) -> Vec<(PathBuf, FileFingerprint)> {
     sensor::load::sensor_files(path)
         .unwrap_or_default()
         .into_iter()
         .map(|f| {
-            let real = std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone());
-            let meta = std::fs::metadata(&real).ok();
-            let len = meta.as_ref().map_or(0, |m| m.len());
-            let modified = meta.and_then(|m| m.modified().ok());
-            (f, real, len, modified)
+            let print = file_fingerprint(&f);
+            (f, print)
         })
         .collect()
 }
