@@ -13,6 +13,7 @@ use crate::sensor::SourceCatalog;
 use serde_json::{json, Map, Value};
 
 use super::compile::compile;
+use super::fetch::finish;
 use crate::sensor::render::dns_label;
 
 /// One converted document: the YAML value and the notes about it.
@@ -155,16 +156,15 @@ pub fn sensor(doc: &Value, sources: &SourceCatalog) -> Result<Imported, Vec<(Str
                 });
             }
             if !out.contains_key("workflow") {
-                if manifest["metadata"]["name"].is_null()
-                    && manifest["metadata"]["generateName"].is_null()
-                {
-                    manifest["metadata"]["generateName"] = json!(format!("{argo_name}-"));
-                }
-                if !manifest["metadata"]["labels"].is_object() {
-                    manifest["metadata"]["labels"] = json!({});
-                }
-                manifest["metadata"]["labels"]["events.argoproj.io/sensor"] = json!(name);
-                manifest["metadata"]["labels"]["events.argoproj.io/trigger"] = json!(argo_name);
+                // Finished exactly as the Argo sensor's compilation does
+                // (default generateName, the events.argoproj.io labels).
+                let manifest =
+                    finish(manifest.clone(), kind, name, argo_name).map_err(|(f, m)| {
+                        vec![(
+                            format!("spec.triggers[{i}].template.{kind}.source.resource.{f}"),
+                            m,
+                        )]
+                    })?;
                 out.insert("workflow".into(), json!({"manifest": manifest}));
             }
             // Template-level parameters first, moved onto the resource as
