@@ -196,7 +196,7 @@ impl Engine {
         let _in_flight = crate::metrics::InFlight::enter(&self.stats.in_flight);
         let key = event.identity();
         let last_chance = self.budget.last_chance(&key, Instant::now());
-        let processed = AssertUnwindSafe(self.process_inner(&event, last_chance))
+        let processed = AssertUnwindSafe(self.process_inner(&event, &series, last_chance))
             .catch_unwind()
             .await;
         let outcome = match processed {
@@ -238,7 +238,12 @@ impl Engine {
         outcome
     }
 
-    async fn process_inner(&self, event: &Arc<Event>, last_chance: bool) -> Outcome {
+    async fn process_inner(
+        &self,
+        event: &Arc<Event>,
+        series: &crate::metrics::SourceSeries,
+        last_chance: bool,
+    ) -> Outcome {
         let loaded = self.loaded();
         let matches = loaded.sensors.match_event(event);
         let steps = self
@@ -246,12 +251,12 @@ impl Engine {
             .offer(&loaded.sensors, &matches, event)
             .await;
         let why_not = if steps.is_empty() {
-            self.stats.source(&event.source).unmatched.inc();
+            series.unmatched.inc();
             let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
             tracing::debug!(why_not = ?why, "matched no sensor");
             why
         } else {
-            self.stats.source(&event.source).matched.inc();
+            series.matched.inc();
             Vec::new()
         };
         let loaded = &*loaded;
