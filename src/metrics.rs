@@ -338,11 +338,8 @@ impl Stats {
     /// Starts `source`'s per-source series at 0, so that they are served
     /// (and rate() works) before its first event.
     pub fn declare_source(&self, source: &str) {
-        let l = SourceLabel::of(source);
-        for family in [&self.events, &self.matched, &self.unmatched, &self.poisoned] {
-            let _ = family.get_or_create(&l);
-        }
-        let _ = self.event_seconds.get_or_create(&l);
+        self.source(source);
+        let _ = self.poisoned.get_or_create(&SourceLabel::of(source));
     }
 
     pub fn count(&self, t: &TriggerOutcome) {
