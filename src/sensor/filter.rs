@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use super::trace::Trace;
+use super::window::TimeOfDay;
 use crate::event::{Event, ROOTS};
 
 /// A filter as written in a sensor file. Exactly one of: a combinator
@@ -33,6 +34,9 @@ pub struct FilterSpec {
     /// CEL expression over `id, source, type, subject, time, headers, body, meta`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expr: Option<String>,
+    /// Passes while the event's `time` is in a daily window.
+    #[serde(rename = "timeOfDay", skip_serializing_if = "Option::is_none")]
+    pub time_of_day: Option<TimeOfDaySpec>,
     /// Dotted path into the envelope: `body.ref`, `headers.X-GitHub-Event`, `body.commits.0.id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -60,11 +64,23 @@ pub struct FilterSpec {
     pub lte: Option<f64>,
 }
 
+/// `timeOfDay: {start: "09:00:00", stop: "17:00:00", timezone: Europe/Berlin}`:
+/// `start ≤ time < stop` on the event's day in the zone (UTC when none);
+/// `stop` before `start` wraps midnight.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeOfDaySpec {
+    pub start: String,
+    pub stop: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FilterError {
-    #[error("{at}: a filter needs one of all, any, not, expr or path")]
+    #[error("{at}: a filter needs one of all, any, not, expr, timeOfDay or path")]
     Empty { at: String },
-    #[error("{at}: a filter holds exactly one of all, any, not, expr or path+operator; found {found} (nest them under `all:` to combine)")]
+    #[error("{at}: a filter holds exactly one of all, any, not, expr, timeOfDay or path+operator; found {found} (nest them under `all:` to combine)")]
     Ambiguous { at: String, found: String },
     #[error("{at}: `path: {path}` needs exactly one operator (equals, in, matches, prefix, suffix, contains, exists, gt, gte, lt, lte); found {found}")]
     Operator {
@@ -84,6 +100,8 @@ pub enum FilterError {
     BadRegex { at: String, reason: String },
     #[error("{at}: bad CEL expression: {reason}")]
     BadCel { at: String, reason: String },
+    #[error("{at}: {reason}")]
+    BadWindow { at: String, reason: String },
 }
 
 /// A compiled filter.
@@ -98,6 +116,7 @@ pub enum Filter {
         source: String,
         program: cel::Program,
     },
+    TimeOfDay(TimeOfDay),
     Path {
         path: String,
         segments: Vec<String>,
@@ -286,6 +305,9 @@ impl Filter {
         if spec.expr.is_some() {
             kinds.push("expr");
         }
+        if spec.time_of_day.is_some() {
+            kinds.push("timeOfDay");
+        }
         if spec.path.is_some() {
             kinds.push("path");
         }
@@ -329,6 +351,15 @@ impl Filter {
                 source: expr.clone(),
                 program,
             });
+        }
+        if let Some(w) = &spec.time_of_day {
+            let window = TimeOfDay::parse(&w.start, &w.stop, w.timezone.as_deref()).map_err(
+                |(field, reason)| FilterError::BadWindow {
+                    at: format!("{at}.timeOfDay.{field}"),
+                    reason,
+                },
+            )?;
+            return Ok(Filter::TimeOfDay(window));
         }
         let Some(path) = &spec.path else {
             return Err(if ops.is_empty() {
@@ -394,6 +425,7 @@ impl Filter {
             Filter::Expr { program, .. } => {
                 matches!(program.execute(ctx.cel()), Ok(cel::Value::Bool(true)))
             }
+            Filter::TimeOfDay(w) => w.check(&ctx.event.time).is_ok_and(|(inside, _)| inside),
             Filter::Path { segments, op, .. } => {
                 let seen = ctx.event.lookup(segments);
                 apply(op, seen.as_deref()) == Verdict::Match
@@ -457,6 +489,23 @@ impl Filter {
                     filter: format!("expr: {source}"),
                     matched,
                     seen,
+                    reason,
+                    children: vec![],
+                }
+            }
+            Filter::TimeOfDay(w) => {
+                let (matched, seen, reason) = match w.check(&ctx.event.time) {
+                    Ok((inside, local)) => (
+                        inside,
+                        Value::String(local.to_string()),
+                        (!inside).then(|| "outside the time window".to_string()),
+                    ),
+                    Err(e) => (false, Value::String(ctx.event.time.clone()), Some(e)),
+                };
+                Trace {
+                    filter: format!("timeOfDay {}", w.describe()),
+                    matched,
+                    seen: Some(seen),
                     reason,
                     children: vec![],
                 }
@@ -812,6 +861,60 @@ mod tests {
         assert!(t.reason.unwrap().contains("not a bool"));
         let t = no("{expr: \"body.nope.deeper == 1\"}");
         assert!(t.reason.unwrap().starts_with("evaluation error"));
+    }
+
+    #[test]
+    fn time_of_day_windows_read_the_event_time() {
+        let f = Filter::compile(
+            &spec("{timeOfDay: {start: '09:00:00', stop: '17:00:00', timezone: Europe/Berlin}}"),
+            "filters",
+        )
+        .unwrap();
+        let mut e = event();
+        let verdict = |e: &Event| {
+            let ctx = EvalCtx::new(e);
+            let trace = f.explain(&ctx);
+            assert_eq!(f.test(&ctx), trace.matched);
+            trace
+        };
+        e.time = "2026-11-30T08:30:00.000Z".into(); // 09:30 in Berlin
+        let t = verdict(&e);
+        assert!(t.matched);
+        assert_eq!(t.filter, "timeOfDay 09:00:00–17:00:00 Europe/Berlin");
+        assert_eq!(t.seen, Some(json!("09:30:00")));
+        e.time = "2026-11-30T16:00:00.000Z".into(); // 17:00 in Berlin: stop is exclusive
+        let t = verdict(&e);
+        assert!(!t.matched);
+        assert_eq!(t.reason.as_deref(), Some("outside the time window"));
+        e.time = "not a time".into();
+        assert!(verdict(&e).reason.unwrap().contains("not RFC 3339"));
+        // Combined like any other filter; a bad window is a load error naming the field.
+        let night = Filter::compile(
+            &spec("{all: [{path: body.size, equals: 3}, {not: {timeOfDay: {start: '23:00:00', stop: '01:00:00'}}}]}"),
+            "filters",
+        )
+        .unwrap();
+        e.time = "2026-11-30T23:59:59.999Z".into();
+        assert!(!night.test(&EvalCtx::new(&e)));
+        e.time = "2026-11-30T01:00:00.000Z".into();
+        assert!(night.test(&EvalCtx::new(&e)));
+        let err = Filter::compile(
+            &spec("{timeOfDay: {start: '9am', stop: '17:00:00'}}"),
+            "spec.dependencies[0].filters",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.dependencies[0].filters.timeOfDay.start: `9am` is not H:MM:SS"
+        );
+        assert!(matches!(
+            Filter::compile(&spec("{timeOfDay: {start: '01:00:00', stop: '02:00:00'}, path: body.a, exists: true}"), "f"),
+            Err(FilterError::Ambiguous { .. })
+        ));
+        assert!(serde_yaml_ng::from_str::<FilterSpec>(
+            "{timeOfDay: {start: '01:00:00', stop: '02:00:00', zone: UTC}}"
+        )
+        .is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod render;
 pub mod report;
 pub mod spec;
 pub mod trace;
+pub mod window;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

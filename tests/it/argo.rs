@@ -454,10 +454,27 @@ fn import_converts_and_behaves_identically() {
         .collect();
     names.sort();
     let mut compared = 0;
-    for (name, (event, headers)) in names
-        .iter()
-        .flat_map(|n| events.iter().map(move |e| (n.as_str(), e)))
-    {
+    let mut time_verdicts = Vec::new();
+    // Time-filter examples also at times inside their windows (and out).
+    let times = |name: &str| -> Vec<&str> {
+        if name.contains("time") {
+            vec![
+                "2026-11-30T10:00:00Z",
+                "2026-11-30T03:00:00Z",
+                "2026-11-30T08:30:00Z",
+                "2026-11-30T15:00:00Z",
+                "2026-11-30T22:30:00Z",
+                "2026-11-30T23:59:00Z",
+            ]
+        } else {
+            vec!["2026-11-30T10:00:00Z"]
+        }
+    };
+    for (name, (event, headers), time) in names.iter().flat_map(|n| {
+        events
+            .iter()
+            .flat_map(move |e| times(n).into_iter().map(move |t| (n.as_str(), e, t)))
+    }) {
         let render = |sensor: &std::path::Path| {
             let mut args = vec![
                 "test".to_string(),
@@ -465,7 +482,7 @@ fn import_converts_and_behaves_identically() {
                 "--event".into(),
                 event.display().to_string(),
                 "--time".into(),
-                "2026-11-30T10:00:00Z".into(),
+                time.into(),
                 "--output".into(),
                 "json".into(),
             ];
@@ -498,12 +515,24 @@ fn import_converts_and_behaves_identically() {
         assert_eq!(
             strip(&argo_rendered),
             strip(&native_rendered),
-            "{name} on {}: {argo_rendered:#}\n{native_rendered:#}",
+            "{name} on {} at {time}: {argo_rendered:#}\n{native_rendered:#}",
             event.display()
         );
         compared += 1;
+        if name.contains("time") {
+            time_verdicts.extend(strip(&argo_rendered).into_iter().map(|(fires, _, _)| fires));
+        }
     }
-    assert_eq!(compared, 41 * 4);
+    assert_eq!(compared, 41 * 4 + 3 * 4 * 5);
+    // The times chosen put events both inside and outside the windows.
+    assert!(
+        time_verdicts.contains(&Value::Bool(true)),
+        "{time_verdicts:?}"
+    );
+    assert!(
+        time_verdicts.contains(&Value::Bool(false)),
+        "{time_verdicts:?}"
+    );
     // EventSources → sources that validate.
     // All of them in one import: their paths do not clash.
     let sources = repo("tests/fixtures/argo-events/event-sources");

@@ -166,11 +166,15 @@ pub fn argo_event(
     Ok(ArgoEvent { context, data })
 }
 
-/// RFC 3339 to the second, as `metav1.Time` marshals.
+/// RFC 3339 in UTC to the second, as `metav1.Time` marshals (an offset is
+/// turned into the same instant in UTC; text that is not RFC 3339 is kept).
 fn seconds(time: &str) -> String {
-    match time.split_once('.') {
-        Some((whole, _)) => format!("{whole}Z"),
-        None => time.to_string(),
+    match chrono::DateTime::parse_from_rfc3339(time) {
+        Ok(t) => t
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string(),
+        Err(_) => time.to_string(),
     }
 }
 

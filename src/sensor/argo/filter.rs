@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{NaiveTime, TimeZone, Timelike};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,6 +27,7 @@ use super::transform::Transform;
 use crate::event::Event;
 use crate::sensor::catalog::ArgoSource;
 use crate::sensor::trace::Trace;
+use crate::sensor::window::TimeOfDay;
 
 /// `filters:` of an Argo dependency, as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -153,9 +153,7 @@ struct ExprFilter {
 
 #[derive(Debug, Clone)]
 struct TimeFilter {
-    start: NaiveTime,
-    stop: NaiveTime,
-    tz: chrono_tz::Tz,
+    window: TimeOfDay,
     text: String,
 }
 
@@ -230,28 +228,11 @@ impl DependencyFilter {
             out.context = Some(c.clone());
         }
         if let Some(t) = &spec.time {
-            let parse = |s: &str, f: &str| {
-                NaiveTime::parse_from_str(s, "%H:%M:%S")
-                    .map_err(|_| (format!("filters.time.{f}"), format!("`{s}` is not H:MM:SS")))
-            };
-            let (start, stop) = (parse(&t.start, "start")?, parse(&t.stop, "stop")?);
-            if start == stop {
-                return Err(("filters.time".into(), "start and stop are the same".into()));
-            }
-            let tz: chrono_tz::Tz = match t.timezone.as_deref() {
-                None | Some("") => chrono_tz::UTC,
-                Some(name) => name.parse().map_err(|_| {
-                    (
-                        "filters.time.timezone".to_string(),
-                        format!("`{name}` is not an IANA time zone"),
-                    )
-                })?,
-            };
+            let window = TimeOfDay::parse(&t.start, &t.stop, t.timezone.as_deref())
+                .map_err(|(field, reason)| (format!("filters.time.{field}"), reason))?;
             out.time = Some(TimeFilter {
-                start,
-                stop,
-                tz,
-                text: format!("time {}–{} {}", t.start, t.stop, tz),
+                text: format!("time {}", window.describe()),
+                window,
             });
         }
         if let Some(data) = &spec.data {
@@ -676,8 +657,9 @@ fn context_trace(c: &ContextSpec, argo: &ArgoEvent) -> Trace {
         ("source", &c.source),
         ("datacontenttype", &c.datacontenttype),
     ];
+    // An empty field is unset (Go's zero value), as upstream reads it.
     for (field, want) in checks {
-        if let Some(want) = want {
+        if let Some(want) = want.as_deref().filter(|w| !w.is_empty()) {
             let seen = argo.context[field].as_str().unwrap_or_default();
             if seen != want {
                 return leaf(
@@ -694,28 +676,15 @@ fn context_trace(c: &ContextSpec, argo: &ArgoEvent) -> Trace {
 
 fn time_trace(t: &TimeFilter, argo: &ArgoEvent) -> Trace {
     let at = argo.context["time"].as_str().unwrap_or_default();
-    let Ok(instant) = chrono::DateTime::parse_from_rfc3339(at) else {
-        return leaf(
+    match t.window.check(at) {
+        Ok((matched, local)) => leaf(
             &t.text,
-            false,
-            Some(json!(at)),
-            Some("the event time is not RFC 3339".into()),
-        );
-    };
-    let local = t.tz.from_utc_datetime(&instant.naive_utc()).time();
-    let local =
-        NaiveTime::from_hms_opt(local.hour(), local.minute(), local.second()).unwrap_or(local);
-    let matched = if t.start < t.stop {
-        t.start <= local && local < t.stop
-    } else {
-        local >= t.start || local < t.stop
-    };
-    leaf(
-        &t.text,
-        matched,
-        Some(json!(local.to_string())),
-        (!matched).then(|| "outside the time window".to_string()),
-    )
+            matched,
+            Some(json!(local.to_string())),
+            (!matched).then(|| "outside the time window".to_string()),
+        ),
+        Err(reason) => leaf(&t.text, false, Some(json!(at)), Some(reason)),
+    }
 }
 
 fn data_trace(d: &DataFilter, data: &Value) -> Trace {

@@ -33,10 +33,21 @@
 //!   compares a numeric string as text), `!=` → `exists` and `not` of that.
 //! * **`type: bool`** is not translated: gjson `Bool()` is true for `"1"`,
 //!   `"t"`, non-zero numbers…, native `equals: true` only for `true`/`"true"`.
-//! * Only dependencies with a non-empty `data` list and no other kind
-//!   (`context`, `time`, `exprs`, `script`), no `template` and no
-//!   `transform`: an Argo dependency also refuses bodies that are not JSON,
-//!   which every translated filter refuses too (its paths are then absent).
+//! * **`time`** → `timeOfDay` (the same window over the same instant, see
+//!   [`crate::sensor::window`]); **`context`** folds to a constant, the
+//!   dependency's context being constant (but `type`, kept `argo:`).
+//! * An Argo dependency refuses bodies that are not JSON. A translated data
+//!   filter does too (its paths are then absent); where nothing else does,
+//!   [`argo_visible`] is put beside the translation.
+//! * **`exprs`** whose fields read a path in no Argo data (upstream's
+//!   `filter-with-expressions` reads `a`, not `body.a`) fold to never (under
+//!   `and` one such expr is enough, under `or` all must be). Other `exprs`
+//!   stay `argo:`: govaluate and CEL differ on errors (an error left of
+//!   `||` fails the whole govaluate expression, CEL's `||` absorbs it), on
+//!   `10 == "10"` and on ordering mismatched types, so no translation is
+//!   exact without a type guard per operand.
+//! * Not translated (`argo:` stays): `script`, `transform`, data
+//!   `template`, empty lists.
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Hir, Look};
@@ -63,45 +74,201 @@ const DATA_ROOTS: [&str; 9] = [
 pub struct Native {
     /// The native filter (JSON of a `FilterSpec`).
     pub filter: Value,
-    /// Data filter paths (`filters.data[i]`, path) that no event has: never true.
-    pub never: Vec<(usize, String)>,
+    /// `(path under the dependency, what to tell the reader)`: filters that
+    /// were folded to a constant (a path no event has, a context that never
+    /// or always holds) and the guard for events Argo cannot see.
+    pub notes: Vec<(String, String)>,
+}
+
+/// The Argo context types of the sources tripline builds Argo events for.
+const ARGO_TYPES: [&str; 5] = ["webhook", "github", "gitlab", "nats", "kafka"];
+
+/// True exactly for the events an Argo dependency can see at all (a JSON
+/// body; [`super::data`] refuses text and binary bodies): needed when no
+/// translated filter refuses them by itself.
+pub fn argo_visible() -> Value {
+    json!({"all": [
+        {"not": {"path": "meta.bodyEncoding", "exists": true}},
+        {"any": [
+            {"path": "meta.contentType", "suffix": "json"},
+            {"expr": "type(body) != string"},
+        ]},
+    ]})
 }
 
 /// The dependency's `filters` (with `filtersLogicalOperator` and
 /// `transform`, as written) → a native filter when exact. `json_body`: the
 /// bound source's `argo: {jsonBody}` (true when none).
+///
+/// Each kind translates on its own (`data` per [`data_filter`], `time` →
+/// `timeOfDay`, `context` folded: the dependency's context is constant but
+/// for `type`), and `filtersLogicalOperator` becomes `all`/`any` (a
+/// translated kind is false where Argo's errs). A kind that is true on text
+/// bodies (`time`, a folded `context`) needs [`argo_visible`] beside it,
+/// unless an `and` holds a `data` kind, which refuses them already.
 pub fn dependency(dep: &Value, json_body: bool) -> Option<Native> {
     if !dep["transform"].is_null() {
         return None;
     }
     let spec: FiltersSpec = serde_json::from_value(dep["filters"].clone()).ok()?;
-    let other_kinds = spec.context.is_some()
-        || spec.time.is_some()
-        || spec.exprs.is_some()
-        || spec.script.as_deref().is_some_and(|s| !s.is_empty());
-    let data = spec.data.as_deref().filter(|d| !d.is_empty())?;
-    if other_kinds {
+    if spec.script.as_deref().is_some_and(|s| !s.is_empty()) {
         return None;
     }
-    let combine = match spec.data_logical_operator.as_deref().unwrap_or("") {
-        "" | "and" => "all",
-        "or" => "any",
+    let or = match dep["filtersLogicalOperator"].as_str().unwrap_or("") {
+        "" | "and" => false,
+        "or" => true,
         _ => return None,
     };
-    let mut never = Vec::new();
-    let mut leaves = Vec::new();
-    for (i, d) in data.iter().enumerate() {
-        let leaf = data_filter(d, json_body)?;
-        if leaf == json!({"any": []}) {
-            never.push((i, d.path.clone()));
+    let mut notes = Vec::new();
+    // (native filter, whether it is false on every event Argo cannot see)
+    let mut kinds: Vec<(Value, bool)> = Vec::new();
+    if let Some(c) = &spec.context {
+        if !json_body {
+            return None;
         }
-        leaves.push(leaf);
+        let holds = context_holds(c, dep)?;
+        notes.push((
+            "filters.context".to_string(),
+            format!(
+                "the dependency's context is constant: {} (folded)",
+                if holds { "always true" } else { "never true" }
+            ),
+        ));
+        kinds.push((
+            if holds {
+                json!({"all": []})
+            } else {
+                json!({"any": []})
+            },
+            !holds,
+        ));
     }
-    let filter = match leaves.len() {
-        1 => leaves.remove(0),
-        _ => json!({ combine: leaves }),
+    if let Some(t) = &spec.time {
+        if !json_body {
+            return None;
+        }
+        let mut w = json!({"start": t.start, "stop": t.stop});
+        if let Some(tz) = t.timezone.as_deref().filter(|z| !z.is_empty()) {
+            w["timezone"] = json!(tz);
+        }
+        kinds.push((json!({ "timeOfDay": w }), false));
+    }
+    if let Some(exprs) = &spec.exprs {
+        let and = match spec.expr_logical_operator.as_deref().unwrap_or("") {
+            "" | "and" => true,
+            "or" => false,
+            _ => return None,
+        };
+        let unbound: Vec<bool> = exprs.iter().map(reads_no_argo_data).collect();
+        let never = !unbound.is_empty()
+            && if and {
+                unbound.iter().any(|u| *u)
+            } else {
+                unbound.iter().all(|u| *u)
+            };
+        if !never {
+            return None;
+        }
+        notes.push((
+            "filters.exprs".to_string(),
+            "reads a path that is in no Argo event's data (an error upstream): never true (`any: []`)"
+                .to_string(),
+        ));
+        kinds.push((json!({"any": []}), true));
+    }
+    if let Some(data) = &spec.data {
+        if data.is_empty() {
+            return None;
+        }
+        let combine = match spec.data_logical_operator.as_deref().unwrap_or("") {
+            "" | "and" => "all",
+            "or" => "any",
+            _ => return None,
+        };
+        let mut leaves = Vec::new();
+        for (i, d) in data.iter().enumerate() {
+            let leaf = data_filter(d, json_body)?;
+            if leaf == json!({"any": []}) {
+                notes.push((
+                    format!("filters.data[{i}]"),
+                    format!(
+                        "`{}` is in no Argo event's data: never true (`any: []`)",
+                        d.path
+                    ),
+                ));
+            }
+            leaves.push(leaf);
+        }
+        let filter = match leaves.len() {
+            1 => leaves.remove(0),
+            _ => json!({ combine: leaves }),
+        };
+        kinds.push((filter, true));
+    }
+    if kinds.is_empty() {
+        return None;
+    }
+    let refuses_unseen = if or {
+        kinds.iter().all(|(_, r)| *r)
+    } else {
+        kinds.iter().any(|(_, r)| *r)
     };
-    Some(Native { filter, never })
+    let mut filters: Vec<Value> = kinds.into_iter().map(|(f, _)| f).collect();
+    let mut filter = match filters.len() {
+        1 => filters.remove(0),
+        _ => json!({ if or { "any" } else { "all" }: filters }),
+    };
+    if !refuses_unseen {
+        notes.push((
+            "filters".to_string(),
+            "Argo sees only events with a JSON body: the first filter of `all` says so".to_string(),
+        ));
+        filter = json!({"all": [argo_visible(), filter]});
+    }
+    Some(Native { filter, notes })
+}
+
+/// Whether an expr binds a field whose path starts with a key no Argo
+/// event's data has (upstream: the binding fails, the expr is an error).
+fn reads_no_argo_data(e: &super::filter::ExprSpec) -> bool {
+    e.fields.iter().flatten().any(|f| {
+        Path::parse(&f.path).is_ok_and(|p| {
+            p.segments()
+                .first()
+                .is_some_and(|root| !DATA_ROOTS.contains(&root.as_str()))
+        })
+    })
+}
+
+/// A `context` filter over the dependency's constant context (§3.1:
+/// `source`/`subject` = its event source and event name, content type
+/// JSON): `Some(verdict)`, or `None` when it names an Argo `type`, which
+/// tripline reads off each event.
+fn context_holds(c: &super::filter::ContextSpec, dep: &Value) -> Option<bool> {
+    let set = |f: &Option<String>| f.clone().filter(|v| !v.is_empty());
+    let mut holds = true;
+    if let Some(kind) = set(&c.kind) {
+        if ARGO_TYPES.contains(&kind.as_str()) {
+            return None;
+        }
+        holds = false;
+    }
+    for (want, actual) in [
+        (
+            set(&c.source),
+            dep["eventSourceName"].as_str().unwrap_or_default(),
+        ),
+        (
+            set(&c.subject),
+            dep["eventName"].as_str().unwrap_or_default(),
+        ),
+        (set(&c.datacontenttype), "application/json"),
+    ] {
+        if want.is_some_and(|w| w != actual) {
+            holds = false;
+        }
+    }
+    Some(holds)
 }
 
 /// One `filters.data[]` entry → its native filter (errors count as false
@@ -350,20 +517,49 @@ mod tests {
         bin.meta
             .insert("contentType".into(), json!("application/octet-stream"));
         out.push(("binary".into(), bin));
-        out
+        // Each at times around the windows the tests use, in and out of
+        // daylight saving time, one with an offset.
+        let times = [
+            "2026-11-30T02:29:59.999Z",
+            "2026-11-30T02:30:00.000Z",
+            "2026-11-30T04:29:59.000Z",
+            "2026-11-30T04:30:00.000Z",
+            "2026-11-30T23:50:00.000Z",
+            "2026-11-30T00:10:00.000Z",
+            "2026-11-30T00:30:00.000Z",
+            "2026-06-30T01:30:00.000Z",
+            "2026-11-30T08:00:00+05:30",
+        ];
+        out.into_iter()
+            .flat_map(|(label, e)| {
+                times.iter().map(move |t| {
+                    let mut e = e.clone();
+                    e.time = t.to_string();
+                    (format!("{label} at {t}"), e)
+                })
+            })
+            .collect()
     }
 
     /// Translates `filters` and checks, event by event, that the Argo
     /// dependency and the native filter agree. Returns the native filter.
     fn agree(filters: Value) -> Option<Value> {
-        let dep = json!({"filters": filters});
+        agree_under(filters, "")
+    }
+
+    /// [`agree`] with a `filtersLogicalOperator`, for a dependency on
+    /// `webhook`/`example`.
+    fn agree_under(filters: Value, op: &str) -> Option<Value> {
+        let dep = json!({"eventSourceName": "webhook", "eventName": "example",
+            "filters": filters, "filtersLogicalOperator": op});
         let native = dependency(&dep, true)?;
         let spec: FiltersSpec = serde_json::from_value(filters.clone()).unwrap();
-        let argo = DependencyFilter::compile("webhook", "example", Some(&spec), None)
+        let argo = DependencyFilter::compile("webhook", "example", Some(&spec), Some(op))
             .unwrap_or_else(|e| panic!("{e:?}"));
         let native_spec: FilterSpec = serde_json::from_value(native.filter.clone()).unwrap();
         let compiled = Filter::compile(&native_spec, "filters")
             .unwrap_or_else(|e| panic!("{}: {e}", native.filter));
+        let (mut passed, mut failed) = (0, 0);
         for (label, event) in events() {
             let want = argo.test(&event);
             let got = compiled.test(&EvalCtx::new(&event));
@@ -372,7 +568,13 @@ mod tests {
                 "{filters} → {}: on {label}: argo {want}, native {got}",
                 native.filter
             );
+            if want {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
         }
+        assert!(passed + failed > 0);
         Some(native.filter)
     }
 
@@ -610,7 +812,14 @@ mod tests {
             {"path": "b.d", "type": "string", "value": ["hello, world"]},
         ]});
         let native = dependency(&json!({"filters": filters}), true).unwrap();
-        assert_eq!(native.never.len(), 3);
+        assert_eq!(
+            native
+                .notes
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .collect::<Vec<_>>(),
+            ["filters.data[0]", "filters.data[1]", "filters.data[2]"]
+        );
         assert_eq!(
             agree(filters).unwrap(),
             json!({"all": [{"any": []}, {"any": []}, {"any": []}]})
@@ -640,6 +849,102 @@ mod tests {
     }
 
     #[test]
+    fn time_becomes_time_of_day_guarded_when_alone() {
+        let alone = agree(json!({"time": {"start": "02:30:00", "stop": "04:30:00"}})).unwrap();
+        assert_eq!(
+            alone,
+            json!({"all": [argo_visible(), {"timeOfDay": {"start": "02:30:00", "stop": "04:30:00"}}]})
+        );
+        // Midnight wrapping, a zone; and beside a data filter (`and`) the
+        // data filter refuses text bodies already.
+        let with_data = agree(json!({
+            "time": {"start": "23:34:05", "stop": "00:24:05", "timezone": "Asia/Kolkata"},
+            "data": [{"path": "body.a.b", "type": "string", "value": ["^main$"]}],
+        }))
+        .unwrap();
+        assert_eq!(
+            with_data,
+            json!({"all": [
+                {"timeOfDay": {"start": "23:34:05", "stop": "00:24:05", "timezone": "Asia/Kolkata"}},
+                {"path": "body.a.b", "matches": "^main$"},
+            ]})
+        );
+        // Under `or` the time alone can pass a text body: guarded.
+        let or = agree_under(
+            json!({
+                "time": {"start": "02:30:00", "stop": "04:30:00"},
+                "data": [{"path": "body.a.b", "type": "number", "comparator": ">", "value": ["50"]}],
+            }),
+            "or",
+        )
+        .unwrap();
+        assert_eq!(or["all"][0], argo_visible());
+        // The guard is needed: without it a text body at 03:00 differs.
+        assert!(differ(
+            json!({"time": {"start": "02:30:00", "stop": "04:30:00"}}),
+            json!({"timeOfDay": {"start": "02:30:00", "stop": "04:30:00"}}),
+        ));
+    }
+
+    #[test]
+    fn exprs_reading_no_argo_data_fold_to_never() {
+        let expr = |e: &str, fields: &[(&str, &str)]| json!({"expr": e, "fields": fields.iter().map(|(n, p)| json!({"name": n, "path": p})).collect::<Vec<_>>()});
+        // Upstream's filter-with-expressions: `a`, not `body.a`.
+        let upstream = json!({"exprs": [
+            expr("a == \"b\" || c == 10", &[("a", "a"), ("c", "a-longer-name")]),
+            expr("e == false", &[("e", "nested.path.can-get.longer")]),
+        ]});
+        assert_eq!(agree(upstream).unwrap(), json!({"any": []}));
+        // `and`: one such expr is enough; `or`: all must be.
+        let mixed = |op: &str| {
+            json!({"exprLogicalOperator": op, "exprs": [
+                expr("a == \"main\"", &[("a", "body.a.b")]),
+                expr("x == 1", &[("x", "bucket")]),
+            ]})
+        };
+        assert_eq!(agree(mixed("and")).unwrap(), json!({"any": []}));
+        assert_eq!(agree(mixed("or")), None);
+        let all_unbound = json!({"exprLogicalOperator": "or", "exprs": [
+            expr("x == 1", &[("x", "bucket")]),
+            expr("y == 1", &[("y", "key2")]),
+        ]});
+        assert_eq!(agree(all_unbound).unwrap(), json!({"any": []}));
+        // Beside data under `or`, the data still decides.
+        agree_under(
+            json!({"exprs": [expr("x == 1", &[("x", "bucket")])],
+                   "data": [{"path": "body.a.b", "type": "number", "comparator": ">", "value": ["50"]}]}),
+            "or",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn context_filters_fold_to_constants() {
+        // context-filter-webhook: always true (but Argo's refusal of text bodies).
+        let f = agree(
+            json!({"context": {"source": "webhook", "subject": "example",
+            "datacontenttype": "application/json"}}),
+        )
+        .unwrap();
+        assert_eq!(f, json!({"all": [argo_visible(), {"all": []}]}));
+        // filter-with-context: never.
+        let f = agree(json!({"context": {"source": "custom-webhook"}})).unwrap();
+        assert_eq!(f, json!({"any": []}));
+        // Empty fields are unset; a type no source has never holds.
+        agree(json!({"context": {"source": "", "subject": "example"}})).unwrap();
+        assert_eq!(
+            agree(json!({"context": {"type": "sqs"}})).unwrap(),
+            json!({"any": []})
+        );
+        // Folded beside data filters, under either operator.
+        let data = json!([{"path": "body.a.b", "type": "string", "value": ["^main$"]}]);
+        for op in ["and", "or"] {
+            agree_under(json!({"context": {"source": "nope"}, "data": data}), op).unwrap();
+            agree_under(json!({"context": {"source": "webhook"}, "data": data}), op).unwrap();
+        }
+    }
+
+    #[test]
     fn other_kinds_transforms_templates_and_raw_bodies_stay_argo() {
         let base = data("body.a.b", "number", ">", &["50"]);
         let with = |key: &str, v: Value| {
@@ -650,14 +955,27 @@ mod tests {
         assert!(dependency(&json!({"filters": base}), true).is_some());
         assert_eq!(dependency(&json!({"filters": base}), false), None);
         assert_eq!(dependency(&with("exprs", json!([])), true), None);
+        // Exprs over body paths: kept.
         assert_eq!(
-            dependency(&with("context", json!({"source": "x"})), true),
+            dependency(
+                &with(
+                    "exprs",
+                    json!([{"expr": "a == \"b\"", "fields": [{"name": "a", "path": "body.a"}]}])
+                ),
+                true
+            ),
             None
         );
+        // A context naming an Argo type, read off each event: kept.
+        assert_eq!(
+            dependency(&with("context", json!({"type": "webhook"})), true),
+            None
+        );
+        // Time and context with a raw (jsonBody: false) source: kept.
         assert_eq!(
             dependency(
                 &with("time", json!({"start": "01:00:00", "stop": "02:00:00"})),
-                true
+                false
             ),
             None
         );

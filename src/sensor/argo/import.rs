@@ -62,10 +62,8 @@ pub fn sensor(doc: &Value, sources: &SourceCatalog) -> Result<Imported, Vec<(Str
             .then(|| super::idiom::dependency(d, json_body))
             .flatten();
         if let Some(native) = native {
-            for (j, path) in &native.never {
-                notes.push(format!(
-                    "spec.dependencies[{i}].filters.data[{j}]: `{path}` is in no Argo event's data: never true (`any: []`)"
-                ));
+            for (path, note) in &native.notes {
+                notes.push(format!("spec.dependencies[{i}].{path}: {note}"));
             }
             dep_names.push(dep_name.to_string());
             deps.push(json!({"name": dep_name, "source": source, "filters": native.filter}));
