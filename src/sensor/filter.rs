@@ -401,6 +401,19 @@ impl Filter {
         })
     }
 
+    /// The Argo binding of a dependency: an `argo:` block alone, or first
+    /// beside native filters.
+    pub fn argo(&self) -> Option<&Arc<super::argo::filter::DependencyFilter>> {
+        match self {
+            Filter::Argo(f) => Some(f),
+            Filter::All(list) => match list.first() {
+                Some(Filter::Argo(f)) => Some(f),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// `(path, value)` of every `equals "<string>"` this filter requires
     /// (itself, or inside `all:`): what [`super::index`] files it under.
     pub fn string_equalities(&self) -> Vec<(&[String], &str)> {

@@ -198,6 +198,20 @@ impl DocCtx<'_> {
     }
 }
 
+/// A native `filters:` compiled, or its error recorded (the error text
+/// starts with its own location).
+fn native(spec: &super::filter::FilterSpec, at: &str, ctx: &mut DocCtx) -> Option<Filter> {
+    match Filter::compile(spec, &format!("{at}.filters")) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            let text = e.to_string();
+            let (field, msg) = text.split_once(": ").unwrap_or((at, &text));
+            ctx.err(field, msg.to_string());
+            None
+        }
+    }
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -282,11 +296,15 @@ fn compile(
             );
         }
         let filter = match (&d.filters, &d.argo) {
-            (Some(_), Some(_)) => {
-                ctx.err(&format!("{at}.argo"), "give `filters` or `argo`, not both");
+            (Some(_), Some(a)) if a.filters.is_some() || a.filters_logical_operator.is_some() => {
+                ctx.err(
+                    &format!("{at}.argo.filters"),
+                    "give native `filters` or `argo.filters`, not both (an `argo:` block without filters may stand beside native `filters`: it shapes the event Argo parameters read)",
+                );
                 None
             }
-            (None, Some(a)) => {
+            (Some(_), Some(_)) | (None, Some(_)) => {
+                let a = d.argo.as_ref().expect("matched Some");
                 let spec = match &a.filters {
                     None => Ok(None),
                     Some(v) => {
@@ -305,9 +323,17 @@ fn compile(
                         Some(t) => f.with_transform(t),
                         None => Ok(f),
                     }) {
-                        Ok(f) => Some(Filter::Argo(std::sync::Arc::new(
-                            f.with_source(sources.argo(&d.source)),
-                        ))),
+                        Ok(f) => {
+                            let argo = Filter::Argo(std::sync::Arc::new(
+                                f.with_source(sources.argo(&d.source)),
+                            ));
+                            // Native filters beside the binding: both must pass.
+                            match d.filters.as_ref().map(|f| native(f, &at, ctx)) {
+                                None => Some(argo),
+                                Some(Some(native)) => Some(Filter::All(vec![argo, native])),
+                                Some(None) => None,
+                            }
+                        }
                         Err((field, message)) => {
                             ctx.err(&format!("{at}.argo.{field}"), message);
                             None
@@ -320,16 +346,7 @@ fn compile(
                 }
             }
             (None, None) => None,
-            (Some(f), None) => match Filter::compile(f, &format!("{at}.filters")) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    // The error text starts with its own location.
-                    let text = e.to_string();
-                    let (field, msg) = text.split_once(": ").unwrap_or((&at, &text));
-                    ctx.err(field, msg.to_string());
-                    None
-                }
-            },
+            (Some(f), None) => native(f, &at, ctx),
         };
         let key = d.key.as_ref().map(|src| {
             let key = format!("{name}\u{0}dependency\u{0}{}\u{0}key", d.name);
@@ -490,10 +507,7 @@ fn compile_trigger(
                     let dependency = compiled_deps
                         .iter()
                         .find(|d| d.name == param.dependency)
-                        .and_then(|d| match &d.filter {
-                            Some(Filter::Argo(f)) => Some(f.clone()),
-                            _ => None,
-                        });
+                        .and_then(|d| d.filter.as_ref()?.argo().cloned());
                     match dependency {
                         Some(dependency) => parameters.push(Param {
                             name: p.name.clone(),

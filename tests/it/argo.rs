@@ -984,9 +984,10 @@ spec:
 
 /// `tripline import` writes native filters where they are exact (anchored
 /// regexes and safe numeric comparisons on nested body keys, paths no Argo
-/// data has), keeps `argo:` elsewhere (upstream's `filter-with-data-simple-1`:
-/// an unanchored regex on a top-level body key, read by a parameter), and
-/// the native import fires exactly when the Argo sensor does.
+/// data has; beside a filterless `argo:` binding when a parameter reads the
+/// dependency), keeps `argo:` filters elsewhere (upstream's
+/// `filter-with-data-simple-1`: an unanchored regex on a top-level body key),
+/// and the native import fires and renders exactly as the Argo sensor does.
 #[test]
 fn import_writes_native_filters_where_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -1034,16 +1035,49 @@ spec:
           - {path: bucket, type: string, value: [argo-workflow-input]}
 "#,
         ),
+        (
+            "read.yaml",
+            r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: read}
+spec:
+  dependencies:
+    - name: pr
+      eventSourceName: webhook
+      eventName: example
+      filters:
+        data:
+          - {path: body.pull_request.base.ref, type: string, value: ["^(main|master)$"]}
+"#,
+        ),
     ];
+    // A parameter reads the dependency (the Argo way): the binding stays.
+    let reading = format!(
+        "{trigger}          parameters:\n            - {{src: {{dependencyName: pr, dataKey: body.pull_request.number}}, dest: data.number}}\n"
+    );
     let mut files = Vec::new();
     for (name, body) in sensors {
         let argo_file = dir.path().join(name);
+        let trigger = if name == "read.yaml" {
+            &reading
+        } else {
+            trigger
+        };
         std::fs::write(&argo_file, format!("{body}{trigger}")).unwrap();
         let (code, out, err) = run_cli(&["import", argo_file.to_str().unwrap()], dir.path());
         assert_eq!(code, 0, "{name}: {err}");
         let doc: Value = serde_yaml_ng::from_str(&out).unwrap();
         let dep = &doc["spec"]["dependencies"][0];
-        assert!(dep.get("argo").is_none(), "{name}: {out}");
+        if name == "read.yaml" {
+            assert_eq!(
+                dep["argo"],
+                serde_json::json!({"eventSourceName": "webhook", "eventName": "example"}),
+                "{out}"
+            );
+        } else {
+            assert!(dep.get("argo").is_none(), "{name}: {out}");
+        }
         let native_file = dir.path().join(format!("native-{name}"));
         std::fs::write(&native_file, &out).unwrap();
         files.push((argo_file, native_file, dep["filters"].clone(), err));
@@ -1056,6 +1090,10 @@ spec:
         ]})
     );
     assert_eq!(files[1].2, serde_json::json!({"any": []}));
+    assert_eq!(
+        files[2].2,
+        serde_json::json!({"path": "body.pull_request.base.ref", "matches": "^(main|master)$"})
+    );
     assert!(
         files[1].3.contains("`bucket` is in no Argo event's data"),
         "{}",
@@ -1124,8 +1162,8 @@ spec:
             fired += usize::from(argo_said.1 == true);
         }
     }
-    // The pull request (JSON) passes the anchored filter; nothing else does.
-    assert_eq!(fired, 1);
+    // The pull request (JSON) passes the anchored filters; nothing else does.
+    assert_eq!(fired, 2);
 }
 
 /// A `url` trigger source is fetched when the trigger fires (upstream's

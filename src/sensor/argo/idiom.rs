@@ -98,7 +98,9 @@ pub fn argo_visible() -> Value {
 
 /// The dependency's `filters` (with `filtersLogicalOperator` and
 /// `transform`, as written) → a native filter when exact. `json_body`: the
-/// bound source's `argo: {jsonBody}` (true when none).
+/// bound source's `argo: {jsonBody}` (true when none). `bound`: an `argo:`
+/// binding stays beside the filter (parameters read the dependency), which
+/// refuses what Argo cannot see: no guard then.
 ///
 /// Each kind translates on its own (`data` per [`data_filter`], `time` →
 /// `timeOfDay`, `context` folded: the dependency's context is constant but
@@ -106,7 +108,7 @@ pub fn argo_visible() -> Value {
 /// translated kind is false where Argo's errs). A kind that is true on text
 /// bodies (`time`, a folded `context`) needs [`argo_visible`] beside it,
 /// unless an `and` holds a `data` kind, which refuses them already.
-pub fn dependency(dep: &Value, json_body: bool) -> Option<Native> {
+pub fn dependency(dep: &Value, json_body: bool, bound: bool) -> Option<Native> {
     if !dep["transform"].is_null() {
         return None;
     }
@@ -218,7 +220,7 @@ pub fn dependency(dep: &Value, json_body: bool) -> Option<Native> {
         1 => filters.remove(0),
         _ => json!({ if or { "any" } else { "all" }: filters }),
     };
-    if !refuses_unseen {
+    if !refuses_unseen && !bound {
         notes.push((
             "filters".to_string(),
             "Argo sees only events with a JSON body: the first filter of `all` says so".to_string(),
@@ -552,7 +554,7 @@ mod tests {
     fn agree_under(filters: Value, op: &str) -> Option<Value> {
         let dep = json!({"eventSourceName": "webhook", "eventName": "example",
             "filters": filters, "filtersLogicalOperator": op});
-        let native = dependency(&dep, true)?;
+        let native = dependency(&dep, true, false)?;
         let spec: FiltersSpec = serde_json::from_value(filters.clone()).unwrap();
         let argo = DependencyFilter::compile("webhook", "example", Some(&spec), Some(op))
             .unwrap_or_else(|e| panic!("{e:?}"));
@@ -811,7 +813,7 @@ mod tests {
             {"path": "b.c", "type": "number", "value": ["3.14"]},
             {"path": "b.d", "type": "string", "value": ["hello, world"]},
         ]});
-        let native = dependency(&json!({"filters": filters}), true).unwrap();
+        let native = dependency(&json!({"filters": filters}), true, false).unwrap();
         assert_eq!(
             native
                 .notes
@@ -952,9 +954,9 @@ mod tests {
             f[key] = v;
             json!({"filters": f})
         };
-        assert!(dependency(&json!({"filters": base}), true).is_some());
-        assert_eq!(dependency(&json!({"filters": base}), false), None);
-        assert_eq!(dependency(&with("exprs", json!([])), true), None);
+        assert!(dependency(&json!({"filters": base}), true, false).is_some());
+        assert_eq!(dependency(&json!({"filters": base}), false, false), None);
+        assert_eq!(dependency(&with("exprs", json!([])), true, false), None);
         // Exprs over body paths: kept.
         assert_eq!(
             dependency(
@@ -962,39 +964,45 @@ mod tests {
                     "exprs",
                     json!([{"expr": "a == \"b\"", "fields": [{"name": "a", "path": "body.a"}]}])
                 ),
-                true
+                true,
+                false
             ),
             None
         );
         // A context naming an Argo type, read off each event: kept.
         assert_eq!(
-            dependency(&with("context", json!({"type": "webhook"})), true),
+            dependency(&with("context", json!({"type": "webhook"})), true, false),
             None
         );
         // Time and context with a raw (jsonBody: false) source: kept.
         assert_eq!(
             dependency(
                 &with("time", json!({"start": "01:00:00", "stop": "02:00:00"})),
+                false,
                 false
             ),
             None
         );
         assert_eq!(
-            dependency(&with("script", json!("return true")), true),
+            dependency(&with("script", json!("return true")), true, false),
             None
         );
         let mut t = json!({"filters": base});
         t["transform"] = json!({"jq": "."});
-        assert_eq!(dependency(&t, true), None);
+        assert_eq!(dependency(&t, true, false), None);
         let mut tpl = base.clone();
         tpl["data"][0]["template"] = json!("{{ .Input }}");
-        assert_eq!(dependency(&json!({"filters": tpl}), true), None);
+        assert_eq!(dependency(&json!({"filters": tpl}), true, false), None);
         // No filters, or an empty data list: Argo still refuses non-JSON bodies.
-        assert_eq!(dependency(&json!({}), true), None);
-        assert_eq!(dependency(&json!({"filters": {"data": []}}), true), None);
+        assert_eq!(dependency(&json!({}), true, false), None);
+        assert_eq!(
+            dependency(&json!({"filters": {"data": []}}), true, false),
+            None
+        );
         // `bucket` never matches, jsonBody or not.
         assert!(dependency(
             &json!({"filters": data("bucket", "string", "", &["x"])}),
+            false,
             false
         )
         .is_some());

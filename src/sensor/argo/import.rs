@@ -58,18 +58,22 @@ pub fn sensor(doc: &Value, sources: &SourceCatalog) -> Result<Imported, Vec<(Str
         let dep_name = d["name"].as_str().unwrap_or_default();
         let source = sources.bind(e, n).unwrap_or_else(|| format!("{e}-{n}"));
         let json_body = sources.argo(&source).is_none_or(|a| a.json_body);
-        let native = (!read_by_parameters.iter().any(|r| r == dep_name))
-            .then(|| super::idiom::dependency(d, json_body))
-            .flatten();
-        if let Some(native) = native {
+        let read = read_by_parameters.iter().any(|r| r == dep_name);
+        let mut argo = json!({"eventSourceName": e, "eventName": n});
+        if let Some(native) = super::idiom::dependency(d, json_body, read) {
             for (path, note) in &native.notes {
                 notes.push(format!("spec.dependencies[{i}].{path}: {note}"));
             }
             dep_names.push(dep_name.to_string());
-            deps.push(json!({"name": dep_name, "source": source, "filters": native.filter}));
+            let mut out = json!({"name": dep_name, "source": source, "filters": native.filter});
+            // An `argo:` parameter reads the dependency's Argo event: the
+            // binding (no filters) stays beside the native filters.
+            if read {
+                out["argo"] = argo;
+            }
+            deps.push(out);
             continue;
         }
-        let mut argo = json!({"eventSourceName": e, "eventName": n});
         if !d["filters"].is_null() {
             argo["filters"] = d["filters"].clone();
         }
@@ -419,9 +423,9 @@ mod tests {
     use crate::event::Event;
     use crate::sensor::filter::Filter;
 
-    /// Exact filters become native; a dependency a parameter reads, or
-    /// bound to a source whose Argo body is base64 (`jsonBody: false`),
-    /// keeps its `argo:` block.
+    /// Exact filters become native; a dependency a parameter reads keeps a
+    /// filterless `argo:` binding beside them; one bound to a source whose
+    /// Argo body is base64 (`jsonBody: false`) keeps its `argo:` filters.
     #[test]
     fn native_filters_where_exact_argo_where_read_or_raw() {
         let doc = |params: &str| -> Value {
@@ -457,7 +461,11 @@ spec:
         let read = doc("[{src: {dependencyName: d, dataKey: body.job.size}, dest: data.size}]");
         let kept = sensor(&read, &open).unwrap_or_else(|e| panic!("{e:?}"));
         let dep = &kept.doc["spec"]["dependencies"][0];
-        assert!(dep.get("filters").is_none() && dep["argo"]["filters"].is_object());
+        assert_eq!(dep["filters"], json!({"path": "body.job.size", "gt": 10.0}));
+        assert_eq!(
+            dep["argo"],
+            json!({"eventSourceName": "kafka", "eventName": "jobs"})
+        );
         let mut raw = SourceCatalog::open();
         raw.insert(
             "kafka-jobs",
@@ -523,9 +531,9 @@ spec:
         event
             .meta
             .insert("contentType".into(), json!("application/json"));
-        let data = |i: usize| match &deps[i].filter {
-            Some(Filter::Argo(f)) => f.argo_event(&event).map(|a| a.data["body"].clone()),
-            other => panic!("{other:?}"),
+        let data = |i: usize| match deps[i].filter.as_ref().and_then(Filter::argo) {
+            Some(f) => f.argo_event(&event).map(|a| a.data["body"].clone()),
+            None => panic!("{:?}", deps[i].filter),
         };
         assert_eq!(data(0), Some(json!({"message": "updated"})));
         assert_eq!(data(1), Some(json!({"message": "hellohello"})));
