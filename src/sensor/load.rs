@@ -903,6 +903,18 @@ spec:
                 "metadata.name",
             ),
             (
+                "native filters beside Argo filters",
+                "      filters:\n        all:",
+                "      argo: {eventSourceName: e, eventName: n, filters: {data: []}}\n      filters:\n        all:",
+                "spec.dependencies[0].argo.filters",
+            ),
+            (
+                "a bad native filter beside an Argo binding",
+                "      filters:\n        all:\n          - {path: headers.X-GitHub-Event, equals: push}",
+                "      argo: {eventSourceName: e, eventName: n}\n      filters:\n        all:\n          - {path: headers.X-GitHub-Event, equals: push, prefix: p}",
+                "spec.dependencies[0].filters.all[0]",
+            ),
+            (
                 "bad path",
                 "headers.X-GitHub-Event",
                 "header.X",
