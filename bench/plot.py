@@ -71,6 +71,8 @@ def throughput(src: Path, dst: Path):
     conns = [int(r["connections"]) for r in rows]
     cols = [("axum + HMAC peer", "peer"), ("tripline no match", "mismatch"),
             ("tripline match → outbox", "match_outbox")]
+    if rows and float(rows[0].get("adnanh_match") or 0) > 0:
+        cols.append(("adnanh/webhook match (fork)", "adnanh_match"))
     series = [(name, [(int(r["connections"]), float(r[c])) for r in rows]) for name, c in cols]
     top = max(y for _, pts in series for _, y in pts)
     yticks = nice_ticks(top)

@@ -166,6 +166,10 @@ async fn tripline(bootstrap: &str, n: usize, work: Work, max_in_flight: usize) -
         Work::Outbox => SENSOR.to_string(),
     };
     let group = format!("tripline-bench-{}-{max_in_flight}", work.id());
+    let max_queued: usize = std::env::var("TRIPLINE_BENCH_MAX_QUEUED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
     let config = format!(
         "sensors: sensors/
 submit: {{type: outbox, dir: outbox/}}
@@ -177,6 +181,7 @@ sources:
     topics: [{TOPIC}]
     groupId: {group}
     maxInFlight: {max_in_flight}
+    maxQueued: {max_queued}
     properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 1000}}
 "
     );
@@ -246,7 +251,10 @@ fn main() {
 
     let raw = raw_consumer(&bootstrap, n);
     println!("raw rdkafka consumer (consume + commit)          {raw:>9.0} msg/s");
-    let runs: &[(Work, usize)] = if full {
+    // TRIPLINE_BENCH_NO_MATCH_ONLY=1: only the no-match run (for profiling it).
+    let runs: &[(Work, usize)] = if std::env::var_os("TRIPLINE_BENCH_NO_MATCH_ONLY").is_some() {
+        &[(Work::NoMatch, 8)]
+    } else if full {
         &[(Work::NoMatch, 8), (Work::Outbox, 1), (Work::Outbox, 8)]
     } else {
         &[(Work::Outbox, 8)]

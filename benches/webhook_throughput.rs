@@ -1,6 +1,10 @@
-//! Signed-webhook throughput of the real binary, against a peer measured in
+//! Signed-webhook throughput of the real binary, against peers measured in
 //! the same run: a minimal axum server that only verifies the GitHub HMAC
-//! and answers 200 — the floor cost of any receiver that checks signatures.
+//! and answers 200 — the floor cost of any receiver that checks signatures —
+//! and adnanh/webhook (Debian's `webhook`, installed by
+//! `scripts/install-deps.sh`; skipped with a note when absent) with a hook
+//! that checks the same signature, event and branch and runs `/bin/true`
+//! on a match (it answers before the command ends, and keeps nothing).
 //!
 //! Two tripline paths: `mismatch` (signed, verified, parsed, matched against
 //! the sensors, nothing fires) and `match→outbox` (a Workflow rendered and
@@ -104,6 +108,37 @@ async fn peer(port: u16) {
     axum::serve(l, app).await.unwrap();
 }
 
+/// adnanh/webhook on `port`, with the hook the bench's requests satisfy
+/// (push to main, signed) or not (other events); `None` when not installed.
+fn adnanh(port: u16, dir: &std::path::Path) -> Option<std::process::Child> {
+    let hooks = dir.join("hooks.json");
+    std::fs::write(
+        &hooks,
+        serde_json::json!([{
+            "id": "github",
+            "execute-command": "/bin/true",
+            "command-working-directory": dir,
+            "trigger-rule": {"and": [
+                {"match": {"type": "payload-hmac-sha256", "secret": SECRET,
+                    "parameter": {"source": "header", "name": "X-Hub-Signature-256"}}},
+                {"match": {"type": "value", "value": "push",
+                    "parameter": {"source": "header", "name": "X-GitHub-Event"}}},
+                {"match": {"type": "value", "value": "refs/heads/main",
+                    "parameter": {"source": "payload", "name": "ref"}}},
+            ]},
+        }])
+        .to_string(),
+    )
+    .unwrap();
+    std::process::Command::new("webhook")
+        .args(["-hooks", hooks.to_str().unwrap(), "-ip", "127.0.0.1"])
+        .args(["-port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
 async fn start_tripline() -> Tripline {
     let sensor = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -151,10 +186,24 @@ async fn main() {
 
     let peer_url = format!("http://127.0.0.1:{peer_port}/webhooks/github");
     let url = t.url("/webhooks/github");
+    let adnanh_port = free_port();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut adnanh = adnanh(adnanh_port, scratch.path());
+    let adnanh_url = format!("http://127.0.0.1:{adnanh_port}/hooks/github");
+    if adnanh.is_some() {
+        wait_up(&format!("http://127.0.0.1:{adnanh_port}/")).await;
+    }
     load(&peer_url, n / 10, "push", body.clone()).await; // warm-up
     let peer_rps = load(&peer_url, n, "push", body.clone()).await;
     let miss_rps = load(&url, n, "issues", body.clone()).await;
     let hit_rps = load(&url, n, "push", body.clone()).await;
+    let adnanh_rps = match adnanh.is_some() {
+        true => Some((
+            load(&adnanh_url, n, "issues", body.clone()).await,
+            load(&adnanh_url, n, "push", body.clone()).await,
+        )),
+        false => None,
+    };
     // Throughput against the number of connections (for the plot in
     // docs/performance.md): with TRIPLINE_BENCH_CSV=<dir>, full runs only.
     let mut sweep = Vec::new();
@@ -166,14 +215,18 @@ async fn main() {
             let p = load_with(&peer_url, per, "push", body.clone(), c, 0).await;
             let m = load_with(&url, per, "issues", body.clone(), c, first).await;
             let h = load_with(&url, per, "push", body.clone(), c, first).await;
-            sweep.push(format!("{c},{p:.0},{m:.0},{h:.0}"));
+            let a = match adnanh.is_some() {
+                true => load_with(&adnanh_url, per, "push", body.clone(), c, 0).await,
+                false => 0.0,
+            };
+            sweep.push(format!("{c},{p:.0},{m:.0},{h:.0},{a:.0}"));
             extra += per;
         }
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             std::path::Path::new(&dir).join("webhook_throughput.csv"),
             format!(
-                "connections,peer,mismatch,match_outbox\n{}\n",
+                "connections,peer,mismatch,match_outbox,adnanh_match\n{}\n",
                 sweep.join("\n")
             ),
         )
@@ -183,6 +236,10 @@ async fn main() {
         .map(|d| d.count())
         .unwrap_or(0);
     drop(t);
+    if let Some(child) = adnanh.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     assert_eq!(written, n + extra, "one Workflow per delivery");
 
     println!(
@@ -198,4 +255,11 @@ async fn main() {
         "  tripline match -> outbox       {hit_rps:>9.0} req/s  ({:.2} of peer)",
         hit_rps / peer_rps
     );
+    match adnanh_rps {
+        Some((a_miss, a_hit)) => {
+            println!("  adnanh/webhook mismatch        {a_miss:>9.0} req/s  (tripline mismatch: {:.2}x it)", miss_rps / a_miss);
+            println!("  adnanh/webhook match (fork)    {a_hit:>9.0} req/s  (tripline match -> outbox: {:.2}x it; goal >= 3x)", hit_rps / a_hit);
+        }
+        None => println!("  adnanh/webhook: not installed (scripts/install-deps.sh installs Debian's `webhook`): not measured"),
+    }
 }

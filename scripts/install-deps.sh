@@ -141,7 +141,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
 
-# 7. Verify.
+# 7. The webhook bench's second peer: adnanh/webhook (Debian's `webhook` package).
+if ! command -v webhook >/dev/null 2>&1; then
+  apt_install webhook || log "webhook (adnanh/webhook) not installed: the bench skips that peer"
+fi
+
+# 8. Verify.
 nats=$(find_nats) || { log "ERROR: nats-server not found after install"; exit 1; }
 nats_version=$("$nats" --version) || { log "ERROR: '$nats --version' failed"; exit 1; }
 tansu=$(find_tansu) || { log "ERROR: tansu not found after install"; exit 1; }
