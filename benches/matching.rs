@@ -5,13 +5,53 @@
 //! event before submitting; `other-source` shows that sensors on other
 //! sources cost nothing (matching is indexed by source).
 //!
+//! Allocations per event are counted by a wrapper around the system
+//! allocator and printed before the timings (`allocs/event`).
+//!
 //! Run: `cargo bench --bench matching`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tripline::event::Event;
 use tripline::sensor::{load, SensorSet};
 
 const SOURCES: usize = 10;
+
+/// Counts allocations (and reallocations) made through the system allocator.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations per call of `f`, printed as `allocs/event`.
+fn allocations(name: &str, mut f: impl FnMut()) {
+    const CALLS: u64 = 1000;
+    f();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..CALLS {
+        f();
+    }
+    let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / CALLS as f64;
+    println!("allocs/event {name:<44} {per:>8.1}");
+}
 
 fn sensors(n: usize) -> (tempfile::TempDir, SensorSet) {
     let dir = tempfile::tempdir().unwrap();
@@ -74,6 +114,9 @@ fn bench(c: &mut Criterion) {
             1,
             "exactly one sensor matches"
         );
+        allocations(&format!("per-event/match+render/{n}"), || {
+            std::hint::black_box(set.preview(&hit, Some("default")));
+        });
         group.bench_with_input(BenchmarkId::new("match+render", n), &n, |b, _| {
             b.iter(|| set.preview(&hit, Some("default")))
         });
@@ -105,6 +148,9 @@ spec:
     .unwrap();
     let set = load(&[file], &["src-0"].into_iter().collect()).unwrap();
     let e = event("src-0");
+    allocations("cel-filter/match", || {
+        std::hint::black_box(set.match_event(&e));
+    });
     c.bench_function("cel-filter/match", |b| b.iter(|| set.match_event(&e)));
 
     // The same filter and parameters as one native sensor above, written as
@@ -172,6 +218,12 @@ spec:
         let names: tripline::sensor::SourceCatalog = ["github-example"].into_iter().collect();
         (load(&[fn_], &names).unwrap(), load(&[fa], &names).unwrap())
     };
+    allocations("argo-vs-native/native match+render", || {
+        std::hint::black_box(native_only.preview(&e, Some("default")));
+    });
+    allocations("argo-vs-native/argo match+render", || {
+        std::hint::black_box(argo_only.preview(&e, Some("default")));
+    });
     c.bench_function("argo-vs-native/native match+render", |b| {
         b.iter(|| native_only.preview(&e, Some("default")))
     });

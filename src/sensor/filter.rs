@@ -16,6 +16,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::cel_reads::{prune, prune_map, Reads};
 pub use super::trace::Trace;
 use super::window::TimeOfDay;
 use crate::event::{Event, ROOTS};
@@ -115,6 +116,8 @@ pub enum Filter {
     Expr {
         source: String,
         program: cel::Program,
+        /// What it reads of the envelope (found at load).
+        reads: Vec<(&'static str, Reads)>,
     },
     TimeOfDay(TimeOfDay),
     Path {
@@ -153,57 +156,63 @@ enum Verdict {
     WrongType(&'static str),
 }
 
-/// Per-event evaluation state shared by every filter on that event: the CEL
-/// activation is built once, on first use, for all sensors.
+/// Per-event evaluation state shared by every filter on that event: an
+/// envelope variable a CEL program reads whole is converted to a CEL value
+/// once, on first use, for all sensors; one it reads paths of gets just
+/// those, per program (see [`super::cel_reads`]).
 pub struct EvalCtx<'e> {
     pub event: &'e Event,
-    cel: OnceCell<cel::Context<'static, 'static>>,
+    whole: [OnceCell<cel::Value>; ROOTS.len()],
 }
 
 impl<'e> EvalCtx<'e> {
     pub fn new(event: &'e Event) -> Self {
         EvalCtx {
             event,
-            cel: OnceCell::new(),
+            whole: Default::default(),
         }
     }
 
-    fn cel(&self) -> &cel::Context<'static, 'static> {
-        self.cel.get_or_init(|| {
-            let e = self.event;
-            let mut ctx = cel::Context::with_env(CEL_ENV.with(Arc::clone));
-            // Converted straight from the event, without copying it first:
-            // the body may be a megabyte.
-            let headers = e.headers.to_json();
-            let vars: [(&str, &dyn erased::Ser); 8] = [
-                ("id", &e.id),
-                ("source", &e.source),
-                ("type", &e.kind),
-                ("subject", &e.subject),
-                ("time", &e.time),
-                ("headers", &headers),
-                ("body", &e.body),
-                ("meta", &e.meta),
-            ];
-            for (name, v) in vars {
+    /// Envelope variable `root` (one of [`ROOTS`]) as a CEL value, whole.
+    fn whole(&self, root: &str) -> cel::Value {
+        let i = ROOTS.iter().position(|r| *r == root).unwrap_or(0);
+        self.whole[i]
+            .get_or_init(|| {
+                let e = self.event;
+                // Converted straight from the event, without copying it
+                // first: the body may be a megabyte.
+                let v = match root {
+                    "id" => cel::to_value(&e.id),
+                    "source" => cel::to_value(&e.source),
+                    "type" => cel::to_value(&e.kind),
+                    "subject" => cel::to_value(&e.subject),
+                    "time" => cel::to_value(&e.time),
+                    "headers" => cel::to_value(e.headers.to_json()),
+                    "body" => cel::to_value(&e.body),
+                    _ => cel::to_value(&e.meta),
+                };
                 // serde_json values always convert; fall back to null defensively.
-                let v = v.to_cel().unwrap_or(cel::Value::Null);
-                ctx.add_variable_from_value(name, v);
-            }
-            ctx
-        })
+                v.unwrap_or(cel::Value::Null)
+            })
+            .clone()
     }
-}
 
-/// Converting envelope fields of different types to CEL values by reference.
-mod erased {
-    pub trait Ser {
-        fn to_cel(&self) -> Result<cel::Value, cel::SerializationError>;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_cel(&self) -> Result<cel::Value, cel::SerializationError> {
-            cel::to_value(self)
+    /// The activation for a program that reads `reads`.
+    fn activation(&self, reads: &[(&'static str, Reads)]) -> cel::Context<'static, 'static> {
+        let mut ctx = cel::Context::with_env(CEL_ENV.with(Arc::clone));
+        for (root, r) in reads {
+            let value = match (r, *root) {
+                (Reads::Paths(paths), "body") => {
+                    cel::to_value(prune(&self.event.body, paths)).unwrap_or(cel::Value::Null)
+                }
+                (Reads::Paths(paths), "meta") => {
+                    cel::to_value(prune_map(&self.event.meta, paths)).unwrap_or(cel::Value::Null)
+                }
+                _ => self.whole(root),
+            };
+            ctx.add_variable_from_value(*root, value);
         }
+        ctx
     }
 }
 
@@ -349,6 +358,7 @@ impl Filter {
             check_cel_functions(&program).map_err(bad)?;
             return Ok(Filter::Expr {
                 source: expr.clone(),
+                reads: super::cel_reads::of(&program).into_iter().collect(),
                 program,
             });
         }
@@ -435,8 +445,11 @@ impl Filter {
             Filter::All(list) => list.iter().all(|f| f.test(ctx)),
             Filter::Any(list) => list.iter().any(|f| f.test(ctx)),
             Filter::Not(inner) => !inner.test(ctx),
-            Filter::Expr { program, .. } => {
-                matches!(program.execute(ctx.cel()), Ok(cel::Value::Bool(true)))
+            Filter::Expr { program, reads, .. } => {
+                matches!(
+                    program.execute(&ctx.activation(reads)),
+                    Ok(cel::Value::Bool(true))
+                )
             }
             Filter::TimeOfDay(w) => w.check(&ctx.event.time).is_ok_and(|(inside, _)| inside),
             Filter::Path { segments, op, .. } => {
@@ -484,8 +497,12 @@ impl Filter {
                     children: vec![child],
                 }
             }
-            Filter::Expr { source, program } => {
-                let (matched, seen, reason) = match program.execute(ctx.cel()) {
+            Filter::Expr {
+                source,
+                program,
+                reads,
+            } => {
+                let (matched, seen, reason) = match program.execute(&ctx.activation(reads)) {
                     Ok(cel::Value::Bool(b)) => (
                         b,
                         Some(Value::Bool(b)),
@@ -928,6 +945,70 @@ mod tests {
             "{timeOfDay: {start: '01:00:00', stop: '02:00:00', zone: UTC}}"
         )
         .is_err());
+    }
+
+    /// A CEL program given only the paths it reads gives what it gives on
+    /// the whole envelope: the same value, or the same error.
+    #[test]
+    fn cel_programs_see_the_same_with_only_what_they_read() {
+        let programs = [
+            "body.ref == 'refs/heads/main'",
+            "body.commits.exists(c, c.modified.exists(f, f.startsWith('models/')))",
+            "has(body.pull_request) && body.pull_request.merged",
+            "has(body.repo.name)",
+            "!has(body.repo.owner)",
+            "has(body.nope.x)",
+            "body.repo.name.startsWith('m') || body.missing == 1",
+            "body.missing == 1 || body.size > 2",
+            "body.nope.deeper == 1",
+            "body.ref.deeper == 1",
+            "body.tags.x == 1",
+            "size(body) > 2",
+            "body.commits[0].id == 'c1'",
+            "type(body.size) == int && body.ratio == '0.5'",
+            "headers['x-github-event'] == 'push' && meta.path == '/h'",
+            "has(meta.topic) || meta.path.endsWith('h')",
+            "[1].exists(body, body > 0)",
+            "body.repo.name + '/' + id + '/' + type",
+            "body == {'x': 1}",
+            "body.draft",
+        ];
+        let mut events = vec![event()];
+        for body in [
+            json!("a text body"),
+            json!([1, 2]),
+            json!({"repo": {"name": "ml", "owner": null}, "pull_request": {"merged": true}}),
+            json!({"x": 1}),
+        ] {
+            let mut e = event();
+            e.body = body;
+            events.push(e);
+        }
+        events[0].meta.insert("path".into(), json!("/h"));
+        let (mut trues, mut errors) = (0, 0);
+        for src in programs {
+            let f = Filter::compile(&spec(&format!("{{expr: {src:?}}}")), "f").unwrap();
+            let Filter::Expr { program, reads, .. } = &f else {
+                unreachable!()
+            };
+            let everything: Vec<(&'static str, Reads)> =
+                ROOTS.iter().map(|r| (*r, Reads::Whole)).collect();
+            for e in &events {
+                let ctx = EvalCtx::new(e);
+                let whole = program.execute(&ctx.activation(&everything));
+                let part = program.execute(&ctx.activation(reads));
+                assert_eq!(
+                    format!("{whole:?}"),
+                    format!("{part:?}"),
+                    "{src} on {} (reads {reads:?})",
+                    e.body
+                );
+                trues += usize::from(matches!(part, Ok(cel::Value::Bool(true))));
+                errors += usize::from(part.is_err());
+            }
+        }
+        // Both kinds of outcome are compared, not only one.
+        assert!(trues >= 10 && errors >= 10, "{trues} true, {errors} errors");
     }
 
     #[test]

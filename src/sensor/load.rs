@@ -688,6 +688,7 @@ fn compile_trigger(
             .parameters
             .iter()
             .any(|p| dep_names.iter().any(|d| p.value.contains(&format!("{d}.")))),
+        reads: None,
     })
 }
 

@@ -12,6 +12,7 @@
 
 pub mod argo;
 pub mod catalog;
+pub mod cel_reads;
 pub mod condition;
 pub mod correlate;
 pub mod filter;
@@ -85,6 +86,9 @@ pub struct Trigger {
     /// Whether a template refers to a dependency by name (`{{push.body.x}}`);
     /// if not, templates see only the envelope and rendering copies less.
     pub uses_dependency_names: bool,
+    /// The paths its parameter templates read (set by [`SensorSet::new`]):
+    /// rendering copies only those out of the event; `None`: all of it.
+    pub reads: render::Reads,
 }
 
 #[derive(Debug)]
@@ -264,7 +268,15 @@ pub struct DependencyExplanation {
 }
 
 impl SensorSet {
-    pub fn new(sensors: Vec<Sensor>, templates: Templates) -> Self {
+    pub fn new(mut sensors: Vec<Sensor>, templates: Templates) -> Self {
+        for t in sensors.iter_mut().flat_map(|s| s.triggers.iter_mut()) {
+            t.reads = templates.reads(
+                t.parameters
+                    .iter()
+                    .filter(|p| p.argo.is_none())
+                    .map(|p| p.template.as_str()),
+            );
+        }
         let mut grouped: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
         for (si, s) in sensors.iter().enumerate() {
             for (di, d) in s.dependencies.iter().enumerate() {
@@ -413,13 +425,14 @@ impl Trigger {
         events: &[(&str, &Event)],
         default_namespace: Option<&str>,
     ) -> Result<(String, Value), render::RenderError> {
-        let ctx = render::context(
+        let ctx = render::context_reading(
             primary,
             if self.uses_dependency_names {
                 events
             } else {
                 &[]
             },
+            &self.reads,
         );
         let mut obj = resource.clone();
         for p in &self.parameters {

@@ -41,7 +41,12 @@ pub enum RenderError {
 /// All parameter templates of all sensors, compiled once.
 pub struct Templates {
     hb: Handlebars<'static>,
+    /// Per template: the paths it reads (`None`: it may read anything).
+    reads: std::collections::HashMap<String, Option<Vec<Vec<String>>>>,
 }
+
+/// The event paths a set of templates reads (see [`Templates::reads`]).
+pub type Reads = Option<Vec<Vec<String>>>;
 
 impl Default for Templates {
     fn default() -> Self {
@@ -54,7 +59,10 @@ impl Default for Templates {
         hb.register_helper("trunc", Box::new(helper_trunc));
         hb.register_helper("json", Box::new(helper_json));
         hb.register_helper("replace", Box::new(helper_replace));
-        Templates { hb }
+        Templates {
+            hb,
+            reads: Default::default(),
+        }
     }
 }
 
@@ -69,7 +77,30 @@ impl Templates {
             .elements
             .iter()
             .try_for_each(check_helpers)
-            .map_err(RenderError::Template)
+            .map_err(RenderError::Template)?;
+        let mut paths = Vec::new();
+        let reads = template
+            .elements
+            .iter()
+            .try_for_each(|e| element_paths(e, &mut paths))
+            .map(|()| paths);
+        self.reads.insert(key.to_string(), reads);
+        Ok(())
+    }
+
+    /// The paths the templates under `keys` read, together, without paths
+    /// under another one (`body` covers `body.after`); `None` when one of
+    /// them may read anything (`each`, `with`, `lookup`, `this`, `../`…) or
+    /// is unknown.
+    pub fn reads<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Reads {
+        let mut all: Vec<Vec<String>> = Vec::new();
+        for key in keys {
+            all.extend(self.reads.get(key)?.as_ref()?.iter().cloned());
+        }
+        all.sort();
+        all.dedup();
+        let covered = |p: &Vec<String>| all.iter().any(|q| q.len() < p.len() && p.starts_with(q));
+        Some(all.iter().filter(|p| !covered(p)).cloned().collect())
     }
 
     /// Renders `key` against `ctx`.
@@ -116,6 +147,134 @@ fn check_helpers(element: &handlebars::template::TemplateElement) -> Result<(), 
         t.elements.iter().try_for_each(check_helpers)?;
     }
     Ok(())
+}
+
+/// Helpers that neither change the context nor read it by computed keys:
+/// a template using only these reads just the paths it names.
+const PRUNABLE: &[&str] = &[
+    "default", "lower", "upper", "trunc", "json", "replace", "if", "unless", "eq", "ne", "gt",
+    "gte", "lt", "lte", "and", "or", "not", "len",
+];
+
+/// Collects the paths `element` reads; `None` when it may read anything.
+fn element_paths(
+    element: &handlebars::template::TemplateElement,
+    out: &mut Vec<Vec<String>>,
+) -> Option<()> {
+    use handlebars::template::TemplateElement as E;
+    let (E::Expression(h) | E::HtmlExpression(h) | E::HelperBlock(h)) = element else {
+        return matches!(element, E::RawString(_) | E::Comment(_)).then_some(());
+    };
+    let is_call = h.block || !h.params.is_empty() || !h.hash.is_empty();
+    if is_call {
+        if !PRUNABLE.contains(&h.name.as_name()?) {
+            return None;
+        }
+    } else {
+        param_paths(&h.name, out)?;
+    }
+    if h.block_param.is_some() {
+        return None;
+    }
+    for p in h.params.iter().chain(h.hash.values()) {
+        param_paths(p, out)?;
+    }
+    for t in h.template.iter().chain(h.inverse.iter()) {
+        for e in &t.elements {
+            element_paths(e, out)?;
+        }
+    }
+    Some(())
+}
+
+fn param_paths(p: &handlebars::template::Parameter, out: &mut Vec<Vec<String>>) -> Option<()> {
+    use handlebars::template::Parameter as P;
+    use handlebars::{Path, PathSeg};
+    match p {
+        P::Literal(_) => {}
+        P::Name(n) if HELPERS.contains(&n.as_str()) => return None,
+        P::Name(n) => out.push(vec![n.clone()]),
+        P::Path(Path::Relative((segments, _))) => {
+            let path = segments
+                .iter()
+                .map(|s| match s {
+                    PathSeg::Named(n) if n != "this" => Some(n.clone()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            if path.is_empty() {
+                return None;
+            }
+            out.push(path);
+        }
+        P::Path(Path::Local(_)) => return None,
+        P::Subexpression(sub) => element_paths(sub.as_element(), out)?,
+        _ => return None,
+    }
+    Some(())
+}
+
+/// [`context`] holding only `reads` (from [`Templates::reads`]), copied from
+/// the events as [`Event::to_json`] shows them: the same data for templates
+/// that read only those paths, without serialising the whole event.
+pub fn context_reading(
+    primary: &Event,
+    by_dependency: &[(&str, &Event)],
+    reads: &Reads,
+) -> Context {
+    let Some(paths) = reads else {
+        return context(primary, by_dependency);
+    };
+    let mut top = Map::new();
+    for path in paths {
+        let found = match by_dependency.iter().find(|(name, _)| *name == path[0]) {
+            Some((_, event)) => envelope_value(event, &path[1..]),
+            None => envelope_value(primary, path),
+        };
+        if let Some(value) = found {
+            place(&mut top, path, value);
+        }
+    }
+    Context::from(Value::Object(top))
+}
+
+/// The value at `path` of `event.to_json()`, copied, without building it.
+fn envelope_value(event: &Event, path: &[String]) -> Option<Value> {
+    let Some((root, rest)) = path.split_first() else {
+        return Some(event.to_json());
+    };
+    let scalar = |s: &str| rest.is_empty().then(|| Value::String(s.to_string()));
+    match root.as_str() {
+        "id" => scalar(&event.id),
+        "source" => scalar(&event.source),
+        "type" => scalar(&event.kind),
+        "subject" => scalar(&event.subject),
+        "time" => scalar(&event.time),
+        "headers" => crate::event::walk(&event.headers.to_json(), rest).cloned(),
+        "body" => crate::event::walk(&event.body, rest).cloned(),
+        "meta" => match rest.split_first() {
+            None => Some(Value::Object(event.meta.clone())),
+            Some((k, more)) => crate::event::walk(event.meta.get(k)?, more).cloned(),
+        },
+        _ => None,
+    }
+}
+
+/// Puts `value` at `path` in `top`, creating objects on the way (an array
+/// index becomes an object key, which handlebars looks up the same way).
+fn place(top: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = top;
+    for seg in parents {
+        let next = node
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(map) = next else { return };
+        node = map;
+    }
+    node.insert(last.clone(), value);
 }
 
 /// The data templates see: the envelope of the event that completed the
@@ -469,6 +628,65 @@ mod tests {
         t.add("k", src).map_err(|e| e.to_string())?;
         let e = event();
         t.render("k", &context(&e, &[("push", &e)]))
+    }
+
+    /// Rendering against the pruned context gives what the whole event
+    /// gives — the same text or the same error — for every template that is
+    /// pruned, and the unprunable ones fall back to the whole event.
+    #[test]
+    fn templates_see_the_same_data_with_only_the_paths_they_read() {
+        let sources = [
+            "{{body.after}}",
+            "{{after}}",
+            "{{push.body.after}}",
+            "{{json push}}",
+            "{{default body.missing \"none\"}}",
+            "{{default body.n.deeper \"none\"}}",
+            "{{lower body.ref}}-{{upper (lower headers.x-github-event)}}",
+            "{{body.commits.0.id}} {{body.commits.1.id}}",
+            "{{json body.commits}} {{body.commits.0.id}}",
+            "{{len body.commits}} {{trunc body.after 7}}",
+            "{{#if body.n}}{{body.n}}{{else}}{{body.ref}}{{/if}}",
+            "{{#unless (eq body.n 3)}}no{{/unless}}{{replace body.ref \"refs/\" \"\"}}",
+            "{{headers.X-GitHub-Event}}",
+            "{{body.missing}}",
+            "{{body.ref.deeper}}",
+            "{{id}}/{{type}}/{{source}}/{{time}}/{{meta.path}}/{{meta}}",
+            "{{json body}}",
+            "{{json headers}}",
+            "{{#each body.commits}}{{id}}{{/each}}",
+            "{{#with body}}{{after}}{{/with}}",
+            "{{lookup body \"after\"}}",
+            "{{json this}}",
+        ];
+        let mut e = event();
+        e.meta.insert("path".into(), json!("/hooks"));
+        let mut other = event();
+        other.body = json!({"after": "fedcba", "commits": [{"id": "b"}, {"id": "c"}]});
+        let mut t = Templates::default();
+        let mut pruned = 0;
+        for (i, src) in sources.iter().enumerate() {
+            let key = format!("k{i}");
+            t.add(&key, src).unwrap();
+            let reads = t.reads([key.as_str()]);
+            pruned += usize::from(reads.is_some());
+            for deps in [vec![], vec![("push", &other)]] {
+                let whole = t.render(&key, &context(&e, &deps));
+                let part = t.render(&key, &context_reading(&e, &deps, &reads));
+                assert_eq!(whole, part, "{src} with {:?}", reads);
+            }
+        }
+        // Only the last four read the context by computed paths.
+        assert_eq!(pruned, sources.len() - 4);
+        assert_eq!(
+            t.reads(["k0", "k8"]),
+            Some(vec![
+                vec!["body".to_string(), "after".to_string()],
+                vec!["body".to_string(), "commits".to_string()],
+            ])
+        );
+        assert_eq!(t.reads(["k0", "k19"]), None);
+        assert_eq!(t.reads(["k0", "unknown"]), None);
     }
 
     #[test]

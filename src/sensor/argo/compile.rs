@@ -334,6 +334,7 @@ fn compile_trigger(
                 interval: Duration::from_secs(interval),
             },
             uses_dependency_names: false,
+            reads: None,
         });
     }
     let (kind, rt) = match (&t.k8s, &t.argo_workflow) {
@@ -492,6 +493,7 @@ fn compile_trigger(
         resets,
         action,
         uses_dependency_names: false,
+        reads: None,
     })
 }
 

@@ -1,0 +1,242 @@
+//! What a CEL program reads of the envelope, found once at load, and the
+//! activation that holds only that: a filter such as
+//! `body.commits.exists(c, …)` gets `body` with just `commits` in it, not the
+//! whole 6 KB push converted into CEL values per event.
+//!
+//! The analysis walks the program's syntax tree. A field chain from an
+//! envelope variable (`body.repository.name`) is a path, and so is
+//! `has(body.a.b)` (the copy keeps `b` exactly when it is there); a
+//! variable used any other way (`size(body)`, `headers['x']`, `type(body)`,
+//! passed to a function) is read whole. Reading more than needed is always
+//! safe; the copy keeps what makes an absent field or a wrong type fail
+//! the same way (see [`prune`]).
+
+use std::collections::BTreeMap;
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use serde_json::{Map, Value};
+
+use crate::event::ROOTS;
+
+/// How much of one envelope variable a program reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reads {
+    Whole,
+    /// Only these field paths under it (none a prefix of another).
+    Paths(Vec<Vec<String>>),
+}
+
+/// The envelope variables a program reads, by name, and how much of each.
+pub fn of(program: &cel::Program) -> BTreeMap<&'static str, Reads> {
+    let mut found: BTreeMap<&'static str, Option<Vec<Vec<String>>>> = BTreeMap::new();
+    walk(program.expression(), &mut found);
+    found
+        .into_iter()
+        .map(|(root, paths)| {
+            let reads = match paths {
+                None => Reads::Whole,
+                Some(mut paths) => {
+                    paths.sort();
+                    paths.dedup();
+                    let covered = |p: &Vec<String>| {
+                        paths.iter().any(|q| q.len() < p.len() && p.starts_with(q))
+                    };
+                    Reads::Paths(paths.iter().filter(|p| !covered(p)).cloned().collect())
+                }
+            };
+            (root, reads)
+        })
+        .collect()
+}
+
+/// `Some((root, path under it))` for `root.f1.f2…` (field selections only).
+fn chain(e: &Expr) -> Option<(&'static str, Vec<String>)> {
+    match e {
+        Expr::Ident(name) => ROOTS
+            .iter()
+            .find(|r| **r == name.as_str())
+            .map(|r| (*r, Vec::new())),
+        Expr::Select(s) if !s.test => {
+            let (root, mut path) = chain(&s.operand.expr)?;
+            path.push(s.field.clone());
+            Some((root, path))
+        }
+        _ => None,
+    }
+}
+
+fn walk(e: &IdedExpr, found: &mut BTreeMap<&'static str, Option<Vec<Vec<String>>>>) {
+    let mut note = |root: &'static str, path: Vec<String>| {
+        let entry = found.entry(root).or_insert_with(|| Some(Vec::new()));
+        match (entry, path.is_empty()) {
+            (entry @ Some(_), true) => *entry = None,
+            (Some(paths), false) => paths.push(path),
+            (None, _) => {}
+        }
+    };
+    match &e.expr {
+        Expr::Ident(_) => {
+            if let Some((root, _)) = chain(&e.expr) {
+                note(root, Vec::new());
+            }
+        }
+        // `has(x.f)` too: the copy keeps `f` when it is there (see `prune`).
+        Expr::Select(s) => match chain(&s.operand.expr) {
+            Some((root, mut path)) => {
+                path.push(s.field.clone());
+                note(root, path);
+            }
+            None => walk(&s.operand, found),
+        },
+        Expr::Call(c) => {
+            if let Some(t) = &c.target {
+                walk(t, found);
+            }
+            for a in &c.args {
+                walk(a, found);
+            }
+        }
+        Expr::Comprehension(c) => {
+            for part in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                walk(part, found);
+            }
+        }
+        Expr::List(l) => l.elements.iter().for_each(|x| walk(x, found)),
+        Expr::Map(m) => m.entries.iter().for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => {
+                walk(&me.key, found);
+                walk(&me.value, found);
+            }
+            EntryExpr::StructField(sf) => walk(&sf.value, found),
+        }),
+        Expr::Struct(s) => s.entries.iter().for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => {
+                walk(&me.key, found);
+                walk(&me.value, found);
+            }
+            EntryExpr::StructField(sf) => walk(&sf.value, found),
+        }),
+        Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+/// `value` with only `paths` in it. Along each path an object is copied
+/// key by key; where the path cannot go on (a key that is absent, or a
+/// value that is not an object) what is there is kept as it is, so that
+/// selecting the next field fails with the same error as on the whole.
+/// A value that is not an object is returned whole.
+pub fn prune(value: &Value, paths: &[Vec<String>]) -> Value {
+    match value {
+        Value::Object(whole) => prune_map(whole, paths),
+        other => other.clone(),
+    }
+}
+
+/// [`prune`] of an object.
+pub fn prune_map(whole: &Map<String, Value>, paths: &[Vec<String>]) -> Value {
+    let mut out = Map::new();
+    for path in paths {
+        let (mut src, mut dst) = (whole, &mut out);
+        for (i, seg) in path.iter().enumerate() {
+            let Some(next) = src.get(seg) else { break };
+            let last = i + 1 == path.len();
+            match next {
+                Value::Object(inner) if !last => {
+                    let slot = dst
+                        .entry(seg.clone())
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    let Value::Object(slot) = slot else { break };
+                    (src, dst) = (inner, slot);
+                }
+                other => {
+                    dst.insert(seg.clone(), other.clone());
+                    break;
+                }
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn reads(expr: &str) -> BTreeMap<&'static str, Reads> {
+        of(&cel::Program::compile(expr).unwrap())
+    }
+
+    fn paths(list: &[&str]) -> Reads {
+        Reads::Paths(
+            list.iter()
+                .map(|p| p.split('.').map(str::to_string).collect())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn field_chains_are_paths_anything_else_reads_the_whole_variable() {
+        let r = reads(
+            "body.commits.exists(c, c.modified.exists(f, f.startsWith('models/'))) && body.ref == 'x'",
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r["body"], paths(&["body.commits", "body.ref"]).strip_root());
+        let r = reads("has(body.pull_request.merged) && headers['x-github-event'] == 'pr'");
+        assert_eq!(r["body"], paths(&["body.pull_request.merged"]).strip_root());
+        assert_eq!(r["headers"], Reads::Whole);
+        assert_eq!(reads("size(body) > 2")["body"], Reads::Whole);
+        assert_eq!(reads("type(body) == map")["body"], Reads::Whole);
+        // A path under another is covered by it.
+        assert_eq!(
+            reads("body.a == 1 || body.a.b == 2")["body"],
+            paths(&["body.a"]).strip_root()
+        );
+        // Index calls stop the chain: `body.commits` is read whole.
+        assert_eq!(
+            reads("body.commits[0].id == 'x'")["body"],
+            paths(&["body.commits"]).strip_root()
+        );
+        // A comprehension variable that shadows a root reads it whole (safe).
+        assert_eq!(reads("[1].exists(body, body > 0)")["body"], Reads::Whole);
+        assert!(!reads("1 == 1").contains_key("body"));
+    }
+
+    impl Reads {
+        /// `body.x` written in tests → `x` under the variable.
+        fn strip_root(self) -> Reads {
+            match self {
+                Reads::Paths(p) => Reads::Paths(p.into_iter().map(|p| p[1..].to_vec()).collect()),
+                whole => whole,
+            }
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_the_paths_and_what_makes_them_fail() {
+        let body = json!({"a": {"b": 1, "c": 2}, "s": "text", "list": [1], "big": {"x": 1}});
+        let p = |list: &[&str]| -> Vec<Vec<String>> {
+            list.iter()
+                .map(|p| p.split('.').map(str::to_string).collect())
+                .collect()
+        };
+        assert_eq!(prune(&body, &p(&["a.b"])), json!({"a": {"b": 1}}));
+        assert_eq!(prune(&body, &p(&["a"])), json!({"a": {"b": 1, "c": 2}}));
+        // Absent: the object on the way exists, the key does not.
+        assert_eq!(prune(&body, &p(&["a.zz.y"])), json!({"a": {}}));
+        assert_eq!(prune(&body, &p(&["nope.y"])), json!({}));
+        // Not an object on the way: kept as it is (the same type error).
+        assert_eq!(
+            prune(&body, &p(&["s.y", "list.y"])),
+            json!({"s": "text", "list": [1]})
+        );
+        // A body that is not an object is whole.
+        assert_eq!(prune(&json!("text"), &p(&["a"])), json!("text"));
+    }
+}
