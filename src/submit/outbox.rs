@@ -126,13 +126,16 @@ struct Job {
     done: tokio::sync::oneshot::Sender<std::io::Result<Submitted>>,
 }
 
-/// The group commit: one writer thread takes every write queued meanwhile
-/// (up to [`BATCH`]), writes and links each, then makes the whole batch
-/// durable with **one** flush — `syncfs` on Linux (file data and directory
-/// entries of the outbox's file system), per-file `fsync` + a directory
-/// `fsync` elsewhere or for a batch of one — and only then answers: a
-/// submission is acknowledged only once its file would survive a crash, and
-/// concurrent submissions share the flush, as a database's group commit.
+/// The group commit: a writer thread takes every write queued meanwhile
+/// (up to [`BATCH`]) and writes and links each; a flusher thread then makes
+/// what was written durable with **one** flush — `syncfs` on Linux (file
+/// data and directory entries of the outbox's file system), per-file
+/// `fsync` + a directory `fsync` elsewhere or for a single file — and only
+/// then answers: a submission is acknowledged only once its file would
+/// survive a crash, and concurrent submissions share the flush, as a
+/// database's group commit. The two threads overlap: the next batch is
+/// written while the last one is being flushed, and batches written during
+/// a flush share the next one.
 struct Committer {
     jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
     /// Flushes done (each covering a batch).
@@ -145,10 +148,12 @@ const BATCH: usize = 256;
 impl Committer {
     fn start(dir: PathBuf) -> std::io::Result<Committer> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (written_tx, written_rx) = std::sync::mpsc::channel::<Vec<(Job, Write)>>();
         let flushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = flushes.clone();
+        let writer_dir = dir.clone();
         std::thread::Builder::new()
-            .name("outbox-commit".into())
+            .name("outbox-write".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
@@ -158,7 +163,27 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    if commit(&dir, batch) {
+                    let written = batch
+                        .into_iter()
+                        .map(|j| {
+                            let r = write_unsynced(&writer_dir, &j.path, &j.bytes);
+                            (j, r)
+                        })
+                        .collect();
+                    if written_tx.send(written).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        std::thread::Builder::new()
+            .name("outbox-flush".into())
+            .spawn(move || {
+                while let Ok(first) = written_rx.recv() {
+                    let mut written = first;
+                    while let Ok(more) = written_rx.try_recv() {
+                        written.extend(more);
+                    }
+                    if settle(&dir, written) {
                         counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
@@ -188,16 +213,12 @@ impl Committer {
 /// What a write did, and the file to flush.
 type Written = (Submitted, Option<std::fs::File>);
 
-/// Writes and links every job, flushes once, answers each; whether it
+/// A write's result.
+type Write = std::io::Result<Written>;
+
+/// Flushes once what was written, then answers each job; whether it
 /// flushed.
-fn commit(dir: &Path, batch: Vec<Job>) -> bool {
-    let written: Vec<(Job, std::io::Result<Written>)> = batch
-        .into_iter()
-        .map(|j| {
-            let r = write_unsynced(dir, &j.path, &j.bytes);
-            (j, r)
-        })
-        .collect();
+fn settle(dir: &Path, written: Vec<(Job, Write)>) -> bool {
     let files: Vec<&std::fs::File> = written
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().and_then(|(_, f)| f.as_ref()))
@@ -247,6 +268,13 @@ fn write_unsynced(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<Writ
     if path.exists() {
         return existing();
     }
+    #[cfg(target_os = "linux")]
+    match write_anonymous(dir, path, bytes) {
+        Ok(file) => return Ok((Submitted::Created, Some(file))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return existing(),
+        // No O_TMPFILE here (filesystem, kernel) or no /proc: a named temp file.
+        Err(_) => {}
+    }
     let temp = || {
         let mut b = tempfile::Builder::new();
         b.prefix(TMP_PREFIX);
@@ -272,6 +300,41 @@ fn write_unsynced(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<Writ
     let file = tmp.as_file().try_clone()?;
     drop(tmp); // removes the temp name
     Ok((Submitted::Created, Some(file)))
+}
+
+/// [`write_unsynced`] without a temp name: an unnamed file in `dir`
+/// (`O_TMPFILE`), written, then linked to `path` (failing if the name is
+/// taken). Saves creating and removing a name per object, and a killed
+/// process leaves nothing behind.
+#[cfg(target_os = "linux")]
+fn write_anonymous(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)?;
+    file.write_all(bytes)?;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both are NUL-terminated paths that live across the call.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked == 0 {
+        Ok(file)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
