@@ -139,6 +139,26 @@ fn adnanh(port: u16, dir: &std::path::Path) -> Option<std::process::Child> {
         .ok()
 }
 
+/// Waits until adnanh/webhook's `/bin/true` children are gone: it answers
+/// before they run, and a backlog of forks would slow what is measured next.
+async fn settle(child: Option<&std::process::Child>) {
+    let Some(child) = child else { return };
+    for _ in 0..200 {
+        let busy = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| {
+                std::fs::read_to_string(t.path().join("children"))
+                    .is_ok_and(|c| !c.trim().is_empty())
+            });
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn start_tripline() -> Tripline {
     let sensor = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -198,10 +218,12 @@ async fn main() {
     let miss_rps = load(&url, n, "issues", body.clone()).await;
     let hit_rps = load(&url, n, "push", body.clone()).await;
     let adnanh_rps = match adnanh.is_some() {
-        true => Some((
-            load(&adnanh_url, n, "issues", body.clone()).await,
-            load(&adnanh_url, n, "push", body.clone()).await,
-        )),
+        true => {
+            let miss = load(&adnanh_url, n, "issues", body.clone()).await;
+            let hit = load(&adnanh_url, n, "push", body.clone()).await;
+            settle(adnanh.as_ref()).await;
+            Some((miss, hit))
+        }
         false => None,
     };
     // Throughput against the number of connections (for the plot in
@@ -219,6 +241,7 @@ async fn main() {
                 true => load_with(&adnanh_url, per, "push", body.clone(), c, 0).await,
                 false => 0.0,
             };
+            settle(adnanh.as_ref()).await;
             sweep.push(format!("{c},{p:.0},{m:.0},{h:.0},{a:.0}"));
             extra += per;
         }

@@ -108,21 +108,24 @@ fn walk(e: &IdedExpr, found: &mut BTreeMap<&'static str, Option<Vec<Vec<String>>
             }
         }
         Expr::List(l) => l.elements.iter().for_each(|x| walk(x, found)),
-        Expr::Map(m) => m.entries.iter().for_each(|entry| match &entry.expr {
-            EntryExpr::MapEntry(me) => {
-                walk(&me.key, found);
-                walk(&me.value, found);
-            }
-            EntryExpr::StructField(sf) => walk(&sf.value, found),
-        }),
-        Expr::Struct(s) => s.entries.iter().for_each(|entry| match &entry.expr {
-            EntryExpr::MapEntry(me) => {
-                walk(&me.key, found);
-                walk(&me.value, found);
-            }
-            EntryExpr::StructField(sf) => walk(&sf.value, found),
-        }),
+        Expr::Map(m) => walk_entries(&m.entries, found),
+        Expr::Struct(s) => walk_entries(&s.entries, found),
         Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+fn walk_entries(
+    entries: &[cel::common::ast::IdedEntryExpr],
+    found: &mut BTreeMap<&'static str, Option<Vec<Vec<String>>>>,
+) {
+    for entry in entries {
+        match &entry.expr {
+            EntryExpr::MapEntry(me) => {
+                walk(&me.key, found);
+                walk(&me.value, found);
+            }
+            EntryExpr::StructField(sf) => walk(&sf.value, found),
+        }
     }
 }
 

@@ -6,6 +6,9 @@
 //! * [`SensorSet::match_event`] — the pure matcher: `(sensors, event) ->
 //!   which dependencies matched`, indexed by source so sensors on other
 //!   sources cost nothing. [`SensorSet::explain`] tells why, per filter.
+//! * [`filter`] — the filters a dependency holds; [`cel_reads`] finds what a
+//!   CEL program reads so it gets only that; [`window`] is the time-of-day
+//!   window of `timeOfDay` and Argo's `time`.
 //! * [`correlate`] — keeps dependency events for multi-dependency triggers.
 //! * [`render`] — parameters into the manifest, deterministic names.
 //! * [`preview`] — what an event would submit, for `test` and `/explain`.
