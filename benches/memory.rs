@@ -195,7 +195,14 @@ async fn main() {
     drop(loaded);
 
     let per_event = peak.saturating_sub(idle_rss) / concurrent as u64;
-    println!("resident memory (VmRSS), release build:");
+    println!(
+        "resident memory (VmRSS), {}:",
+        if cfg!(debug_assertions) {
+            "debug build (smoke run; `cargo bench` measures the release build)"
+        } else {
+            "release build"
+        }
+    );
     println!(
         "  idle (1 source, 1 sensor)           {:>7.1} MB   (goal < 30 MB: {})",
         mb(idle_rss),

@@ -303,8 +303,7 @@ fn compile(
                 );
                 None
             }
-            (Some(_), Some(_)) | (None, Some(_)) => {
-                let a = d.argo.as_ref().expect("matched Some");
+            (_, Some(a)) => {
                 let spec = match &a.filters {
                     None => Ok(None),
                     Some(v) => {

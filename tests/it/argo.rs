@@ -6,7 +6,9 @@
 use serde_json::Value;
 
 use crate::support::kube_api::KubeApi;
-use crate::support::tripline::{fixture, github_signature, repo, run_cli, Tripline};
+use crate::support::tripline::{
+    fixture, github_signature, header_args, repo, run_cli, tripline_test, Tripline,
+};
 use crate::support::wait::until;
 
 /// Sources named `<eventSourceName>-<eventName>` for every upstream example.
@@ -96,22 +98,14 @@ fn the_upstream_examples_load_or_say_what_is_missing() {
 fn tripline_test_renders_an_argo_sensor() {
     let dir = tempfile::tempdir().unwrap();
     let event = repo("tests/fixtures/github/push.payload.json");
-    let (code, out, err) = run_cli(
-        &[
-            "test",
-            argo("webhook.yaml").to_str().unwrap(),
-            "--event",
-            event.to_str().unwrap(),
-            "-H",
-            "Content-Type=application/json",
-            "--output",
-            "json",
-        ],
+    let run = tripline_test(
+        &argo("webhook.yaml"),
+        &event,
+        &["-H", "Content-Type=application/json"],
         dir.path(),
     );
-    assert_eq!(code, 0, "{out}\n{err}");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let wf = &v["rendered"][0]["object"];
+    assert_eq!(run.code, 0, "{}\n{}", run.out, run.err);
+    let wf = &run.json["rendered"][0]["object"];
     assert_eq!(wf["kind"], "Workflow");
     assert_eq!(
         wf["metadata"]["labels"]["events.argoproj.io/sensor"],
@@ -339,23 +333,15 @@ spec:
         r#"{"object_kind":"emoji","object_attributes":{"title":"Fix the build"}}"#,
     )
     .unwrap();
-    let (code, out, err) = run_cli(
-        &[
-            "test",
-            sensor.to_str().unwrap(),
-            "--event",
-            event.to_str().unwrap(),
-            "-H",
-            "X-Gitlab-Event=Emoji Hook",
-            "-H",
-            "Content-Type=application/json",
-            "--output",
-            "json",
-        ],
-        dir.path(),
-    );
-    assert_eq!(code, 0, "{out}\n{err}");
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let emoji = [
+        "-H",
+        "X-Gitlab-Event=Emoji Hook",
+        "-H",
+        "Content-Type=application/json",
+    ];
+    let run = tripline_test(&sensor, &event, &emoji, dir.path());
+    assert_eq!(run.code, 0, "{}\n{}", run.out, run.err);
+    let v = run.json;
     let by = |name: &str| {
         v["rendered"]
             .as_array()
@@ -378,22 +364,8 @@ spec:
     );
     // Without the title, the Workflow trigger cannot render: exit 2.
     std::fs::write(&event, r#"{"object_kind":"emoji"}"#).unwrap();
-    let (code, out, _) = run_cli(
-        &[
-            "test",
-            sensor.to_str().unwrap(),
-            "--event",
-            event.to_str().unwrap(),
-            "-H",
-            "X-Gitlab-Event=Emoji Hook",
-            "-H",
-            "Content-Type=application/json",
-            "--output",
-            "json",
-        ],
-        dir.path(),
-    );
-    assert_eq!(code, 2, "{out}");
+    let run = tripline_test(&sensor, &event, &emoji, dir.path());
+    assert_eq!(run.code, 2, "{}", run.out);
 }
 
 /// `tripline import`: every upstream example converts, the native result
@@ -476,25 +448,11 @@ fn import_converts_and_behaves_identically() {
             .flat_map(move |e| times(n).into_iter().map(move |t| (n.as_str(), e, t)))
     }) {
         let render = |sensor: &std::path::Path| {
-            let mut args = vec![
-                "test".to_string(),
-                sensor.display().to_string(),
-                "--event".into(),
-                event.display().to_string(),
-                "--time".into(),
-                time.into(),
-                "--output".into(),
-                "json".into(),
-            ];
-            for h in headers.iter() {
-                args.push("-H".into());
-                args.push(h.to_string());
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (code, out, err) = run_cli(&args, dir.path());
-            let v: Value =
-                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{name}: {e}: {out}\n{err}"));
-            (code, v["rendered"].clone())
+            let mut args = header_args(headers);
+            args.extend(["--time", time]);
+            let run = tripline_test(sensor, event, &args, dir.path());
+            assert!(!run.json.is_null(), "{name}: {}\n{}", run.out, run.err);
+            (run.code, run.json["rendered"].clone())
         };
         let (code_argo, argo_rendered) = render(&argo(name));
         let (code_native, native_rendered) = render(&dir.path().join(format!("native-{name}")));
@@ -620,28 +578,13 @@ spec:
     .unwrap();
     let event = dir.path().join("e.json");
     std::fs::write(&event, r#"{"n": 7}"#).unwrap();
-    let test = |time: &str| {
-        run_cli(
-            &[
-                "test",
-                sensor.to_str().unwrap(),
-                "--event",
-                event.to_str().unwrap(),
-                "--time",
-                time,
-                "--output",
-                "json",
-            ],
-            dir.path(),
-        )
-    };
-    let (code, out, err) = test("2026-11-30T23:30:00Z");
-    assert_eq!(code, 0, "{out}\n{err}");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["rendered"][0]["object"]["data"]["n"], "7");
-    let (code, out, _) = test("2026-11-30T12:00:00Z");
-    assert_eq!(code, 1, "outside the time window: {out}");
-    assert!(out.contains("outside the time window"), "{out}");
+    let test = |time: &str| tripline_test(&sensor, &event, &["--time", time], dir.path());
+    let run = test("2026-11-30T23:30:00Z");
+    assert_eq!(run.code, 0, "{}\n{}", run.out, run.err);
+    assert_eq!(run.json["rendered"][0]["object"]["data"]["n"], "7");
+    let run = test("2026-11-30T12:00:00Z");
+    assert_eq!(run.code, 1, "outside the time window: {}", run.out);
+    assert!(run.out.contains("outside the time window"), "{}", run.out);
 }
 
 /// A source's `argo:` block, through `tripline test` with `./tripline.yaml`:
@@ -683,15 +626,8 @@ spec:
             format!("sources: [{{type: kafka, name: jobs, brokers: k:9092, topics: [jobs], groupId: g{argo}}}]\n"),
         )
         .unwrap();
-        let args = [
-            "test",
-            sensor.to_str().unwrap(),
-            "--event",
-            event.to_str().unwrap(),
-            "--output",
-            "json",
-        ];
-        run_cli(&args, dir.path())
+        let run = tripline_test(&sensor, &event, &[], dir.path());
+        (run.code, run.out, run.err)
     };
     let (code, out, err) = config(
         ", argo: {eventSourceName: kafka, eventName: example, jsonBody: false, metadata: {team: ml}}",
@@ -770,20 +706,10 @@ spec:
         r#"{"name": "retrain", "bucket": "data", "port": ":9000", "image": "trainer:2"}"#,
     )
     .unwrap();
-    let args = [
-        "test",
-        sensor.to_str().unwrap(),
-        "--event",
-        event.to_str().unwrap(),
-        "-H",
-        "Content-Type=application/json",
-        "--output",
-        "json",
-    ];
-    let (code, out, err) = run_cli(&args, dir.path());
-    assert_eq!(code, 0, "{out}\n{err}");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let obj = &v["rendered"][0]["object"];
+    let json_body = ["-H", "Content-Type=application/json"];
+    let run = tripline_test(&sensor, &event, &json_body, dir.path());
+    assert_eq!(run.code, 0, "{}\n{}", run.out, run.err);
+    let obj = &run.json["rendered"][0]["object"];
     assert_eq!(
         obj["metadata"]["labels"]["events.argoproj.io/trigger"], "retrain",
         "{obj}"
@@ -796,12 +722,9 @@ spec:
     assert_eq!(code, 0, "{err}");
     let native = dir.path().join("native.yaml");
     std::fs::write(&native, &imported).unwrap();
-    let mut native_args = args;
-    native_args[1] = native.to_str().unwrap();
-    let (code, out, err) = run_cli(&native_args, dir.path());
-    assert_eq!(code, 0, "{imported}\n{out}\n{err}");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let native_obj = &v["rendered"][0]["object"];
+    let run = tripline_test(&native, &event, &json_body, dir.path());
+    assert_eq!(run.code, 0, "{imported}\n{}\n{}", run.out, run.err);
+    let native_obj = &run.json["rendered"][0]["object"];
     assert_eq!(native_obj["data"], obj["data"], "{imported}");
     assert_eq!(
         native_obj["metadata"]["labels"]["events.argoproj.io/trigger"], "retrain",
@@ -809,7 +732,8 @@ spec:
     );
 
     write("        - {src: {dependencyName: test-dep, value: x}, dest: k8s.operation}\n");
-    let (code, _, err) = run_cli(&args, dir.path());
+    let run = tripline_test(&sensor, &event, &json_body, dir.path());
+    let (code, err) = (run.code, run.err);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("spec.triggers[0].parameters[4].dest: `k8s.operation`: template-level parameters may set `name` or `k8s.source.resource.…`"),
@@ -1132,24 +1056,16 @@ spec:
     for (argo_file, native_file, _, _) in &files {
         for (event, headers) in &events {
             let render = |sensor: &std::path::Path| {
-                let mut args = vec![
-                    "test".to_string(),
-                    sensor.display().to_string(),
-                    "--event".into(),
-                    event.display().to_string(),
-                    "--output".into(),
-                    "json".into(),
-                ];
-                for h in headers {
-                    args.push("-H".into());
-                    args.push(h.to_string());
-                }
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let (code, out, err) = run_cli(&args, dir.path());
-                let v: Value = serde_json::from_str(&out)
-                    .unwrap_or_else(|e| panic!("{}: {e}: {out}\n{err}", sensor.display()));
-                let r = &v["rendered"][0];
-                (code, r["fires"].clone(), r["object"].clone())
+                let run = tripline_test(sensor, event, &header_args(headers), dir.path());
+                assert!(
+                    !run.json.is_null(),
+                    "{}: {}\n{}",
+                    sensor.display(),
+                    run.out,
+                    run.err
+                );
+                let r = &run.json["rendered"][0];
+                (run.code, r["fires"].clone(), r["object"].clone())
             };
             let argo_said = render(argo_file);
             assert_eq!(

@@ -323,6 +323,36 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
     )
 }
 
+/// What `tripline test --output json` said.
+pub struct TestRun {
+    pub code: i32,
+    /// stdout as JSON (`Null` when it is not JSON).
+    pub json: Value,
+    pub out: String,
+    pub err: String,
+}
+
+/// `tripline test SENSOR --event EVENT [ARGS…] --output json` in `cwd`;
+/// `args` are further flags (`-H K=V`, `--time T`, `--config F`).
+pub fn tripline_test(sensor: &Path, event: &Path, args: &[&str], cwd: &Path) -> TestRun {
+    let (sensor, event) = (sensor.display().to_string(), event.display().to_string());
+    let mut all = vec!["test", &sensor, "--event", &event];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    let (code, out, err) = run_cli(&all, cwd);
+    TestRun {
+        code,
+        json: serde_json::from_str(&out).unwrap_or(Value::Null),
+        out,
+        err,
+    }
+}
+
+/// `-H K=V` for each header.
+pub fn header_args<'a>(headers: &[&'a str]) -> Vec<&'a str> {
+    headers.iter().flat_map(|h| ["-H", *h]).collect()
+}
+
 /// Sends a raw HTTP/1.1 request head and then `body` piece by piece over a
 /// plain socket, stopping quietly when the server has closed (a 413 sent
 /// early), and returns the reply's status line. For what an HTTP client
