@@ -17,7 +17,7 @@ use std::time::Duration;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::tripline::{github_signature, Tripline};
+use support::tripline::{github_signature, push_to_main, Tripline};
 
 const SECRET: &str = "bench-secret";
 
@@ -107,13 +107,7 @@ async fn start(sensors: usize) -> Tripline {
 /// A push of repository `repo-0` to main, padded to about 1 MiB (under the
 /// default `limits.maxBodyBytes` of 1 MiB).
 fn big_push() -> Vec<u8> {
-    let raw = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/github/push.payload.json"
-    ))
-    .unwrap();
-    let mut push: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    push["ref"] = "refs/heads/main".into();
+    let mut push = push_to_main();
     push["repository"]["name"] = "repo-0".into();
     let base = serde_json::to_vec(&push).unwrap().len();
     let pad = (1 << 20) - base - 64;

@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 mod support;
 
 use support::brokers::free_port;
-use support::tripline::{github_signature, Tripline};
+use support::tripline::{github_signature, push_to_main, Tripline};
 
 const SECRET: &str = "bench-secret";
 const CONCURRENCY: usize = 32;
@@ -190,14 +190,7 @@ async fn wait_up(url: &str) {
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 20_000 } else { 200 };
-    let raw = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/github/push.payload.json"
-    ))
-    .unwrap();
-    let mut push: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    push["ref"] = "refs/heads/main".into();
-    let body = Arc::new(serde_json::to_vec(&push).unwrap());
+    let body = Arc::new(serde_json::to_vec(&push_to_main()).unwrap());
 
     let peer_port = free_port();
     tokio::spawn(peer(peer_port));

@@ -23,6 +23,13 @@ pub fn fixture(path: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
+/// The real GitHub push fixture, made a push to `main`.
+pub fn push_to_main() -> Value {
+    let mut push: Value = serde_json::from_slice(&fixture("github/push.payload.json")).unwrap();
+    push["ref"] = "refs/heads/main".into();
+    push
+}
+
 pub struct Tripline {
     pub dir: TempDir,
     /// The public listener: webhook paths and `/healthz`.
