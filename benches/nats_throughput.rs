@@ -137,7 +137,10 @@ async fn tripline_rate(stream: &stream::Stream, durable: &str, n: usize) -> f64 
 #[tokio::main]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let n = if full { 20_000 } else { 300 };
+    let n: usize = std::env::var("TRIPLINE_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 20_000 } else { 300 });
     let nats = Nats::start().await;
     let url = nats.url();
     let js = jetstream::new(nats.client().await);

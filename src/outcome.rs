@@ -67,6 +67,12 @@ pub struct Outcome {
     /// shows the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub why_not: Vec<Miss>,
+    /// Nothing matched and `why_not` was not worked out: a broker source's
+    /// unmatched events are explained at most once per
+    /// [`EXPLAIN_EVERY`](crate::engine::EXPLAIN_EVERY) (no sender reads a
+    /// reply; the status page says so).
+    #[serde(skip)]
+    pub unexplained: bool,
 }
 
 /// How many non-matching dependencies an outcome explains.

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, CorrelationConfig, JournalConfig, SubmitConfig};
+use crate::config::{Config, CorrelationConfig, JournalConfig, SourceConfig, SubmitConfig};
 use crate::engine::Engine;
 use crate::http::{self, HttpError};
 use crate::limits::ByteBudget;
@@ -328,6 +328,14 @@ async fn run_with(
     for s in &cfg.sources {
         engine.stats.declare_source(s.name());
     }
+    // Nobody reads a reply from a broker message: why it matched nothing is
+    // worked out now and then (the status page), not for every message.
+    engine.explain_sampled(
+        cfg.sources
+            .iter()
+            .filter(|s| matches!(s, SourceConfig::Kafka(_) | SourceConfig::Nats(_)))
+            .map(|s| s.name().to_string()),
+    );
     let bytes = ByteBudget::new(cfg.limits.max_in_flight_bytes);
     let process: Arc<dyn Process> = engine.clone();
 

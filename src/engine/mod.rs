@@ -50,6 +50,11 @@ use correlation::{Correlation, Firing, Step};
 /// How often an ongoing failure of the target is logged (with a count).
 const LOG_WINDOW: Duration = Duration::from_secs(60);
 
+/// How often an unmatched event of a sampled (broker) source is explained:
+/// working out why-not for every message was a tenth of the no-match path's
+/// CPU, for a status page that shows the last 50 events.
+pub const EXPLAIN_EVERY: Duration = Duration::from_millis(100);
+
 /// The sensors and the state that belongs to them (correlation, rate-limit
 /// buckets): replaced as a whole when sensors are reloaded.
 pub struct Loaded {
@@ -95,6 +100,9 @@ pub struct Engine {
     pub stats: Stats,
     /// The last events and their verdicts, rates per source (status page).
     pub recent: recent::Recent,
+    /// Sources whose unmatched events are explained only once per
+    /// [`EXPLAIN_EVERY`] (Kafka, NATS); every other event is explained.
+    sampled: RwLock<HashMap<String, Throttle>>,
 }
 
 impl Engine {
@@ -111,7 +119,29 @@ impl Engine {
             unavailable_log: Throttle::new(LOG_WINDOW),
             stats,
             recent: recent::Recent::default(),
+            sampled: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Explains the unmatched events of `sources` only once per
+    /// [`EXPLAIN_EVERY`] each, from now on (replaces the previous set).
+    pub fn explain_sampled(&self, sources: impl IntoIterator<Item = String>) {
+        let sampled = sources
+            .into_iter()
+            .map(|s| (s, Throttle::new(EXPLAIN_EVERY)))
+            .collect();
+        *self.sampled.write().unwrap_or_else(|e| e.into_inner()) = sampled;
+    }
+
+    /// Whether to work out why `event` matched nothing.
+    fn explains(&self, event: &Event) -> bool {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            return true;
+        }
+        let sampled = self.sampled.read().unwrap_or_else(|e| e.into_inner());
+        sampled
+            .get(&event.source)
+            .is_none_or(|t| t.hit(Instant::now()).is_some())
     }
 
     /// With the retry budget of `limits.retryBudget`.
@@ -226,6 +256,7 @@ impl Engine {
                         message: Some(reason),
                     }],
                     why_not: Vec::new(),
+                    unexplained: false,
                 }
             }
         };
@@ -250,11 +281,17 @@ impl Engine {
             .correlation
             .offer(&loaded.sensors, &matches, event)
             .await;
+        let mut unexplained = false;
         let why_not = if steps.is_empty() {
             series.unmatched.inc();
-            let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
-            tracing::debug!(why_not = ?why, "matched no sensor");
-            why
+            if self.explains(event) {
+                let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
+                tracing::debug!(why_not = ?why, "matched no sensor");
+                why
+            } else {
+                unexplained = true;
+                Vec::new()
+            }
         } else {
             series.matched.inc();
             Vec::new()
@@ -337,6 +374,7 @@ impl Engine {
             event_id: event.id.clone(),
             matched,
             why_not,
+            unexplained,
         }
     }
 
@@ -677,6 +715,35 @@ spec:
         assert!(engine
             .metrics()
             .contains("tripline_events_unmatched_total{source=\"src\"} 1"));
+    }
+
+    /// A sampled (broker) source's unmatched events are explained once per
+    /// [`EXPLAIN_EVERY`]; the rest say they were not; other sources always.
+    #[tokio::test]
+    async fn a_sampled_source_explains_unmatched_events_now_and_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine(dir.path());
+        // (Unit tests run without a subscriber: DEBUG is not enabled.)
+        let first = engine.process(ev("a", json!({"kind": "other"}))).await;
+        let second = engine.process(ev("b", json!({"kind": "other"}))).await;
+        assert!(!first.why_not.is_empty() && !second.why_not.is_empty());
+        assert!(!first.unexplained && !second.unexplained);
+        engine.explain_sampled(["src".to_string()]);
+        let first = engine.process(ev("c", json!({"kind": "other"}))).await;
+        let second = engine.process(ev("d", json!({"kind": "other"}))).await;
+        assert!(!first.why_not.is_empty() && !first.unexplained);
+        assert!(second.why_not.is_empty() && second.unexplained);
+        assert_eq!(second.disposition(), Disposition::Done);
+        tokio::time::sleep(EXPLAIN_EVERY).await;
+        let later = engine.process(ev("e", json!({"kind": "other"}))).await;
+        assert!(!later.why_not.is_empty() && !later.unexplained);
+        // Both counted as unmatched either way.
+        assert!(engine
+            .metrics()
+            .contains("tripline_events_unmatched_total{source=\"src\"} 5"));
+        // The status page says why an event has no explanation.
+        let seen = engine.recent.events();
+        assert!(seen.iter().any(|s| s.outcome.unexplained));
     }
 
     #[tokio::test]

@@ -109,6 +109,7 @@ mod tests {
                 event_id: e.id.clone(),
                 matched: Vec::new(),
                 why_not: Vec::new(),
+                unexplained: false,
             };
             r.record(&e, &outcome);
         }
