@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use support::kube_api::KubeApi;
-use support::tripline::Tripline;
+use support::tripline::{post_json, Tripline};
 
 const CONCURRENCY: usize = 32;
 
@@ -75,16 +75,13 @@ async fn through_tripline(url: &str, n: usize, offset: usize) -> f64 {
                     if i >= offset + n {
                         break;
                     }
-                    let reply: serde_json::Value = client
-                        .post(&url)
-                        .header("Content-Type", "application/json")
-                        .body(format!("{{\"n\": {i}}}"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let (_, reply) = post_json(
+                        &client,
+                        &url,
+                        &[("Content-Type", "application/json")],
+                        format!("{{\"n\": {i}}}"),
+                    )
+                    .await;
                     assert_eq!(reply["matched"][0]["status"], "created", "{reply}");
                 }
             })

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::tripline::{fixture, raw_status_line, repo, run_cli, Tripline};
+use crate::support::tripline::{fixture, post, raw_status_line, repo, run_cli, Tripline};
 
 const CONFIG: &str = "
 sensors: sensors/
@@ -15,20 +15,6 @@ sources:
 
 fn repo_sensor(name: &str) -> String {
     std::fs::read_to_string(repo("sensors").join(name)).unwrap()
-}
-
-async fn post(t: &Tripline, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(t.url(path)).body(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let r = req.send().await.unwrap();
-    let code = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 #[tokio::test]

@@ -12,22 +12,8 @@ use serde_json::{json, Value};
 
 use crate::support::brokers::{kafka_committed_offsets, Kafka, Nats};
 use crate::support::kube_api::{Fault, KubeApi};
-use crate::support::tripline::{run_cli, Tripline};
+use crate::support::tripline::{post, run_cli, Tripline};
 use crate::support::wait::{peak_rss, until, until_async};
-
-async fn post(t: &Tripline, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(t.url(path)).body(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let r = req.send().await.unwrap();
-    let code = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 async fn readyz(t: &Tripline) -> (u16, Value) {
     let r = reqwest::get(t.url("/readyz")).await.unwrap();

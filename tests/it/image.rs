@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::brokers::free_port;
-use crate::support::tripline::{fixture, repo, BIN};
+use crate::support::tripline::{fixture, post_json, repo, BIN};
 
 fn buildah(args: &[&str]) -> String {
     let out = Command::new("buildah")
@@ -110,17 +110,16 @@ async fn the_image_builds_from_scratch_and_serves_as_a_non_root_user() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let reply: serde_json::Value = client
-        .post(format!("http://127.0.0.1:{port}/events/events"))
-        .header("X-GitHub-Event", "push")
-        .header("Content-Type", "application/json")
-        .body(fixture("github/push.payload.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, reply) = post_json(
+        &client,
+        &format!("http://127.0.0.1:{port}/events/events"),
+        &[
+            ("X-GitHub-Event", "push"),
+            ("Content-Type", "application/json"),
+        ],
+        fixture("github/push.payload.json"),
+    )
+    .await;
     assert_eq!(reply["matched"][0]["status"], "created", "{reply}");
     let name = reply["matched"][0]["name"].as_str().unwrap();
     let file = dir

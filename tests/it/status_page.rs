@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::tripline::{fixture, repo, Tripline};
+use crate::support::tripline::{fixture, post, repo, Tripline};
 
 const CONFIG: &str = "
 sensors: sensors/
@@ -65,30 +65,29 @@ fn chromium(url: &str, profile: &Path, screenshot: Option<&Path>) -> String {
 async fn the_status_page_shows_events_verdicts_and_objects_in_a_real_browser() {
     let sensor = std::fs::read_to_string(repo("sensors/on-push.yaml")).unwrap();
     let t = Tripline::start(CONFIG, &[("on-push.yaml", &sensor)], &[]).await;
-    let client = reqwest::Client::new();
-    let push: serde_json::Value = client
-        .post(t.url("/events/events"))
-        .header("X-GitHub-Event", "push")
-        .header("Content-Type", "application/json")
-        .body(fixture("github/push.payload.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let push_headers = [
+        ("X-GitHub-Event", "push"),
+        ("Content-Type", "application/json"),
+    ];
+    let (_, push) = post(
+        &t,
+        "/events/events",
+        &push_headers,
+        fixture("github/push.payload.json"),
+    )
+    .await;
     let object = push["matched"][0]["name"].as_str().unwrap().to_string();
-    let miss: serde_json::Value = client
-        .post(t.url("/events/events"))
-        .header("X-GitHub-Event", "issues")
-        .header("Content-Type", "application/json")
-        .body(r#"{"action": "opened"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let issues_headers = [
+        ("X-GitHub-Event", "issues"),
+        ("Content-Type", "application/json"),
+    ];
+    let (_, miss) = post(
+        &t,
+        "/events/events",
+        &issues_headers,
+        br#"{"action": "opened"}"#.to_vec(),
+    )
+    .await;
     assert!(miss["matched"].as_array().unwrap().is_empty(), "{miss}");
 
     let profile = tempfile::tempdir().unwrap();

@@ -330,6 +330,37 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
     )
 }
 
+/// POSTs `body` to `url` with `headers`: the status and the reply as JSON (a
+/// reply that is not JSON as a JSON string, so assertions print it).
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let mut req = client.post(url).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// [`post_json`] to `path` on `t` ([`Tripline::url`]).
+pub async fn post(
+    t: &Tripline,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, Value) {
+    post_json(&reqwest::Client::new(), &t.url(path), headers, body).await
+}
+
 /// What `tripline test --output json` said.
 pub struct TestRun {
     pub code: i32,
