@@ -182,6 +182,15 @@ pub fn walk<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
     Some(v)
 }
 
+/// `paths` sorted, without repeats and without a path under another one
+/// (`body` covers `body.after`): what reading all of them needs.
+pub fn outermost(mut paths: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    paths.sort();
+    paths.dedup();
+    let covered = |p: &Vec<String>| paths.iter().any(|q| q.len() < p.len() && p.starts_with(q));
+    paths.iter().filter(|p| !covered(p)).cloned().collect()
+}
+
 /// Short, stable id for payloads that carry none: hex SHA-256 prefix.
 pub fn body_hash(raw: &[u8]) -> String {
     let digest = Sha256::digest(raw);

@@ -35,14 +35,7 @@ pub fn of(program: &cel::Program) -> BTreeMap<&'static str, Reads> {
         .map(|(root, paths)| {
             let reads = match paths {
                 None => Reads::Whole,
-                Some(mut paths) => {
-                    paths.sort();
-                    paths.dedup();
-                    let covered = |p: &Vec<String>| {
-                        paths.iter().any(|q| q.len() < p.len() && p.starts_with(q))
-                    };
-                    Reads::Paths(paths.iter().filter(|p| !covered(p)).cloned().collect())
-                }
+                Some(paths) => Reads::Paths(crate::event::outermost(paths)),
             };
             (root, reads)
         })

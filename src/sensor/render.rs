@@ -97,10 +97,7 @@ impl Templates {
         for key in keys {
             all.extend(self.reads.get(key)?.as_ref()?.iter().cloned());
         }
-        all.sort();
-        all.dedup();
-        let covered = |p: &Vec<String>| all.iter().any(|q| q.len() < p.len() && p.starts_with(q));
-        Some(all.iter().filter(|p| !covered(p)).cloned().collect())
+        Some(crate::event::outermost(all))
     }
 
     /// Renders `key` against `ctx`.
