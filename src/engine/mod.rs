@@ -352,7 +352,8 @@ impl Engine {
                         Status::Unavailable
                     } else {
                         warn!(sensor = %s.name, trigger = %t.name, error = %message, "cannot correlate; dead-lettered");
-                        self.dead_letter                            .record(&s.name, &t.name, &[("event", event)], &Value::Null, &message, &Value::Null)
+                        self.dead_letter
+                            .record(&s.name, &t.name, &[("event", event)], &Value::Null, &message, &Value::Null)
                             .await;
                         Status::Invalid
                     };
@@ -425,7 +426,8 @@ impl Engine {
                 }
                 crate::sensor::Action::Unavailable(reason) => {
                     warn!(error = %reason, "trigger cannot submit; dead-lettered");
-                    self.dead_letter                        .record(&sensor.name, &trigger.name, &events, &Value::Null, reason, &Value::Null)
+                    self.dead_letter
+                            .record(&sensor.name, &trigger.name, &events, &Value::Null, reason, &Value::Null)
                         .await;
                     out.message = Some(reason.clone());
                     return out;
@@ -439,7 +441,8 @@ impl Engine {
                 Err(e) => {
                     warn!(error = %e, "render failed; dead-lettered");
                     let error = format!("render failed: {e}");
-                    self.dead_letter                        .record(&sensor.name, &trigger.name, &events, &trigger.manifest, &error, &Value::Null)
+                    self.dead_letter
+                            .record(&sensor.name, &trigger.name, &events, &trigger.manifest, &error, &Value::Null)
                         .await;
                     out.message = Some(error);
                     return out;

@@ -59,7 +59,11 @@ impl Recent {
         }
         let minute = ms / 60_000;
         let mut per = self.per_minute.lock().unwrap_or_else(|e| e.into_inner());
-        let buckets = per.entry(event.source.clone()).or_default();
+        // Looked up before inserting: no copy of the name per event.
+        if !per.contains_key(&event.source) {
+            per.insert(event.source.clone(), VecDeque::new());
+        }
+        let buckets = per.get_mut(&event.source).expect("just ensured");
         match buckets.back_mut() {
             Some((m, n)) if *m == minute => *n += 1,
             _ => buckets.push_back((minute, 1)),
