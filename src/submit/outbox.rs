@@ -261,20 +261,29 @@ fn flush(dir: &Path, files: &[&std::fs::File]) -> std::io::Result<()> {
 /// flushed: [`flush`] does that for the whole batch. Returns the file to
 /// flush (the one it created, or the one already there).
 fn write_unsynced(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
-    use std::io::Write;
-    // An existing file is flushed too: an `existing` answer promises a
-    // durable file, and it may be one a killed process linked unflushed.
-    let existing = || std::fs::File::open(path).map(|f| (Submitted::Existing, Some(f)));
     if path.exists() {
-        return existing();
+        return existing(path);
     }
     #[cfg(target_os = "linux")]
     match write_anonymous(dir, path, bytes) {
         Ok(file) => return Ok((Submitted::Created, Some(file))),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return existing(),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return existing(path),
         // No O_TMPFILE here (filesystem, kernel) or no /proc: a named temp file.
         Err(_) => {}
     }
+    write_named(dir, path, bytes)
+}
+
+/// The file already at `path`, to flush too: an `existing` answer promises a
+/// durable file, and it may be one a killed process linked unflushed.
+fn existing(path: &Path) -> std::io::Result<Written> {
+    std::fs::File::open(path).map(|f| (Submitted::Existing, Some(f)))
+}
+
+/// [`write_unsynced`] through a named temp file in `dir`, hard-linked to
+/// `path` (where `O_TMPFILE` is not available).
+fn write_named(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
+    use std::io::Write;
     let temp = || {
         let mut b = tempfile::Builder::new();
         b.prefix(TMP_PREFIX);
@@ -294,7 +303,7 @@ fn write_unsynced(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<Writ
     tmp.write_all(bytes)?;
     match std::fs::hard_link(tmp.path(), path) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return existing(),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return existing(path),
         Err(e) => return Err(e),
     }
     let file = tmp.as_file().try_clone()?;
@@ -424,6 +433,48 @@ mod tests {
         }
         assert_eq!(created, 1);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Both ways of writing a file (unnamed + link, and the named temp file
+    /// used where that is not available): created once with its bytes and
+    /// mode, `existing` after, and no temp file left behind.
+    #[test]
+    fn both_write_paths_create_once_and_leave_no_temp_files() {
+        type Write = fn(&Path, &Path, &[u8]) -> std::io::Result<Written>;
+        let mut paths: Vec<(&str, Write)> = vec![("named", write_named)];
+        #[cfg(target_os = "linux")]
+        paths.push(("unnamed", |d, p, b| {
+            write_anonymous(d, p, b).map(|f| (Submitted::Created, Some(f)))
+        }));
+        for (how, write) in paths {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x.yaml");
+            let (first, file) = write(dir.path(), &path, b"a: 1\n").unwrap();
+            assert_eq!(first, Submitted::Created, "{how}");
+            assert!(file.is_some(), "{how}");
+            assert_eq!(std::fs::read(&path).unwrap(), b"a: 1\n", "{how}");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode & 0o644, 0o644, "{how}: readable ({mode:o})");
+            }
+            let again = write(dir.path(), &path, b"a: 2\n");
+            match how {
+                "named" => assert_eq!(again.unwrap().0, Submitted::Existing),
+                _ => assert_eq!(again.unwrap_err().kind(), std::io::ErrorKind::AlreadyExists),
+            }
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                b"a: 1\n",
+                "{how}: not overwritten"
+            );
+            let names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["x.yaml"], "{how}");
+        }
     }
 
     #[tokio::test]
