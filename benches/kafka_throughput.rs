@@ -23,48 +23,17 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::brokers::{kafka_consumer_config, Kafka};
+use support::brokers::{kafka_consumer_config, kafka_produce_many, Kafka};
 use support::tripline::Tripline;
 
 const TOPIC: &str = "bench";
 const PARTITIONS: i32 = 3;
 const PATIENCE: Duration = Duration::from_secs(300);
-
-async fn produce(bootstrap: &str, n: usize) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .expect("producer");
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let sends = chunk.iter().map(|i| {
-            let key = format!("key-{i}");
-            let payload = format!(
-                r#"{{"n":{i},"bucket":"raw","key":"2026/11/24/part-{i}.csv","size":{}}}"#,
-                1000 + i
-            );
-            let producer = &producer;
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to(TOPIC).key(&key).payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-                    .expect("produce")
-            }
-        });
-        futures::future::join_all(sends).await;
-    }
-}
 
 /// The limit: consume everything and commit, nothing else. Returns the
 /// rate in messages per second (first message to final commit).
@@ -243,7 +212,12 @@ fn main() {
     let mut broker = rt.block_on(Kafka::start(&[(TOPIC, PARTITIONS)]));
     let bootstrap = broker.bootstrap();
     let t = Instant::now();
-    rt.block_on(produce(&bootstrap, n));
+    rt.block_on(kafka_produce_many(&bootstrap, TOPIC, n, |i| {
+        format!(
+            r#"{{"n":{i},"bucket":"raw","key":"2026/11/24/part-{i}.csv","size":{}}}"#,
+            1000 + i
+        )
+    }));
     println!(
         "produced {n} messages to {TOPIC} ({PARTITIONS} partitions) in {:.1}s",
         t.elapsed().as_secs_f64()

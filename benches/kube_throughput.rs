@@ -1,14 +1,17 @@
 //! Event → Kubernetes API: tripline's submit throughput against a raw `kube`
 //! client POST loop, in the same run, both against the API double (which
 //! answers 201 at once; ConfigMaps, so no Workflow schema check weighs on
-//! either side). Then the latency of event → object created at a fixed
+//! either side), with events coming two ways: as webhooks sent by this
+//! process (the whole HTTP intake on the same two cores), and from Kafka,
+//! produced beforehand (the submit path with a cheap intake). Then the latency of event → object created at a fixed
 //! rate of 1 000 events/s (open loop: events are sent on schedule, not when
 //! the previous one is done), p50/p99 of the webhook round trip, which
 //! includes the POST.
 //!
 //! `cargo bench --bench kube_throughput` (run by `cargo test` it does a
 //! short smoke run instead); with `TRIPLINE_BENCH_CSV=<dir>` it also writes
-//! the latencies for `bench/plot.py`.
+//! the latencies for `bench/plot.py`; `TRIPLINE_BENCH_MESSAGES` sets the
+//! objects per run (20 000).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+use support::brokers::{kafka_produce_many, Kafka};
 use support::kube_api::KubeApi;
 use support::tripline::{post_json, Tripline};
 
@@ -93,6 +97,75 @@ async fn through_tripline(url: &str, n: usize, offset: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `n` events pre-produced to Kafka (4 partitions × `maxInFlight` 8 =
+/// `CONCURRENCY` in flight) through a tripline of their own to the API,
+/// timed from the first object created to the last.
+async fn through_kafka(kubeconfig: &std::path::Path, n: usize) -> f64 {
+    let mut broker = Kafka::start(&[("events", 4)]).await;
+    let bootstrap = broker.bootstrap();
+    kafka_produce_many(&bootstrap, "events", n, |i| format!("{{\"n\": {i}}}")).await;
+    let mut t = Tripline::launch(
+        &format!(
+            "sensors: sensors/
+submit: {{type: kubernetes, kubeconfig: {}, namespace: default, timeout: 10s}}
+limits: {{maxInFlight: 256}}
+sources:
+  - type: kafka
+    name: queue
+    brokers: {bootstrap}
+    topics: [events]
+    groupId: bench
+    maxInFlight: {}
+    properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 1000}}
+",
+            kubeconfig.display(),
+            CONCURRENCY / 4
+        ),
+        &[("bench.yaml", &sensor("queue"))],
+        &[("TRIPLINE_LOG", "warn")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut first = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "tripline did not finish:\n{}",
+            t.log()
+        );
+        if let Some(c) = t.try_metric("tripline_objects_created_total").await {
+            if c > 0 {
+                first.get_or_insert_with(Instant::now);
+            }
+            if c >= n as u64 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let secs = first.expect("objects").elapsed().as_secs_f64();
+    t.terminate();
+    broker.stop().await;
+    n as f64 / secs
+}
+
+/// The bench's sensor: a ConfigMap per event of `source`.
+fn sensor(source: &str) -> String {
+    format!(
+        "apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {{name: bench}}
+spec:
+  dependencies: [{{name: e, source: {source}}}]
+  triggers:
+    - name: cm
+      workflow:
+        manifest: {{apiVersion: v1, kind: ConfigMap, metadata: {{generateName: bench-}}, data: {{n: placeholder}}}}
+      parameters:
+        - {{name: n, value: '{{{{body.n}}}}', dest: data.n}}
+"
+    )
+}
+
 /// Events at `rate`/s for `seconds`, each on its own schedule; the webhook
 /// round trips (event in → object created → reply), sorted.
 async fn paced(url: &str, rate: u64, seconds: u64, offset: usize) -> Vec<Duration> {
@@ -133,19 +206,11 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (n, seconds) = if full { (20_000, 5) } else { (200, 1) };
+    let n = std::env::var("TRIPLINE_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
     let api = KubeApi::start().await;
-    let sensor = "apiVersion: tripline.dev/v1alpha1
-kind: Sensor
-metadata: {name: bench}
-spec:
-  dependencies: [{name: e, source: events}]
-  triggers:
-    - name: cm
-      workflow:
-        manifest: {apiVersion: v1, kind: ConfigMap, metadata: {generateName: bench-}, data: {n: placeholder}}
-      parameters:
-        - {name: n, value: '{{body.n}}', dest: data.n}
-";
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(dir.path());
     let t = Tripline::start(
@@ -153,7 +218,7 @@ spec:
             "sensors: sensors/\nsubmit: {{type: kubernetes, kubeconfig: {}, namespace: default, timeout: 10s}}\nlimits: {{maxInFlight: 256}}\nsources: [{{type: http, name: events}}]\n",
             kubeconfig.display()
         ),
-        &[("bench.yaml", sensor)],
+        &[("bench.yaml", &sensor("events"))],
         &[("TRIPLINE_LOG", "warn")],
     )
     .await;
@@ -164,11 +229,12 @@ spec:
     through_tripline(&url, n / 10, 10_000_000).await;
     let ours = through_tripline(&url, n, 0).await;
     let latencies = paced(&url, 1_000, seconds, 20_000_000).await;
-    let created = api.objects("configmaps").len();
     drop(t);
+    let from_kafka = through_kafka(&kubeconfig, n).await;
+    let created = api.objects("configmaps").len();
     assert_eq!(
         created,
-        n / 10 + n + n / 10 + n + latencies.len(),
+        n / 10 + n + n / 10 + n + latencies.len() + n,
         "one object per POST and per event"
     );
     if let (true, Ok(dir)) = (full, std::env::var("TRIPLINE_BENCH_CSV")) {
@@ -184,7 +250,7 @@ spec:
         .unwrap();
         std::fs::write(
             std::path::Path::new(&dir).join("kube_throughput.csv"),
-            format!("side,objects_per_s\nraw kube,{raw:.0}\ntripline,{ours:.0}\n"),
+            format!("side,objects_per_s\nraw kube,{raw:.0}\ntripline,{ours:.0}\ntripline from kafka,{from_kafka:.0}\n"),
         )
         .unwrap();
     }
@@ -193,6 +259,10 @@ spec:
     println!(
         "  tripline webhook -> API POST     {ours:>9.0} objects/s  ({:.2} of raw)",
         ours / raw
+    );
+    println!(
+        "  tripline kafka -> API POST       {from_kafka:>9.0} objects/s  ({:.2} of raw)",
+        from_kafka / raw
     );
     println!(
         "  at 1 000 events/s for {seconds} s: event -> created -> reply p50 {:?}, p99 {:?}, max {:?}",

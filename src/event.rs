@@ -107,12 +107,17 @@ impl Event {
     /// A new event whose id the source knows (a broker's message
     /// coordinates): no hash of the payload is computed.
     pub fn with_id(source: impl Into<String>, id: String, body: Value) -> Self {
+        Event::at(source, id, now_rfc3339(), body)
+    }
+
+    /// A new event whose id and time (RFC 3339) the source knows.
+    pub fn at(source: impl Into<String>, id: String, time: String, body: Value) -> Self {
         Event {
             id,
             source: source.into(),
             kind: String::new(),
             subject: String::new(),
-            time: now_rfc3339(),
+            time,
             headers: Headers::default(),
             body,
             meta: Map::new(),
@@ -200,16 +205,68 @@ pub fn body_hash(raw: &[u8]) -> String {
 /// The latest time RFC 3339 can write: 9999-12-31T23:59:59.999Z.
 const MAX_UNIX_MILLIS: u64 = 253_402_300_799_999;
 
-/// `unix_millis` as RFC 3339, clamped to what the format can write (a
-/// broker timestamp in the year 10 000 must not stop a stream).
+/// `unix_millis` as RFC 3339 in UTC to the millisecond
+/// (`2025-11-24T16:00:00.123Z`), clamped to what the format can write (a
+/// broker timestamp in the year 10 000 must not stop a stream). Written by
+/// hand into one 24-byte string: every broker message's envelope needs it.
 pub fn rfc3339_from_unix_millis(unix_millis: u64) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_millis.min(MAX_UNIX_MILLIS));
-    humantime::format_rfc3339_millis(t).to_string()
+    let ms = unix_millis.min(MAX_UNIX_MILLIS);
+    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+    let (year, month, day) = civil_from_days(days as i64);
+    let (h, m) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
+    let (sec, milli) = (ms_of_day / 1000 % 60, ms_of_day % 1000);
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year as u64);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, h);
+    put(14, 2, m);
+    put(17, 2, sec);
+    put(20, 3, milli);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[at] = c;
+    }
+    String::from_utf8(out.to_vec()).expect("ASCII digits and separators")
+}
+
+/// Year, month, day of the `days`-th day since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, u64, u64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    rfc3339_from_unix_millis(now_unix_millis())
 }
 
 /// An event as a sender would deliver it to `source`, from a pasted or
@@ -265,6 +322,31 @@ mod tests {
             rfc3339_from_unix_millis(300_000_000_000_000),
             "9999-12-31T23:59:59.999Z"
         );
+    }
+
+    #[test]
+    fn rfc3339_is_written_as_humantime_writes_it() {
+        // Leap days, century rules, month and year ends, and a spread of
+        // instants up to the last one the format can write.
+        let mut instants = vec![
+            951_782_400_000,   // 2000-02-29
+            4_107_542_399_999, // 2100-02-28T23:59:59.999
+            4_107_542_400_000, // 2100-03-01
+            1_704_067_199_999, // 2023-12-31T23:59:59.999
+            MAX_UNIX_MILLIS,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            instants.push(x % (MAX_UNIX_MILLIS + 1));
+        }
+        for ms in instants {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            let expected = humantime::format_rfc3339_millis(t).to_string();
+            assert_eq!(rfc3339_from_unix_millis(ms), expected, "{ms}");
+        }
     }
     use serde_json::json;
 

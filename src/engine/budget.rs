@@ -34,11 +34,18 @@ impl RetryBudget {
         }
     }
 
-    /// Whether a delivery of `key` now would be its last allowed one: if it
-    /// ends unavailable, its pending triggers are given up.
-    pub fn last_chance(&self, key: &str, now: Instant) -> bool {
+    /// Whether a delivery of the event `key` names now would be its last
+    /// allowed one: if it ends unavailable, its pending triggers are given
+    /// up. `key` is called only while some event is retrying (most of the
+    /// time none is, and building a key costs a string per event).
+    pub fn last_chance(&self, key: impl FnOnce() -> String, now: Instant) -> bool {
         let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(s) = events.get(key) else {
+        let tracked = if events.is_empty() {
+            None
+        } else {
+            events.get(&key())
+        };
+        let Some(s) = tracked else {
             return self.spec.max_attempts.is_some_and(|m| m <= 1) || self.spec.max_age.is_zero();
         };
         self.spec
@@ -70,12 +77,13 @@ impl RetryBudget {
         s.attempts = s.attempts.saturating_add(1);
     }
 
-    /// The event's outcome is final: forget it.
-    pub fn settle(&self, key: &str) {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+    /// The event's outcome is final: forget it (`key` called only while
+    /// some event is retrying).
+    pub fn settle(&self, key: impl FnOnce() -> String) {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if !events.is_empty() {
+            events.remove(&key());
+        }
     }
 
     /// Events waiting for a retry (for the `tripline_events_retrying` gauge).
@@ -103,16 +111,22 @@ mod tests {
             max_age: Duration::from_secs(3600),
         });
         let t = Instant::now();
-        assert!(!b.last_chance("e", t));
+        assert!(!b.last_chance(|| "e".into(), t));
         b.spend("e", t);
-        assert!(!b.last_chance("e", t));
+        assert!(!b.last_chance(|| "e".into(), t));
         b.spend("e", t);
-        assert!(b.last_chance("e", t), "the third delivery is the last");
+        assert!(
+            b.last_chance(|| "e".into(), t),
+            "the third delivery is the last"
+        );
         assert_eq!(b.retrying(), 1);
         assert_eq!(b.spent("e", t).0, 2);
-        b.settle("e");
+        b.settle(|| "e".into());
         assert_eq!(b.retrying(), 0);
-        assert!(!b.last_chance("e", t), "a settled event starts afresh");
+        assert!(
+            !b.last_chance(|| "e".into(), t),
+            "a settled event starts afresh"
+        );
     }
 
     #[test]
@@ -123,9 +137,9 @@ mod tests {
         });
         let t = Instant::now();
         b.spend("e", t);
-        assert!(!b.last_chance("e", t + Duration::from_secs(59)));
-        assert!(b.last_chance("e", t + Duration::from_secs(60)));
-        assert!(!b.last_chance("other", t + Duration::from_secs(60)));
+        assert!(!b.last_chance(|| "e".into(), t + Duration::from_secs(59)));
+        assert!(b.last_chance(|| "e".into(), t + Duration::from_secs(60)));
+        assert!(!b.last_chance(|| "other".into(), t + Duration::from_secs(60)));
     }
 
     #[test]
@@ -134,6 +148,6 @@ mod tests {
             max_attempts: Some(1),
             max_age: Duration::from_secs(60),
         });
-        assert!(b.last_chance("e", Instant::now()));
+        assert!(b.last_chance(|| "e".into(), Instant::now()));
     }
 }

@@ -224,8 +224,7 @@ impl Engine {
         series.events.inc();
         let started = Instant::now();
         let _in_flight = crate::metrics::InFlight::enter(&self.stats.in_flight);
-        let key = event.identity();
-        let last_chance = self.budget.last_chance(&key, Instant::now());
+        let last_chance = self.budget.last_chance(|| event.identity(), Instant::now());
         let processed = AssertUnwindSafe(self.process_inner(&event, &series, last_chance))
             .catch_unwind()
             .await;
@@ -261,8 +260,10 @@ impl Engine {
             }
         };
         match outcome.disposition() {
-            crate::outcome::Disposition::Retry => self.budget.spend(&key, Instant::now()),
-            _ => self.budget.settle(&key),
+            crate::outcome::Disposition::Retry => {
+                self.budget.spend(&event.identity(), Instant::now())
+            }
+            _ => self.budget.settle(|| event.identity()),
         }
         series.seconds.observe(started.elapsed().as_secs_f64());
         self.recent.record(&event, &outcome);

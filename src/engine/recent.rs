@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -28,30 +27,32 @@ pub struct Seen {
     pub outcome: Outcome,
 }
 
+/// A [`Seen`] as kept: the time in Unix milliseconds, written as RFC 3339
+/// when the page asks rather than for every event.
+struct Entry {
+    at_ms: u64,
+    source: String,
+    kind: String,
+    outcome: Outcome,
+}
+
 #[derive(Default)]
 pub struct Recent {
-    events: Mutex<VecDeque<Seen>>,
+    events: Mutex<VecDeque<Entry>>,
     /// Source → `(minute, events)`, oldest first.
     per_minute: Mutex<BTreeMap<String, VecDeque<(u64, u64)>>>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
 impl Recent {
     pub fn record(&self, event: &Event, outcome: &Outcome) {
-        let ms = now_ms();
+        let ms = crate::event::now_unix_millis();
         {
             let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
             if events.len() == RECENT_EVENTS {
                 events.pop_back();
             }
-            events.push_front(Seen {
-                at: crate::event::rfc3339_from_unix_millis(ms),
+            events.push_front(Entry {
+                at_ms: ms,
                 source: event.source.clone(),
                 kind: event.kind.clone(),
                 outcome: outcome.clone(),
@@ -79,13 +80,18 @@ impl Recent {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .cloned()
+            .map(|e| Seen {
+                at: crate::event::rfc3339_from_unix_millis(e.at_ms),
+                source: e.source.clone(),
+                kind: e.kind.clone(),
+                outcome: e.outcome.clone(),
+            })
             .collect()
     }
 
     /// Source → events per minute, averaged over the last five minutes.
     pub fn rates(&self) -> BTreeMap<String, f64> {
-        let minute = now_ms() / 60_000;
+        let minute = crate::event::now_unix_millis() / 60_000;
         let per = self.per_minute.lock().unwrap_or_else(|e| e.into_inner());
         per.iter()
             .map(|(source, buckets)| {

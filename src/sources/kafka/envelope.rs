@@ -4,7 +4,7 @@ use base64::Engine as _;
 use rdkafka::message::{Headers, Message};
 use serde_json::{json, Map, Value};
 
-use crate::event::{parse_payload, rfc3339_from_unix_millis, Event};
+use crate::event::{now_rfc3339, parse_payload, rfc3339_from_unix_millis, Event};
 use crate::redact::is_credential_header;
 
 /// The envelope of a Kafka message: id `<topic>/<partition>/<offset>`,
@@ -18,11 +18,12 @@ pub fn to_event(source: &str, m: &impl Message) -> Event {
         None => Value::Null,
     };
     let id = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
-    let mut event = Event::with_id(source, id, body);
+    let timestamp = m.timestamp().to_millis().filter(|ms| *ms >= 0);
+    let time = timestamp.map_or_else(now_rfc3339, |ms| rfc3339_from_unix_millis(ms as u64));
+    let mut event = Event::at(source, id, time, body);
     event.kind = m.topic().to_string();
     event.subject = m.topic().to_string();
-    if let Some(ms) = m.timestamp().to_millis().filter(|ms| *ms >= 0) {
-        event.time = rfc3339_from_unix_millis(ms as u64);
+    if let Some(ms) = timestamp {
         meta.insert("timestamp".into(), json!(ms));
     }
     if let Some(headers) = m.headers() {

@@ -71,17 +71,17 @@ pub(super) async fn run_partition(
                     let _slot = slot;
                     let _mark = mark;
                     let _held = work.bytes.hold(message.payload().map_or(0, <[u8]>::len)).await;
-                    let reference = format!("{}/{}/{offset}", message.topic(), message.partition());
-                    let event = envelope(&work, &message);
-                    drop(message);
-                    let finished = match event {
+                    let finished = match envelope(&work, &message) {
                         Ok(event) => {
+                            drop(message);
                             span.record("id", event.id.as_str());
                             process_until_final(&work, Arc::new(event), &stop).instrument(span).await
                         }
                         // Never blocks the partition: dead-lettered, then
                         // committed past like any final outcome.
                         Err(reason) => {
+                            let reference = format!("{}/{}/{offset}", message.topic(), message.partition());
+                            drop(message);
                             work.process.poisoned(&work.source, &reference, &reason).await;
                             true
                         }

@@ -6,7 +6,7 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 use serde_json::{json, Map};
 
-use crate::event::{parse_payload, rfc3339_from_unix_millis, Event};
+use crate::event::{body_hash, now_rfc3339, parse_payload, rfc3339_from_unix_millis, Event};
 use crate::redact::is_credential_header;
 
 /// The envelope of a JetStream message and how many times it was delivered.
@@ -15,18 +15,20 @@ pub(super) fn jetstream_event(
     message: &jetstream::Message,
 ) -> Result<(Event, i64), async_nats::Error> {
     let info = message.info()?;
-    let mut event = message_event(
-        source,
-        message.subject.as_str(),
-        &message.payload,
-        message.headers.as_ref(),
-    );
-    event.id = format!("{}:{}", info.stream, info.stream_sequence);
     let published = info
         .published
         .unix_timestamp_nanos()
         .clamp(0, i128::from(u64::MAX)) as u64;
-    event.time = rfc3339_from_unix_millis(published / 1_000_000);
+    let mut event = envelope(
+        source,
+        message.subject.as_str(),
+        &message.payload,
+        message.headers.as_ref(),
+        Some((
+            format!("{}:{}", info.stream, info.stream_sequence),
+            rfc3339_from_unix_millis(published / 1_000_000),
+        )),
+    );
     for (k, v) in [
         ("stream", json!(info.stream)),
         ("consumer", json!(info.consumer)),
@@ -50,9 +52,23 @@ pub(super) fn message_event(
     payload: &[u8],
     headers: Option<&HeaderMap>,
 ) -> Event {
+    envelope(source, subject, payload, headers, None)
+}
+
+/// [`message_event`], or with `position` (a JetStream message's id and
+/// time) instead of the header id (or payload hash) and now — computed only
+/// when needed: hashing every JetStream payload for nothing showed in
+/// profiles.
+fn envelope(
+    source: &str,
+    subject: &str,
+    payload: &[u8],
+    headers: Option<&HeaderMap>,
+    position: Option<(String, String)>,
+) -> Event {
     let mut meta = Map::new();
     let body = parse_payload(payload, &mut meta);
-    let mut event = Event::new(source, payload, body);
+    let mut event = Event::at(source, String::new(), String::new(), body);
     meta.insert("subject".into(), json!(subject));
     event.meta = meta;
     event.kind = subject.to_string();
@@ -66,9 +82,13 @@ pub(super) fn message_event(
             event.headers.insert(name, v.as_str());
         }
     }
-    if let Some(id) = event.headers.get("nats-msg-id").filter(|id| !id.is_empty()) {
-        event.id = id.to_string();
-    }
+    (event.id, event.time) = position.unwrap_or_else(|| {
+        let id = match event.headers.get("nats-msg-id").filter(|id| !id.is_empty()) {
+            Some(id) => id.to_string(),
+            None => body_hash(payload),
+        };
+        (id, now_rfc3339())
+    });
     event
 }
 

@@ -278,10 +278,6 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
     span.record("source", s.source.as_str());
     span.record("subject", message.subject.as_str());
     let _held = s.bytes.hold(message.payload.len()).await;
-    let reference = message
-        .info()
-        .map(|i| format!("{}:{}", i.stream, i.stream_sequence))
-        .unwrap_or_else(|_| message.subject.to_string());
     let read = match oversized(message.payload.len(), s.max_payload) {
         Some(reason) => Err(reason),
         None => std::panic::catch_unwind(AssertUnwindSafe(|| jetstream_event(&s.source, &message)))
@@ -294,6 +290,10 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
         Ok(e) => e,
         Err(reason) => {
             // Never blocks the stream: dead-lettered and terminated.
+            let reference = message
+                .info()
+                .map(|i| format!("{}:{}", i.stream, i.stream_sequence))
+                .unwrap_or_else(|_| message.subject.to_string());
             s.process.poisoned(&s.source, &reference, &reason).await;
             settle(&message, AckKind::Term, true).await;
             return;
@@ -345,6 +345,11 @@ async fn with_progress<F: std::future::Future>(
     work: F,
 ) -> F::Output {
     tokio::pin!(work);
+    // Most events are done at the first poll (nothing matched): no timer
+    // is armed for them.
+    if let Some(out) = futures::FutureExt::now_or_never(&mut work) {
+        return out;
+    }
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {

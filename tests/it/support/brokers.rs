@@ -548,6 +548,38 @@ pub async fn kafka_produce_with<K: AsRef<[u8]>, P: AsRef<[u8]>>(
     delivered
 }
 
+/// Produces `n` messages to `topic` fast (batched, `linger.ms=5`, a thousand
+/// in flight): key `key-<i>`, payload `payload(i)`. For benchmarks.
+pub async fn kafka_produce_many(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    payload: impl Fn(usize) -> String,
+) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("create kafka producer");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let sends = chunk.iter().map(|i| {
+            let (key, payload) = (format!("key-{i}"), payload(*i));
+            let producer = &producer;
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(&key).payload(&payload),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"))
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
+}
+
 /// The offsets that consumer group `group` has committed on each partition of `topic`, as
 /// `(partition, offset)` sorted by partition; `-1` where nothing is committed. Uses a
 /// consumer that never joins the group (an OffsetFetch request only).
