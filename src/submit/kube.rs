@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +18,6 @@ use kube::core::{GroupVersionKind, Request};
 use kube::discovery::Scope;
 use kube::{Client, Config, Resource};
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 
 use super::classify::{classify, Cause, Verdict};
 use super::object::{check, collision, same_event};
@@ -33,12 +33,19 @@ pub enum KubeError {
     Client(String),
 }
 
+/// A kind as the API serves it.
+struct Resolved {
+    resource: ApiResource,
+    namespaced: bool,
+}
+
 pub struct KubeSubmitter {
     client: Client,
     namespace: String,
     server: String,
-    /// `(apiVersion, kind)` → resource and whether it is namespaced.
-    resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+    /// apiVersion → kind → resource and whether it is namespaced (nested
+    /// so that a lookup borrows, as it does for every object).
+    resources: RwLock<HashMap<String, HashMap<String, Arc<Resolved>>>>,
 }
 
 impl KubeSubmitter {
@@ -81,18 +88,18 @@ impl KubeSubmitter {
             client,
             namespace: namespace.to_string(),
             server,
-            resources: Mutex::new(HashMap::new()),
+            resources: RwLock::new(HashMap::new()),
         })
     }
 
-    async fn resource(
-        &self,
-        api_version: &str,
-        kind: &str,
-    ) -> Result<(ApiResource, bool), SubmitError> {
-        let key = (api_version.to_string(), kind.to_string());
-        if let Some(r) = self.resources.lock().await.get(&key) {
-            return Ok(r.clone());
+    async fn resource(&self, api_version: &str, kind: &str) -> Result<Arc<Resolved>, SubmitError> {
+        let known = (self.resources.read())
+            .unwrap_or_else(|e| e.into_inner())
+            .get(api_version)
+            .and_then(|kinds| kinds.get(kind))
+            .cloned();
+        if let Some(r) = known {
+            return Ok(r);
         }
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, kind);
@@ -116,8 +123,15 @@ impl KubeSubmitter {
                 kube::Error::Discovery(d) => not_served(d.to_string()),
                 other => classify_client_error(other),
             })?;
-        let r = (ar, caps.scope == Scope::Namespaced);
-        self.resources.lock().await.insert(key, r.clone());
+        let r = Arc::new(Resolved {
+            resource: ar,
+            namespaced: caps.scope == Scope::Namespaced,
+        });
+        (self.resources.write())
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(api_version.to_string())
+            .or_default()
+            .insert(kind.to_string(), r.clone());
         Ok(r)
     }
 }
@@ -175,9 +189,9 @@ impl Submitter for KubeSubmitter {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Value, SubmitError> {
-        let (ar, namespaced) = self.resource(api_version, kind).await?;
+        let r = self.resource(api_version, kind).await?;
         let ns = namespace.unwrap_or(&self.namespace);
-        let url = DynamicObject::url_path(&ar, namespaced.then_some(ns));
+        let url = DynamicObject::url_path(&r.resource, r.namespaced.then_some(ns));
         let req = Request::new(url)
             .get(name, &GetParams::default())
             .map_err(|e| SubmitError::rejected(400, "BadRequest", e.to_string()))?;
@@ -190,9 +204,9 @@ impl Submitter for KubeSubmitter {
     async fn submit(&self, obj: &Value) -> Result<Submitted, SubmitError> {
         // Coordinates are checked before any URL is built from them.
         let o = check(obj)?;
-        let (ar, namespaced) = self.resource(o.api_version, o.kind).await?;
+        let r = self.resource(o.api_version, o.kind).await?;
         let ns = o.namespace.unwrap_or(&self.namespace);
-        let url = DynamicObject::url_path(&ar, namespaced.then_some(ns));
+        let url = DynamicObject::url_path(&r.resource, r.namespaced.then_some(ns));
         let collection = url.clone();
         let bytes = serde_json::to_vec(obj).expect("JSON values serialize");
         let req = Request::new(url)
@@ -223,6 +237,10 @@ impl Submitter for KubeSubmitter {
                 message: format!("reading the API reply: {e}"),
                 retry_after: None,
             })?;
+        if code == 201 {
+            // The created object comes back; nothing in it is needed.
+            return Ok(Submitted::Created);
+        }
         let status: Value = serde_json::from_slice(&body)
             .unwrap_or_else(|_| json!({"message": String::from_utf8_lossy(&body)}));
         let reason = status["reason"].as_str().unwrap_or_default().to_string();

@@ -19,6 +19,7 @@ use crate::limits::ByteBudget;
 use std::panic::AssertUnwindSafe;
 
 use crate::outcome::{oversized, panic_message, Disposition, Process};
+use crate::sources::run_now_or_spawn;
 
 /// What every message task needs.
 pub(super) struct WorkContext {
@@ -67,7 +68,7 @@ pub(super) async fn run_partition(
                 let (work, progress, stop) = (work.clone(), progress.clone(), stop.clone());
                 let offset = message.offset();
                 let span = info_span!(parent: &partition_span, "message", offset, id = tracing::field::Empty);
-                running.spawn(async move {
+                let job = async move {
                     let _slot = slot;
                     let _mark = mark;
                     let _held = work.bytes.hold(message.payload().map_or(0, <[u8]>::len)).await;
@@ -89,7 +90,10 @@ pub(super) async fn run_partition(
                     if finished {
                         progress.lock().marks.finished(offset);
                     }
-                });
+                };
+                if let Err(panic) = run_now_or_spawn(&mut running, job) {
+                    error!(error = %panic, "message task failed; its offset stays uncommitted");
+                }
             }
         }
     }

@@ -13,13 +13,13 @@ use tracing::{debug, error, info, instrument, warn, Span};
 
 use super::envelope::message_event;
 use super::health::Health;
-use super::source::{log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
+use super::source::{log_panic, log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
 use crate::backoff::exponential;
 use std::panic::AssertUnwindSafe;
 
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Disposition, Process};
-use crate::sources::{SourceContext, SourceError};
+use crate::sources::{run_now_or_spawn, SourceContext, SourceError};
 
 /// In-process retries of a message whose submission is unavailable.
 const CORE_RETRY_BASE: Duration = Duration::from_secs(1);
@@ -80,7 +80,11 @@ impl NatsSource {
             bytes: cx.bytes.clone(),
         });
         let spawn = |in_flight: &mut JoinSet<()>, message, slot| {
-            in_flight.spawn(handle_core(shared.clone(), message, slot));
+            if let Err(panic) =
+                run_now_or_spawn(in_flight, handle_core(shared.clone(), message, slot))
+            {
+                log_panic(&self.name, &panic);
+            }
         };
         {
             let mut incoming = futures::stream::select_all(subscriptions.iter_mut());

@@ -18,12 +18,12 @@ use super::ack::{AckRules, Settle};
 use super::config::JetStreamConfig;
 use super::envelope::jetstream_event;
 use super::health::Health;
-use super::source::{log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
+use super::source::{log_panic, log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
 use std::panic::AssertUnwindSafe;
 
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Process};
-use crate::sources::{SourceContext, SourceError};
+use crate::sources::{run_now_or_spawn, SourceContext, SourceError};
 
 /// How long one JetStream pull request waits for messages before the server
 /// ends it (an idle source then simply pulls again).
@@ -262,7 +262,10 @@ impl NatsSource {
                 next = batch.next() => match next {
                     None => return Pulled::Done,
                     Some(Ok(message)) => {
-                        in_flight.spawn(handle_jetstream(settlement.clone(), message));
+                        let work = handle_jetstream(settlement.clone(), message);
+                        if let Err(panic) = run_now_or_spawn(in_flight, work) {
+                            log_panic(&self.name, &panic);
+                        }
                     }
                     Some(Err(e)) => return Pulled::Failed(e.to_string()),
                 },

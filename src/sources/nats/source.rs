@@ -197,8 +197,13 @@ pub(super) async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken)
 
 pub(super) fn log_task_end(source: &str, done: Option<Result<(), tokio::task::JoinError>>) {
     if let Some(Err(e)) = done {
-        error!(source, error = %e, "message task failed; the message is redelivered (JetStream) or lost (core)");
+        log_panic(source, &e.to_string());
     }
+}
+
+/// A message's work panicked (run at once or as a task).
+pub(super) fn log_panic(source: &str, panic: &str) {
+    error!(source, error = %panic, "message task failed; the message is redelivered (JetStream) or lost (core)");
 }
 
 #[cfg(test)]
