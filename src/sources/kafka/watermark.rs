@@ -94,6 +94,9 @@ pub struct ProgressState {
     /// Dispatched messages waiting for a processing slot, and their size.
     pub queued: usize,
     pub queued_bytes: usize,
+    /// Someone waits in [`Progress::wait_idle`]: only then is a message
+    /// that stops running worth a wake-up (a system call each).
+    idle_waiters: usize,
 }
 
 impl ProgressState {
@@ -134,17 +137,19 @@ impl Progress {
     /// Waits until nothing runs, or `deadline`; `true` if nothing runs.
     pub fn wait_idle(&self, deadline: Instant) -> bool {
         let mut s = self.lock();
+        s.idle_waiters += 1;
         while s.running > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                break;
             }
             s = match self.stopped_running.wait_timeout(s, left) {
                 Ok((s, _)) => s,
                 Err(e) => e.into_inner().0,
             };
         }
-        true
+        s.idle_waiters -= 1;
+        s.running == 0
     }
 }
 
@@ -153,8 +158,11 @@ pub struct Running(Arc<Progress>);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.lock().running -= 1;
-        self.0.stopped_running.notify_all();
+        let mut s = self.0.lock();
+        s.running -= 1;
+        if s.idle_waiters > 0 {
+            self.0.stopped_running.notify_all();
+        }
     }
 }
 
@@ -202,6 +210,30 @@ mod tests {
         assert!(w.dispatched(4));
         w.finished(4);
         assert_eq!(w.commit_point(), Some(5));
+    }
+
+    #[test]
+    fn waiting_for_idle_wakes_when_the_last_message_stops() {
+        let progress = Arc::new(Progress::default());
+        let stop = CancellationToken::new();
+        let (a, b) = (
+            progress.start(&stop, 1).unwrap(),
+            progress.start(&stop, 1).unwrap(),
+        );
+        let long = Instant::now() + std::time::Duration::from_secs(30);
+        assert!(!progress.wait_idle(Instant::now()), "two running");
+        let waiter = {
+            let progress = progress.clone();
+            std::thread::spawn(move || (progress.wait_idle(long), Instant::now()))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(a);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "one still running");
+        drop(b);
+        let (idle, _) = waiter.join().unwrap();
+        assert!(idle, "woken by the last one, long before the deadline");
+        assert_eq!(progress.lock().idle_waiters, 0);
     }
 
     #[test]
