@@ -164,25 +164,7 @@ sources:
         Work::NoMatch => "tripline_events_total",
         Work::Outbox => "tripline_objects_created_total",
     };
-    let deadline = Instant::now() + PATIENCE;
-    let mut first = None;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "tripline did not finish:\n{}",
-            t.log()
-        );
-        if let Some(c) = t.try_metric(counter).await {
-            if c > 0 {
-                first.get_or_insert_with(Instant::now);
-            }
-            if c >= n as u64 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let secs = first.expect("objects").elapsed().as_secs_f64();
+    let rate = t.rate_until(counter, n as u64, PATIENCE).await;
     if work == Work::Outbox {
         let files = std::fs::read_dir(t.dir.path().join("outbox"))
             .unwrap()
@@ -190,7 +172,7 @@ sources:
         assert_eq!(files, n, "one object per message");
     }
     t.terminate();
-    n as f64 / secs
+    rate
 }
 
 fn main() {

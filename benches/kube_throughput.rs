@@ -124,28 +124,16 @@ sources:
         &[("bench.yaml", &sensor("queue"))],
         &[("TRIPLINE_LOG", "warn")],
     );
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut first = None;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "tripline did not finish:\n{}",
-            t.log()
-        );
-        if let Some(c) = t.try_metric("tripline_objects_created_total").await {
-            if c > 0 {
-                first.get_or_insert_with(Instant::now);
-            }
-            if c >= n as u64 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let secs = first.expect("objects").elapsed().as_secs_f64();
+    let rate = t
+        .rate_until(
+            "tripline_objects_created_total",
+            n as u64,
+            Duration::from_secs(300),
+        )
+        .await;
     t.terminate();
     broker.stop().await;
-    n as f64 / secs
+    rate
 }
 
 /// The bench's sensor: a ConfigMap per event of `source`.

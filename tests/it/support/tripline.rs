@@ -235,6 +235,31 @@ impl Tripline {
         metric_value(&response.text().await.ok()?, name)
     }
 
+    /// For benchmarks: polls `counter` every 10 ms until it reaches `n`
+    /// (panicking after `patience`, with the log) and returns its rate per
+    /// second from the first poll that saw it above zero to the last.
+    pub async fn rate_until(&self, counter: &str, n: u64, patience: Duration) -> f64 {
+        let deadline = Instant::now() + patience;
+        let mut first = None;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "tripline did not reach {n} {counter}:\n{}",
+                self.log()
+            );
+            if let Some(c) = self.try_metric(counter).await {
+                if c > 0 {
+                    first.get_or_insert_with(Instant::now);
+                }
+                if c >= n {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        n as f64 / first.expect("counted").elapsed().as_secs_f64()
+    }
+
     /// Parsed lines of `<dir>/dead-letter.jsonl`.
     pub fn dead_letters(&self) -> Vec<Value> {
         std::fs::read_to_string(self.dir.path().join("dead-letter.jsonl"))
