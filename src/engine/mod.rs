@@ -745,9 +745,11 @@ spec:
         assert!(engine
             .metrics()
             .contains("tripline_events_unmatched_total{source=\"src\"} 5"));
-        // The status page says why an event has no explanation.
+        // The status page lists the explained ones only (the newest first).
         let seen = engine.recent.events();
-        assert!(seen.iter().any(|s| s.outcome.unexplained));
+        let listed: Vec<&str> = seen.iter().map(|s| s.outcome.event_id.as_str()).collect();
+        assert_eq!(listed, ["e", "c", "b", "a"], "d is counted, not listed");
+        assert!(seen.iter().all(|s| !s.outcome.unexplained));
     }
 
     #[tokio::test]

@@ -44,9 +44,14 @@ pub struct Recent {
 }
 
 impl Recent {
+    /// Counts `event` for its source's rate and lists it with its verdict —
+    /// unless it matched nothing and was not explained (a busy broker
+    /// source's, see `Engine::explain_sampled`): such a row would say
+    /// nothing, and at 100 000 events a second would push the explained
+    /// ones off the list within a millisecond.
     pub fn record(&self, event: &Event, outcome: &Outcome) {
         let ms = crate::event::now_unix_millis();
-        {
+        if !outcome.unexplained {
             let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
             if events.len() == RECENT_EVENTS {
                 events.pop_back();

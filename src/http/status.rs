@@ -131,9 +131,6 @@ fn page(engine: &Engine, readiness: &Readiness) -> String {
         }
         if e.outcome.matched.is_empty() {
             verdict.push_str("<div class=muted>matched nothing</div>");
-            if e.outcome.unexplained {
-                verdict.push_str("<div class=muted>not explained: a broker source's unmatched events are explained at most ten times a second; paste the event into the form below</div>");
-            }
             for m in &e.outcome.why_not {
                 let _ = write!(
                     verdict,
