@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::auth::header_str;
-use crate::event::Event;
+use crate::event::{body_hash, Event};
 use crate::redact::is_credential_header;
 
 /// How a webhook kind turns a verified request into an event.
@@ -103,7 +103,10 @@ impl Provider {
         if !ct.is_empty() {
             meta.insert("contentType".into(), json!(ct));
         }
-        let mut event = Event::new(source, body, Value::Null);
+        // The delivery id when the sender gives one; else (at the end) a
+        // hash of the body — computed only then.
+        let mut id: Option<String> = None;
+        let mut event = Event::with_id(source, String::new(), Value::Null);
         for (k, v) in headers {
             if !is_credential_header(k.as_str()) {
                 event
@@ -123,10 +126,10 @@ impl Provider {
                 type_header,
             } => {
                 event.body = decode_body(&ct, body, &mut meta)?;
-                if let Some(id) = id_header.as_deref().and_then(|h| header_str(headers, h)) {
-                    event.id = id.to_string();
+                if let Some(given) = id_header.as_deref().and_then(|h| header_str(headers, h)) {
+                    id = Some(given.to_string());
                 } else if let Some(path) = id_from {
-                    event.id = id_from_body(&event.body, path)?;
+                    id = Some(id_from_body(&event.body, path)?);
                 }
                 if let Some(t) = type_header.as_deref().and_then(|h| header_str(headers, h)) {
                     event.kind = t.to_string();
@@ -136,9 +139,10 @@ impl Provider {
             Provider::Github { dedupe_body } => {
                 event.kind = required("X-GitHub-Event")?;
                 // With `dedupe: body` the id stays the hash of the body.
-                if let Some(id) = header_str(headers, "X-GitHub-Delivery").filter(|_| !dedupe_body)
+                if let Some(given) =
+                    header_str(headers, "X-GitHub-Delivery").filter(|_| !dedupe_body)
                 {
-                    event.id = id.to_string();
+                    id = Some(given.to_string());
                 }
                 if let Some(d) = header_str(headers, "X-GitHub-Delivery") {
                     meta.insert("delivery".into(), json!(d));
@@ -156,10 +160,10 @@ impl Provider {
                 event.kind = required("X-Gitlab-Event")?;
                 // GitLab keeps `Idempotency-Key` across its retries of one
                 // delivery; older versions send only the event UUID.
-                if let Some(id) = header_str(headers, "Idempotency-Key")
+                if let Some(given) = header_str(headers, "Idempotency-Key")
                     .or_else(|| header_str(headers, "X-Gitlab-Event-UUID"))
                 {
-                    event.id = id.to_string();
+                    id = Some(given.to_string());
                 }
                 event.body = decode_body(&ct, body, &mut meta)?;
                 event.subject = event.body["project"]["path_with_namespace"]
@@ -167,8 +171,12 @@ impl Provider {
                     .unwrap_or_default()
                     .to_string();
             }
-            Provider::CloudEvents => parse_cloudevent(&ct, headers, body, &mut event, &mut meta)?,
+            Provider::CloudEvents => {
+                parse_cloudevent(&ct, headers, body, &mut event, &mut meta)?;
+                id = Some(std::mem::take(&mut event.id));
+            }
         }
+        event.id = id.unwrap_or_else(|| body_hash(body));
         event.meta = meta;
         Ok(Parsed::Event(Box::new(event)))
     }
