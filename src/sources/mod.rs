@@ -18,6 +18,7 @@ pub mod webhook;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -39,22 +40,84 @@ pub struct SourceContext {
     pub bytes: ByteBudget,
 }
 
-/// Runs a message's work at once if it finishes at the first poll (most do:
-/// nothing matched, or the outcome is known without waiting), else spawns
-/// it into `running` — a task per message cost more than matching it.
-/// A panic is reported as a panicking task would be (`Err`, its message).
-pub fn run_now_or_spawn<F>(running: &mut JoinSet<()>, work: F) -> Result<(), String>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let mut work = Box::pin(work);
-    match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().now_or_never())) {
-        Ok(Some(())) => Ok(()),
-        Ok(None) => {
-            running.spawn(work);
-            Ok(())
+/// A broker source's message work in flight: a [`JoinSet`] (which it
+/// derefs to) whose [`start`](MessageTasks::start) runs work at once when it
+/// finishes at the first poll — most does: nothing matched, or the outcome
+/// is known without waiting — and spawns a task only for work that waits (a
+/// submission). A task per message cost more than matching it.
+///
+/// Work run at once runs on the loop that feeds it, one message after the
+/// other: cheap matching does not mind, but slow matching (a Lua filter,
+/// thousands of sensors) would be held to one core. So once half of the
+/// last eight first polls took longer than [`INLINE_BUDGET`] (one slow poll
+/// is more likely the thread being preempted), work is spawned without
+/// trying for [`INLINE_PAUSE`], then tried at once again.
+pub struct MessageTasks {
+    tasks: JoinSet<()>,
+    spawn_until: Option<Instant>,
+    /// One bit per recent first poll run at once: set if it was slow.
+    slow: u8,
+}
+
+/// A first poll longer than this is slow (see [`MessageTasks`]).
+pub const INLINE_BUDGET: Duration = Duration::from_micros(50);
+/// For this long.
+pub const INLINE_PAUSE: Duration = Duration::from_secs(1);
+
+impl MessageTasks {
+    pub fn new() -> Self {
+        MessageTasks {
+            tasks: JoinSet::new(),
+            spawn_until: None,
+            slow: 0,
         }
-        Err(p) => Err(crate::outcome::panic_message(&*p)),
+    }
+
+    /// Runs `work` at once or as a task (see the type). A panic at the first
+    /// poll is returned (its message), as a panicking task's would be seen.
+    pub fn start<F>(&mut self, work: F) -> Result<(), String>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let started = Instant::now();
+        if self.spawn_until.is_some_and(|until| started < until) {
+            self.tasks.spawn(work);
+            return Ok(());
+        }
+        let mut work = Box::pin(work);
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().now_or_never()));
+        self.slow = self.slow << 1 | u8::from(started.elapsed() > INLINE_BUDGET);
+        if self.slow.count_ones() >= 4 {
+            self.spawn_until = Some(Instant::now() + INLINE_PAUSE);
+            self.slow = 0;
+        }
+        match polled {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => {
+                self.tasks.spawn(work);
+                Ok(())
+            }
+            Err(p) => Err(crate::outcome::panic_message(&*p)),
+        }
+    }
+}
+
+impl Default for MessageTasks {
+    fn default() -> Self {
+        MessageTasks::new()
+    }
+}
+
+impl std::ops::Deref for MessageTasks {
+    type Target = JoinSet<()>;
+    fn deref(&self) -> &JoinSet<()> {
+        &self.tasks
+    }
+}
+
+impl std::ops::DerefMut for MessageTasks {
+    fn deref_mut(&mut self) -> &mut JoinSet<()> {
+        &mut self.tasks
     }
 }
 
@@ -89,23 +152,25 @@ mod tests {
     #[tokio::test]
     async fn work_done_at_once_costs_no_task_and_the_rest_is_spawned() {
         let done = Arc::new(AtomicUsize::new(0));
-        let mut running = JoinSet::new();
+        let mut running = MessageTasks::new();
 
         let d = done.clone();
-        run_now_or_spawn(&mut running, async move {
-            d.fetch_add(1, Ordering::SeqCst);
-        })
-        .unwrap();
+        running
+            .start(async move {
+                d.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
         assert_eq!(done.load(Ordering::SeqCst), 1, "ran at once");
         assert!(running.is_empty(), "no task for it");
 
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let d = done.clone();
-        run_now_or_spawn(&mut running, async move {
-            rx.await.unwrap();
-            d.fetch_add(1, Ordering::SeqCst);
-        })
-        .unwrap();
+        running
+            .start(async move {
+                rx.await.unwrap();
+                d.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
         assert_eq!(running.len(), 1, "waiting work became a task");
         assert_eq!(done.load(Ordering::SeqCst), 1);
         tx.send(()).unwrap();
@@ -114,9 +179,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn slow_work_sends_what_follows_to_tasks_for_a_while() {
+        let mut running = MessageTasks::new();
+        let slow = || async { std::thread::sleep(INLINE_BUDGET * 4) };
+        // First polls that compute for longer than the budget (a heavy
+        // filter) still finish at once; one alone (a preempted thread, say)
+        // changes nothing...
+        running.start(slow()).unwrap();
+        running.start(async {}).unwrap();
+        running.start(async {}).unwrap();
+        assert!(running.is_empty());
+        // ...but after the fourth of the last eight, the next work, however
+        // cheap, goes to a task, so that heavy matching spreads over the
+        // runtime's threads.
+        for _ in 0..3 {
+            running.start(slow()).unwrap();
+        }
+        assert!(running.is_empty());
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = done.clone();
+        running
+            .start(async move {
+                d.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        assert_eq!(running.len(), 1, "spawned, not run at once");
+        running.join_next().await.unwrap().unwrap();
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn a_panic_at_the_first_poll_is_returned_not_raised() {
-        let mut running = JoinSet::new();
-        let err = run_now_or_spawn(&mut running, async { panic!("bad message") }).unwrap_err();
+        let mut running = MessageTasks::new();
+        let err = running.start(async { panic!("bad message") }).unwrap_err();
         assert!(err.contains("bad message"), "{err}");
         assert!(running.is_empty());
     }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
@@ -19,7 +18,7 @@ use crate::limits::ByteBudget;
 use std::panic::AssertUnwindSafe;
 
 use crate::outcome::{oversized, panic_message, Disposition, Process};
-use crate::sources::run_now_or_spawn;
+use crate::sources::MessageTasks;
 
 /// What every message task needs.
 pub(super) struct WorkContext {
@@ -48,7 +47,7 @@ pub(super) async fn run_partition(
 ) {
     // The tasks below are spawned, so they name their parent span explicitly.
     let partition_span = tracing::Span::current();
-    let mut running = JoinSet::new();
+    let mut running = MessageTasks::new();
     loop {
         tokio::select! {
             biased;
@@ -91,7 +90,7 @@ pub(super) async fn run_partition(
                         progress.lock().marks.finished(offset);
                     }
                 };
-                if let Err(panic) = run_now_or_spawn(&mut running, job) {
+                if let Err(panic) = running.start(job) {
                     error!(error = %panic, "message task failed; its offset stays uncommitted");
                 }
             }

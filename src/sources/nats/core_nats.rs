@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn, Span};
 
@@ -19,7 +18,7 @@ use std::panic::AssertUnwindSafe;
 
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Disposition, Process};
-use crate::sources::{run_now_or_spawn, SourceContext, SourceError};
+use crate::sources::{MessageTasks, SourceContext, SourceError};
 
 /// In-process retries of a message whose submission is unavailable.
 const CORE_RETRY_BASE: Duration = Duration::from_secs(1);
@@ -70,7 +69,7 @@ impl NatsSource {
         ));
 
         let slots = Arc::new(Semaphore::new(self.max_in_flight));
-        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut in_flight = MessageTasks::new();
         let shared = Arc::new(Shared {
             process: cx.process.clone(),
             client: client.clone(),
@@ -79,10 +78,8 @@ impl NatsSource {
             max_payload: self.max_payload,
             bytes: cx.bytes.clone(),
         });
-        let spawn = |in_flight: &mut JoinSet<()>, message, slot| {
-            if let Err(panic) =
-                run_now_or_spawn(in_flight, handle_core(shared.clone(), message, slot))
-            {
+        let spawn = |in_flight: &mut MessageTasks, message, slot| {
+            if let Err(panic) = in_flight.start(handle_core(shared.clone(), message, slot)) {
                 log_panic(&self.name, &panic);
             }
         };

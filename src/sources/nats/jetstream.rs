@@ -10,7 +10,6 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn, Span};
 
@@ -23,7 +22,7 @@ use std::panic::AssertUnwindSafe;
 
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Process};
-use crate::sources::{run_now_or_spawn, SourceContext, SourceError};
+use crate::sources::{MessageTasks, SourceContext, SourceError};
 
 /// How long one JetStream pull request waits for messages before the server
 /// ends it (an idle source then simply pulls again).
@@ -67,7 +66,7 @@ impl NatsSource {
     ) -> Result<(), SourceError> {
         let (process, bytes, shutdown) = (&cx.process, &cx.bytes, cx.shutdown.token());
         let js = jetstream::new(client.clone());
-        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut in_flight = MessageTasks::new();
         let mut retry = retry_backoff();
         'bind: while !shutdown.is_cancelled() {
             let bound = tokio::select! {
@@ -238,7 +237,7 @@ impl NatsSource {
         consumer: &PullConsumer,
         room: usize,
         settlement: &Arc<Settlement>,
-        in_flight: &mut JoinSet<()>,
+        in_flight: &mut MessageTasks,
         reconnected: &mut watch::Receiver<u64>,
         shutdown: &CancellationToken,
     ) -> Pulled {
@@ -263,7 +262,7 @@ impl NatsSource {
                     None => return Pulled::Done,
                     Some(Ok(message)) => {
                         let work = handle_jetstream(settlement.clone(), message);
-                        if let Err(panic) = run_now_or_spawn(in_flight, work) {
+                        if let Err(panic) = in_flight.start(work) {
                             log_panic(&self.name, &panic);
                         }
                     }
