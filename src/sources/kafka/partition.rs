@@ -66,7 +66,10 @@ pub(super) async fn run_partition(
                 let Some(mark) = progress.start(&stop, size(&message)) else { break };
                 let (work, progress, stop) = (work.clone(), progress.clone(), stop.clone());
                 let offset = message.offset();
-                let span = info_span!(parent: &partition_span, "message", offset, id = tracing::field::Empty);
+                // The engine's span inside carries the event id
+                // (`topic/partition/offset`): recording it here as well cost
+                // a formatting per message at the default `info` level.
+                let span = info_span!(parent: &partition_span, "message", offset);
                 let job = async move {
                     let _slot = slot;
                     let _mark = mark;
@@ -74,7 +77,6 @@ pub(super) async fn run_partition(
                     let finished = match envelope(&work, &message) {
                         Ok(event) => {
                             drop(message);
-                            span.record("id", event.id.as_str());
                             process_until_final(&work, Arc::new(event), &stop).instrument(span).await
                         }
                         // Never blocks the partition: dead-lettered, then
