@@ -17,7 +17,7 @@ use std::time::Duration;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::tripline::{github_signature, push_to_main, Tripline};
+use support::tripline::{github_signature, post, post_json, push_to_main, Tripline};
 
 const SECRET: &str = "bench-secret";
 
@@ -134,18 +134,16 @@ async fn main() {
         .map(|i| {
             let (client, url, body, sig) = (client.clone(), url.clone(), body.clone(), sig.clone());
             tokio::spawn(async move {
-                let r = client
-                    .post(&url)
-                    .header("X-GitHub-Event", "push")
-                    .header("X-GitHub-Delivery", format!("big-{i}"))
-                    .header("X-Hub-Signature-256", sig)
-                    .header("Content-Type", "application/json")
-                    .body(body.as_ref().clone())
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
+                let delivery = format!("big-{i}");
+                let headers = [
+                    ("X-GitHub-Event", "push"),
+                    ("X-GitHub-Delivery", delivery.as_str()),
+                    ("X-Hub-Signature-256", sig.as_str()),
+                    ("Content-Type", "application/json"),
+                ];
+                let (status, reply) =
+                    post_json(&client, &url, &headers, body.as_ref().clone()).await;
+                assert_eq!(status, 200, "{reply}");
             })
         })
         .collect();
@@ -165,17 +163,15 @@ async fn main() {
     push["repository"]["name"] = format!("repo-{}", many - 1).into();
     push["padding"] = serde_json::Value::Null;
     let small = serde_json::to_vec(&push).unwrap();
-    let r = client
-        .post(loaded.url("/webhooks/github"))
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", "last")
-        .header("X-Hub-Signature-256", github_signature(SECRET, &small))
-        .header("Content-Type", "application/json")
-        .body(small)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let sig = github_signature(SECRET, &small);
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", "last"),
+        ("X-Hub-Signature-256", sig.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, _) = post(&loaded, "/webhooks/github", &headers, small).await;
+    assert_eq!(status, 200);
     let out = loaded.outbox();
     assert_eq!(out.len(), 1);
     assert!(
