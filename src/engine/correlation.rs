@@ -10,12 +10,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::event::Event;
+use crate::event::{now_unix_millis, Event};
 use crate::sensor::correlate::{self, Decision, Shape, TriggerState};
 use crate::sensor::{Match, SensorSet};
 use crate::state::{Store, StoreError};
@@ -66,13 +65,6 @@ pub struct Correlation {
     /// Dependencies waiting per `(sensor, trigger)`, as this replica last
     /// wrote them (for the `tripline_correlation_waiting` gauge).
     waiting: Mutex<HashMap<(String, String), HashMap<String, usize>>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// The store key of `(sensor, trigger, key)`: a hash, valid in any store.
@@ -186,7 +178,7 @@ impl Correlation {
                     Ok(s) => s,
                     Err(e) => return failed(format!("correlation state: {e}")),
                 };
-            let decision = correlate::offer(&mut state, &shape, &matched, event, now_ms());
+            let decision = correlate::offer(&mut state, &shape, &matched, event, now_unix_millis());
             if !matches!(decision, Decision::Consumed | Decision::Refire(_)) {
                 match self.save(&skey, &state, revision).await {
                     Ok(()) => {}
@@ -247,7 +239,7 @@ impl Correlation {
             else {
                 break;
             };
-            correlate::settle(&mut state, &identities, now_ms(), window_ms);
+            correlate::settle(&mut state, &identities, now_unix_millis(), window_ms);
             match self.save(skey, &state, revision).await {
                 Ok(()) => return,
                 Err(StoreError::Conflict) => continue,
