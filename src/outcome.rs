@@ -70,7 +70,7 @@ pub struct Outcome {
     /// Nothing matched and `why_not` was not worked out: a broker source's
     /// unmatched events are explained at most once per
     /// [`EXPLAIN_EVERY`](crate::engine::EXPLAIN_EVERY) (no sender reads a
-    /// reply; the status page says so).
+    /// reply); the status page counts such events but does not list them.
     #[serde(skip)]
     pub unexplained: bool,
 }

@@ -428,7 +428,7 @@ impl Engine {
                 crate::sensor::Action::Unavailable(reason) => {
                     warn!(error = %reason, "trigger cannot submit; dead-lettered");
                     self.dead_letter
-                            .record(&sensor.name, &trigger.name, &events, &Value::Null, reason, &Value::Null)
+                        .record(&sensor.name, &trigger.name, &events, &Value::Null, reason, &Value::Null)
                         .await;
                     out.message = Some(reason.clone());
                     return out;
@@ -443,7 +443,7 @@ impl Engine {
                     warn!(error = %e, "render failed; dead-lettered");
                     let error = format!("render failed: {e}");
                     self.dead_letter
-                            .record(&sensor.name, &trigger.name, &events, &trigger.manifest, &error, &Value::Null)
+                        .record(&sensor.name, &trigger.name, &events, &trigger.manifest, &error, &Value::Null)
                         .await;
                     out.message = Some(error);
                     return out;
