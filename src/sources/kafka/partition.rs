@@ -54,7 +54,7 @@ pub(super) async fn run_partition(
             _ = stop.cancelled() => break,
             Some(done) = running.join_next(), if !running.is_empty() => {
                 if let Err(e) = done {
-                    error!(error = %e, "message task failed; its offset stays uncommitted");
+                    task_failed(&e);
                 }
             }
             message = messages.recv(), if running.len() < work.max_in_flight => {
@@ -93,12 +93,17 @@ pub(super) async fn run_partition(
                     }
                 };
                 if let Err(panic) = running.start(job) {
-                    error!(error = %panic, "message task failed; its offset stays uncommitted");
+                    task_failed(&panic);
                 }
             }
         }
     }
     while running.join_next().await.is_some() {}
+}
+
+/// A message's work panicked, run at once or as a task.
+fn task_failed(error: &dyn std::fmt::Display) {
+    error!(error = %error, "message task failed; its offset stays uncommitted");
 }
 
 /// The message as an event, or why it cannot be one: over the payload
