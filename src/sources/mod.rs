@@ -86,11 +86,7 @@ impl MessageTasks {
         }
         let mut work = Box::pin(work);
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().now_or_never()));
-        self.slow = self.slow << 1 | u8::from(started.elapsed() > INLINE_BUDGET);
-        if self.slow.count_ones() >= 4 {
-            self.spawn_until = Some(Instant::now() + INLINE_PAUSE);
-            self.slow = 0;
-        }
+        self.first_poll_took(started.elapsed(), Instant::now());
         match polled {
             Ok(Some(())) => Ok(()),
             Ok(None) => {
@@ -98,6 +94,16 @@ impl MessageTasks {
                 Ok(())
             }
             Err(p) => Err(crate::outcome::panic_message(&*p)),
+        }
+    }
+
+    /// Remembers how long a first poll run at once took; the fourth slow one
+    /// of the last eight sends work to tasks until `now` + [`INLINE_PAUSE`].
+    fn first_poll_took(&mut self, took: Duration, now: Instant) {
+        self.slow = self.slow << 1 | u8::from(took > INLINE_BUDGET);
+        if self.slow.count_ones() >= 4 {
+            self.spawn_until = Some(now + INLINE_PAUSE);
+            self.slow = 0;
         }
     }
 }
@@ -178,34 +184,55 @@ mod tests {
         assert_eq!(done.load(Ordering::SeqCst), 2, "and finished there");
     }
 
-    #[tokio::test]
-    async fn slow_work_sends_what_follows_to_tasks_for_a_while() {
+    #[test]
+    fn four_slow_first_polls_of_the_last_eight_switch_to_tasks_for_a_while() {
         let mut running = MessageTasks::new();
-        let slow = || async { std::thread::sleep(INLINE_BUDGET * 4) };
-        // First polls that compute for longer than the budget (a heavy
-        // filter) still finish at once; one alone (a preempted thread, say)
-        // changes nothing...
-        running.start(slow()).unwrap();
-        running.start(async {}).unwrap();
-        running.start(async {}).unwrap();
-        assert!(running.is_empty());
-        // ...but after the fourth of the last eight, the next work, however
-        // cheap, goes to a task, so that heavy matching spreads over the
-        // runtime's threads.
-        for _ in 0..3 {
-            running.start(slow()).unwrap();
+        let t0 = Instant::now();
+        let (slow, fast) = (INLINE_BUDGET * 2, INLINE_BUDGET / 2);
+        // One slow poll alone (a preempted thread, say) changes nothing, nor
+        // do three of the last eight...
+        for took in [slow, fast, fast, slow, fast, slow, fast, fast, fast] {
+            running.first_poll_took(took, t0);
         }
+        assert_eq!(running.spawn_until, None);
+        // ...(the first slow one has left the window of eight)...
+        running.first_poll_took(slow, t0);
+        assert_eq!(running.spawn_until, None);
+        // ...the fourth of the last eight does, for INLINE_PAUSE, and the
+        // count starts again.
+        running.first_poll_took(slow, t0);
+        assert_eq!(running.spawn_until, Some(t0 + INLINE_PAUSE));
+        assert_eq!(running.slow, 0);
+    }
+
+    #[tokio::test]
+    async fn slow_work_sends_what_follows_to_tasks() {
+        let mut running = MessageTasks::new();
+        // First polls that compute for longer than the budget (a heavy
+        // filter) still finish at once...
+        let finished = Arc::new(AtomicUsize::new(0));
+        for _ in 0..4 {
+            let f = finished.clone();
+            running
+                .start(async move {
+                    std::thread::sleep(INLINE_BUDGET * 4);
+                    f.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap();
+        }
+        assert_eq!(finished.load(Ordering::SeqCst), 4, "all ran at once");
         assert!(running.is_empty());
-        let done = Arc::new(AtomicUsize::new(0));
-        let d = done.clone();
+        // ...but after four of them the next work, however cheap, goes to a
+        // task, so that heavy matching spreads over the runtime's threads.
+        let f = finished.clone();
         running
             .start(async move {
-                d.fetch_add(1, Ordering::SeqCst);
+                f.fetch_add(1, Ordering::SeqCst);
             })
             .unwrap();
         assert_eq!(running.len(), 1, "spawned, not run at once");
         running.join_next().await.unwrap().unwrap();
-        assert_eq!(done.load(Ordering::SeqCst), 1);
+        assert_eq!(finished.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test]
