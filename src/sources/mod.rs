@@ -85,7 +85,14 @@ impl MessageTasks {
             return Ok(());
         }
         let mut work = Box::pin(work);
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().now_or_never()));
+        // Unconstrained: the feeding loop may have spent tokio's budget of
+        // operations for this turn, and then every channel send in the work
+        // (an ack) would say "not yet" and turn done-at-once work into a
+        // task. One poll of one message's work is bounded; the loop itself
+        // still yields when its own receives run out of budget.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            tokio::task::coop::unconstrained(work.as_mut()).now_or_never()
+        }));
         self.first_poll_took(started.elapsed(), Instant::now());
         match polled {
             Ok(Some(())) => Ok(()),

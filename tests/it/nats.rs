@@ -522,6 +522,44 @@ async fn long_submissions_send_progress_and_are_not_redelivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_more_than_max_in_flight_fetched_and_unsettled() {
+    let nats = Nats::start().await;
+    let (api, _kube_dir, kubeconfig) = api_rig().await;
+    // Pull requests overlap (batch 64), but with maxInFlight 3 no more than
+    // three messages are delivered and unsettled while submissions hang.
+    let t = Tripline::start(
+        &js_config(
+            &nats.url(),
+            &kube_submit(&kubeconfig),
+            &[("maxInFlight", "3"), ("ackWait", "5s")],
+        ),
+        &[("jobs.yaml", JOB_SENSOR)],
+        &[],
+    )
+    .await;
+    api.fail_next(6, Fault::Hang(Duration::from_millis(1500)));
+    let seqs = publish_jobs(&nats.url(), 0..12).await;
+    wait("3 submissions in flight", || {
+        (api.create_attempts() >= 3).then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        let info = consumer_info(&nats.url()).await;
+        assert_eq!(info.num_ack_pending, 3, "{info:?}");
+        assert_eq!(api.create_attempts(), 3);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait("12 objects", || {
+        (api.objects("workflows").len() >= 12).then_some(())
+    })
+    .await;
+    let info = wait_all_settled(&nats.url(), *seqs.last().unwrap()).await;
+    assert_eq!(info.num_redelivered, 0, "{info:?}");
+    assert_one_per_key(&api.objects("workflows"), &keys(12));
+    assert_eq!(t.metric("tripline_objects_created_total").await, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_messages_and_acks_them() {
     let nats = Nats::start().await;
     let (api, _kube_dir, kubeconfig) = api_rig().await;
