@@ -29,7 +29,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 mod support;
 
 use support::brokers::{kafka_consumer_config, kafka_produce_many, Kafka};
-use support::tripline::Tripline;
+use support::tripline::{bench_log, Tripline};
 
 const TOPIC: &str = "bench";
 const PARTITIONS: i32 = 3;
@@ -158,7 +158,7 @@ sources:
     let mut t = Tripline::launch(
         &config,
         &[("bench.yaml", &sensor)],
-        &[("TRIPLINE_LOG", "warn")],
+        &[("TRIPLINE_LOG", bench_log())],
     );
     let counter = match work {
         Work::NoMatch => "tripline_events_total",

@@ -22,7 +22,7 @@ mod support;
 
 use support::brokers::{kafka_produce_many, Kafka};
 use support::kube_api::KubeApi;
-use support::tripline::{post_json, Tripline};
+use support::tripline::{bench_log, post_json, Tripline};
 
 const CONCURRENCY: usize = 32;
 
@@ -122,7 +122,7 @@ sources:
             CONCURRENCY / 4
         ),
         &[("bench.yaml", &sensor("queue"))],
-        &[("TRIPLINE_LOG", "warn")],
+        &[("TRIPLINE_LOG", bench_log())],
     );
     let rate = t
         .rate_until(
@@ -207,7 +207,7 @@ async fn main() {
             kubeconfig.display()
         ),
         &[("bench.yaml", &sensor("events"))],
-        &[("TRIPLINE_LOG", "warn")],
+        &[("TRIPLINE_LOG", bench_log())],
     )
     .await;
     let url = t.url("/events/events");

@@ -17,7 +17,7 @@ use std::time::Duration;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::tripline::{github_signature, post, post_json, push_to_main, Tripline};
+use support::tripline::{bench_log, github_signature, post, post_json, push_to_main, Tripline};
 
 const SECRET: &str = "bench-secret";
 
@@ -96,7 +96,7 @@ async fn start(sensors: usize) -> Tripline {
     let t = Tripline::start(
         CONFIG,
         &refs,
-        &[("BENCH_SECRET", SECRET), ("TRIPLINE_LOG", "warn")],
+        &[("BENCH_SECRET", SECRET), ("TRIPLINE_LOG", bench_log())],
     )
     .await;
     // Let start-up allocations settle (the allocator trims, threads park).

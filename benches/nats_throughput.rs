@@ -22,7 +22,7 @@ use futures::StreamExt;
 mod support;
 
 use support::brokers::Nats;
-use support::tripline::Tripline;
+use support::tripline::{bench_log, Tripline};
 
 const STREAM: &str = "STORAGE";
 const SUBJECT: &str = "storage.objects.created.raw";
@@ -101,7 +101,7 @@ fn start_tripline(url: &str, durable: &str, sensor: &str) -> Tripline {
             "sensors: sensors/\nsubmit: {{type: outbox, dir: outbox/}}\nsources:\n  - type: nats\n    name: bucket-events\n    urls: [{url}]\n    subjects: [storage.objects.created.>]\n    jetstream: {{stream: {STREAM}, durable: {durable}, create: true, batch: 64, maxInFlight: 64}}\n"
         ),
         &[("data-arrival.yaml", sensor)],
-        &[("TRIPLINE_LOG", "warn")],
+        &[("TRIPLINE_LOG", bench_log())],
     )
 }
 

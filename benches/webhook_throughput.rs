@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 mod support;
 
 use support::brokers::free_port;
-use support::tripline::{github_signature, push_to_main, Tripline};
+use support::tripline::{bench_log, github_signature, push_to_main, Tripline};
 
 const SECRET: &str = "bench-secret";
 const CONCURRENCY: usize = 32;
@@ -171,7 +171,7 @@ async fn start_tripline() -> Tripline {
     Tripline::start(
         "sensors: sensors/\nsubmit: {type: outbox, dir: outbox/}\nlimits: {maxInFlight: 256}\nsources:\n  - {type: github, name: github, path: /webhooks/github, secret: {env: BENCH_SECRET}}\n",
         &[("retrain.yaml", &sensor)],
-        &[("BENCH_SECRET", SECRET), ("TRIPLINE_LOG", "warn")],
+        &[("BENCH_SECRET", SECRET), ("TRIPLINE_LOG", bench_log())],
     )
     .await
 }

@@ -218,7 +218,13 @@ impl Engine {
     /// Matches, correlates, renders and submits. Returns once every fired
     /// trigger has a final outcome (or ran out of retries). A panic inside is
     /// caught: the event is dead-lettered and the outcome is a rejection.
-    #[instrument(skip_all, fields(event_id = %event.id, source = %event.source))]
+    ///
+    /// The span per event is at `debug`: a span is formatted per event at
+    /// the level it is enabled, which cost broker sources a fifth of their
+    /// throughput at the default `info` for events that log nothing. What
+    /// this logs at `info` and above names the event itself (the `trigger`
+    /// span of a firing carries `event_id`; the rest have the field).
+    #[instrument(level = "debug", skip_all, fields(event_id = %event.id, source = %event.source))]
     pub async fn process(&self, event: Arc<Event>) -> Outcome {
         let series = self.stats.source(&event.source);
         series.events.inc();
@@ -232,7 +238,7 @@ impl Engine {
             Ok(outcome) => outcome,
             Err(panic) => {
                 let what = panic_message(&*panic);
-                error!(panic = %what, "processing panicked; the event is dead-lettered and acknowledged");
+                error!(event_id = %event.id, panic = %what, "processing panicked; the event is dead-lettered and acknowledged");
                 self.stats.panics.inc();
                 let reason = format!("processing panicked: {what}");
                 self.dead_letter
@@ -349,10 +355,10 @@ impl Engine {
                 } => {
                     let (s, t) = loaded.sensors.trigger(sensor, trigger);
                     let status = if retry {
-                        warn!(sensor = %s.name, trigger = %t.name, error = %message, "correlation unavailable; the event will be retried");
+                        warn!(event_id = %event.id, sensor = %s.name, trigger = %t.name, error = %message, "correlation unavailable; the event will be retried");
                         Status::Unavailable
                     } else {
-                        warn!(sensor = %s.name, trigger = %t.name, error = %message, "cannot correlate; dead-lettered");
+                        warn!(event_id = %event.id, sensor = %s.name, trigger = %t.name, error = %message, "cannot correlate; dead-lettered");
                         self.dead_letter
                             .record(&s.name, &t.name, &[("event", event)], &Value::Null, &message, &Value::Null)
                             .await;
@@ -390,7 +396,7 @@ impl Engine {
         last_chance: bool,
     ) -> TriggerOutcome {
         let (sensor, trigger) = loaded.sensors.trigger(f.sensor, f.trigger);
-        let span = tracing::info_span!("trigger", sensor = %sensor.name, trigger = %trigger.name);
+        let span = tracing::info_span!("trigger", event_id = %primary.id, sensor = %sensor.name, trigger = %trigger.name);
         async move {
             let events = sensor.named(&f.events);
             let mut out = TriggerOutcome {

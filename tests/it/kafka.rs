@@ -491,7 +491,18 @@ async fn a_poison_message_is_dead_lettered_and_the_partition_keeps_flowing() {
     let api = KubeApi::start().await;
     let kube_dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(kube_dir.path());
-    let t = start(&kube_config(&kafka, "jobs", "g-poison", &kubeconfig)).await;
+    // At the default log level (tests run at `debug`, where spans per
+    // message name the event anyway): what is logged names the event.
+    let t = Tripline::start(
+        &kube_config(&kafka, "jobs", "g-poison", &kubeconfig),
+        &sensors(),
+        &[("TRIPLINE_LOG", "info")],
+    )
+    .await;
+    eventually("the source to join its group", || async {
+        readiness(&t).await.filter(|(r, _)| *r)
+    })
+    .await;
 
     // Message 2 carries a label value the API refuses (422): a poison
     // message. Retrying cannot help; it must not block 3 and 4.
@@ -519,6 +530,12 @@ async fn a_poison_message_is_dead_lettered_and_the_partition_keeps_flowing() {
         5,
         "the poison message was not retried"
     );
+    let log = strip_ansi(&t.log());
+    let rejected: Vec<&str> = log.lines().filter(|l| l.contains("rejected")).collect();
+    assert_eq!(rejected.len(), 2, "the engine's line and the partition's: {log}");
+    for line in rejected {
+        assert!(line.contains(&poison_id), "{line}");
+    }
 
     // And the partition still flows.
     kafka_produce(&kafka.bootstrap(), "jobs", &messages(5, 1)).await;

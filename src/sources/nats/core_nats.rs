@@ -140,7 +140,9 @@ struct Shared {
 
 /// Processes one core NATS message: replies with the outcome to a request;
 /// retries a plain message in process while the API is unavailable.
-#[instrument(skip_all, fields(source, subject, event_id))]
+// At `debug`, like the engine's: a span formatted per message at `info`
+// cost a fifth of the throughput. Lines at `info` and up name the event.
+#[instrument(level = "debug", skip_all, fields(source, subject, event_id))]
 async fn handle_core(
     shared: Arc<Shared>,
     message: async_nats::Message,
@@ -186,7 +188,7 @@ async fn handle_core(
         if let Some(reply) = message.reply.clone() {
             let body = serde_json::to_vec(&outcome).unwrap_or_default();
             if let Err(e) = client.publish(reply, body.into()).await {
-                warn!(error = %e, "cannot reply with the outcome");
+                warn!(event_id = %event.id, error = %e, "cannot reply with the outcome");
             }
             return;
         }
@@ -201,7 +203,7 @@ async fn handle_core(
             "unavailable; retrying in process (core NATS cannot redeliver)"
         );
         if sleep_or_shutdown(delay, shutdown).await {
-            error!("shutting down with the Kubernetes API unavailable: this core NATS message is lost (core NATS is at most once; use JetStream)");
+            error!(event_id = %event.id, "shutting down with the Kubernetes API unavailable: this core NATS message is lost (core NATS is at most once; use JetStream)");
             return;
         }
     }

@@ -334,6 +334,14 @@ fn metric_value(text: &str, name: &str) -> Option<u64> {
 }
 
 /// HMAC-SHA256 hex signature as GitHub sends it.
+/// The log filter a bench runs tripline with: `TRIPLINE_BENCH_LOG`, or
+/// `warn` (so that a bench measures the work, not the log; docs/performance.md
+/// has the figures at the default `info` too).
+pub fn bench_log() -> &'static str {
+    static LOG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| std::env::var("TRIPLINE_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+}
+
 pub fn github_signature(secret: &str, body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
