@@ -190,6 +190,14 @@ async fn wait_up(url: &str) {
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 20_000 } else { 200 };
+    // TRIPLINE_BENCH_PEER_ONLY=<port>: serve only the axum peer, for an
+    // outside load generator (`wrk`, see docs/performance.md).
+    if let Some(port) = std::env::var("TRIPLINE_BENCH_PEER_ONLY")
+        .ok()
+        .and_then(|p| p.parse().ok())
+    {
+        return peer(port).await;
+    }
     let body = Arc::new(serde_json::to_vec(&push_to_main()).unwrap());
 
     let peer_port = free_port();

@@ -532,7 +532,11 @@ async fn a_poison_message_is_dead_lettered_and_the_partition_keeps_flowing() {
     );
     let log = strip_ansi(&t.log());
     let rejected: Vec<&str> = log.lines().filter(|l| l.contains("rejected")).collect();
-    assert_eq!(rejected.len(), 2, "the engine's line and the partition's: {log}");
+    assert_eq!(
+        rejected.len(),
+        2,
+        "the engine's line and the partition's: {log}"
+    );
     for line in rejected {
         assert!(line.contains(&poison_id), "{line}");
     }

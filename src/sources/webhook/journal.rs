@@ -59,6 +59,10 @@ pub struct Journal {
     cached_depth: Mutex<(usize, Duration)>,
     /// Entries some task is processing right now (the worker skips them).
     claimed: Mutex<HashSet<String>>,
+    /// Dir backend: the entries found at open or written since, not yet
+    /// removed — so that a delivery processed in time (most) costs no
+    /// `unlink` of a file that was never written.
+    written: Mutex<HashSet<String>>,
     /// Woken when an entry is added.
     added: Notify,
 }
@@ -68,6 +72,11 @@ pub struct Journal {
 pub struct Queued {
     pub key: String,
     pub since: SystemTime,
+}
+
+/// A set's lock (a panic while holding it leaves the set usable).
+fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -81,9 +90,13 @@ impl Journal {
     /// Opens (creating) `dir` and removes temp files a killed process left.
     pub fn open(dir: &Path) -> Result<Arc<Journal>, JournalError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut written = HashSet::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TMP_PREFIX) {
                 let _ = std::fs::remove_file(entry.path());
+            } else if let Some(key) = name.strip_suffix(".json") {
+                written.insert(key.to_string());
             }
         }
         Ok(Arc::new(Journal {
@@ -91,6 +104,7 @@ impl Journal {
             dir: dir.to_path_buf(),
             cached_depth: Mutex::default(),
             claimed: Mutex::new(HashSet::new()),
+            written: Mutex::new(written),
             added: Notify::new(),
         }))
     }
@@ -103,6 +117,7 @@ impl Journal {
             dir: PathBuf::new(),
             cached_depth: Mutex::default(),
             claimed: Mutex::new(HashSet::new()),
+            written: Mutex::default(),
             added: Notify::new(),
         }))
     }
@@ -137,6 +152,8 @@ impl Journal {
             n.publish(&key, bytes).await?;
             return Ok(key);
         }
+        // Known before it is written: a task finishing meanwhile removes it.
+        lock(&self.written).insert(key.clone());
         let (dir, path) = (self.dir.clone(), self.path(&key));
         tokio::task::spawn_blocking(move || write_once(&dir, &path, &bytes))
             .await
@@ -154,6 +171,7 @@ impl Journal {
         if !matches!(self.backend, Backend::Dir) {
             return;
         }
+        lock(&self.written).remove(key);
         let path = self.path(key);
         if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -162,9 +180,19 @@ impl Journal {
         }
     }
 
+    /// Drops the entry of a delivery whose outcome became final while it was
+    /// processed live, if it was queued meanwhile (or found at open); a
+    /// delivery never queued costs no file-system call.
+    pub fn remove_if_queued(&self, key: &str) {
+        if lock(&self.written).contains(key) {
+            self.remove(key);
+        }
+    }
+
     /// Moves an unreadable entry out of the way (`<key>.json.bad`), kept for
     /// an operator to look at.
     pub fn set_aside(&self, key: &str) {
+        lock(&self.written).remove(key);
         let path = self.path(key);
         let mut bad = path.as_os_str().to_owned();
         bad.push(".bad");
@@ -215,17 +243,11 @@ impl Journal {
 
     /// Marks `key` as being processed; `false` if someone else is on it.
     pub fn claim(&self, key: &str) -> bool {
-        self.claimed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string())
+        lock(&self.claimed).insert(key.to_string())
     }
 
     pub fn release(&self, key: &str) {
-        self.claimed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        lock(&self.claimed).remove(key);
     }
 
     /// Resolves when an entry was added (or after `at_most`).
@@ -611,5 +633,36 @@ mod tests {
         j.release(&key);
         j.remove(&key);
         assert_eq!(j.depth().0, 0);
+    }
+
+    #[tokio::test]
+    async fn a_live_outcome_removes_only_entries_queued_or_found_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = |id: &str| {
+            let mut e = Event::new("gh", b"{}", json!({}));
+            e.id = id.into();
+            e
+        };
+        let (found, queued, placed) = (event("found"), event("queued"), event("placed"));
+        let j = Journal::open(dir.path()).unwrap();
+        let found_key = j.append(&found).await.unwrap();
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        let queued_key = j.append(&queued).await.unwrap();
+        // An entry put there behind the journal's back (an operator moving
+        // a `.bad` entry back): the worker's to replay, not a live task's.
+        let placed_key = Journal::key(&placed);
+        std::fs::write(
+            dir.path().join(format!("{placed_key}.json")),
+            serde_json::to_vec(&placed).unwrap(),
+        )
+        .unwrap();
+        for key in [&found_key, &queued_key, &placed_key, &Journal::key(&event("never"))] {
+            j.remove_if_queued(key);
+        }
+        let left: Vec<String> = j.list().into_iter().map(|q| q.key).collect();
+        assert_eq!(left, vec![placed_key.clone()]);
+        j.remove(&placed_key);
+        assert_eq!(j.depth().0, 0, "the worker's remove always removes");
     }
 }

@@ -385,7 +385,7 @@ async fn process_or_queue(
             let final_outcome = outcome.disposition() != Disposition::Retry;
             if final_outcome {
                 // If it was queued meanwhile, it is done now.
-                journal.remove(&key);
+                journal.remove_if_queued(&key);
             }
             if claimed {
                 journal.release(&key);
