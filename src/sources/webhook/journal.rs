@@ -657,7 +657,12 @@ mod tests {
             serde_json::to_vec(&placed).unwrap(),
         )
         .unwrap();
-        for key in [&found_key, &queued_key, &placed_key, &Journal::key(&event("never"))] {
+        for key in [
+            &found_key,
+            &queued_key,
+            &placed_key,
+            &Journal::key(&event("never")),
+        ] {
             j.remove_if_queued(key);
         }
         let left: Vec<String> = j.list().into_iter().map(|q| q.key).collect();
