@@ -19,26 +19,18 @@ const MINUTES: u64 = 5;
 /// One processed event and its verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct Seen {
-    /// When processing finished (RFC 3339).
-    pub at: String,
+    /// When processing finished, in Unix milliseconds (the page writes it
+    /// as RFC 3339 when it is asked for, not for every event).
+    pub at_ms: u64,
     pub source: String,
     #[serde(rename = "type")]
     pub kind: String,
     pub outcome: Outcome,
 }
 
-/// A [`Seen`] as kept: the time in Unix milliseconds, written as RFC 3339
-/// when the page asks rather than for every event.
-struct Entry {
-    at_ms: u64,
-    source: String,
-    kind: String,
-    outcome: Outcome,
-}
-
 #[derive(Default)]
 pub struct Recent {
-    events: Mutex<VecDeque<Entry>>,
+    events: Mutex<VecDeque<Seen>>,
     /// Source → `(minute, events)`, oldest first.
     per_minute: Mutex<BTreeMap<String, VecDeque<(u64, u64)>>>,
 }
@@ -56,7 +48,7 @@ impl Recent {
             if events.len() == RECENT_EVENTS {
                 events.pop_back();
             }
-            events.push_front(Entry {
+            events.push_front(Seen {
                 at_ms: ms,
                 source: event.source.clone(),
                 kind: event.kind.clone(),
@@ -85,12 +77,7 @@ impl Recent {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|e| Seen {
-                at: crate::event::rfc3339_from_unix_millis(e.at_ms),
-                source: e.source.clone(),
-                kind: e.kind.clone(),
-                outcome: e.outcome.clone(),
-            })
+            .cloned()
             .collect()
     }
 

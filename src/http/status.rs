@@ -145,7 +145,7 @@ fn page(engine: &Engine, readiness: &Readiness) -> String {
             write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{verdict}</td></tr>",
-            esc(&e.at),
+            esc(&crate::event::rfc3339_from_unix_millis(e.at_ms)),
             esc(&e.source),
             if e.kind.is_empty() { "–".to_string() } else { esc(&e.kind) },
             esc(&e.outcome.event_id)
