@@ -66,9 +66,8 @@ pub(super) async fn run_partition(
                 let Some(mark) = progress.start(&stop, size(&message)) else { break };
                 let (work, progress, stop) = (work.clone(), progress.clone(), stop.clone());
                 let offset = message.offset();
-                // At `debug`: a span per message formatted at `info` cost a
-                // fifth of the throughput; the lines below `info` and up
-                // name the offset (and the engine's, the event id).
+                // At `debug`, as the engine's span is (see `Engine::process`):
+                // what is logged at `info` and up names the event itself.
                 let span = debug_span!(parent: &partition_span, "message", offset);
                 let job = async move {
                     let _slot = slot;

@@ -140,8 +140,8 @@ struct Shared {
 
 /// Processes one core NATS message: replies with the outcome to a request;
 /// retries a plain message in process while the API is unavailable.
-// At `debug`, like the engine's: a span formatted per message at `info`
-// cost a fifth of the throughput. Lines at `info` and up name the event.
+// At `debug`, as the engine's span is (see `Engine::process`): what is
+// logged at `info` and up names the event itself.
 #[instrument(level = "debug", skip_all, fields(source, subject, event_id))]
 async fn handle_core(
     shared: Arc<Shared>,

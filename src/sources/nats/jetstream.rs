@@ -309,8 +309,8 @@ impl NatsSource {
 }
 
 /// Processes one JetStream message and settles it by its outcome.
-// At `debug`, like the engine's: a span formatted per message at `info`
-// cost a fifth of the throughput. Lines at `info` and up name the event.
+// At `debug`, as the engine's span is (see `Engine::process`): what is
+// logged at `info` and up names the event itself.
 #[instrument(level = "debug", skip_all, fields(source, subject, event_id))]
 async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
     let span = Span::current();
