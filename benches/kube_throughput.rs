@@ -3,10 +3,10 @@
 //! answers 201 at once; ConfigMaps, so no Workflow schema check weighs on
 //! either side), with events coming two ways: as webhooks sent by this
 //! process (the whole HTTP intake on the same two cores), and from Kafka,
-//! produced beforehand (the submit path with a cheap intake). Then the latency of event → object created at a fixed
-//! rate of 1 000 events/s (open loop: events are sent on schedule, not when
-//! the previous one is done), p50/p99 of the webhook round trip, which
-//! includes the POST.
+//! produced beforehand (the submit path with a cheap intake). Then the
+//! latency of event → object created at a fixed rate of 1 000 events/s
+//! (open loop: events are sent on schedule, not when the previous one is
+//! done), p50/p99 of the webhook round trip, which includes the POST.
 //!
 //! `cargo bench --bench kube_throughput` (run by `cargo test` it does a
 //! short smoke run instead); with `TRIPLINE_BENCH_CSV=<dir>` it also writes

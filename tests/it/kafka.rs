@@ -238,7 +238,12 @@ fn strip_ansi(s: &str) -> String {
 }
 
 async fn start(config: &str) -> Tripline {
-    let t = Tripline::start(config, &sensors(), &[]).await;
+    start_with(config, &[]).await
+}
+
+/// [`start`] with `env` added to tripline's environment.
+async fn start_with(config: &str, env: &[(&str, &str)]) -> Tripline {
+    let t = Tripline::start(config, &sensors(), env).await;
     eventually("the source to join its group", || async {
         readiness(&t).await.filter(|(r, _)| *r)
     })
@@ -493,15 +498,10 @@ async fn a_poison_message_is_dead_lettered_and_the_partition_keeps_flowing() {
     let kubeconfig = api.write_kubeconfig(kube_dir.path());
     // At the default log level (tests run at `debug`, where spans per
     // message name the event anyway): what is logged names the event.
-    let t = Tripline::start(
+    let t = start_with(
         &kube_config(&kafka, "jobs", "g-poison", &kubeconfig),
-        &sensors(),
         &[("TRIPLINE_LOG", "info")],
     )
-    .await;
-    eventually("the source to join its group", || async {
-        readiness(&t).await.filter(|(r, _)| *r)
-    })
     .await;
 
     // Message 2 carries a label value the API refuses (422): a poison
