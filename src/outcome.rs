@@ -18,6 +18,13 @@ pub trait Process: Send + Sync {
     /// trigger has a final outcome (or ran out of retries). Never panics: a
     /// panic inside is caught, dead-lettered and answered as a rejection.
     async fn process(&self, event: Arc<Event>) -> Outcome;
+    /// If no sensor matches `event`, settles it where it stands — counted,
+    /// recorded and explained as [`process`](Self::process) would — and
+    /// returns that outcome; otherwise `None`, and the caller processes it.
+    /// Synchronous and cheap, so that an event nothing wants (most of a busy
+    /// topic's traffic) needs no task, no queue and no permit. Never panics
+    /// (a panic inside answers `None`: `process` then deals with it).
+    fn settle_unmatched(&self, event: &Event) -> Option<Outcome>;
     /// Why the event matches or not and what it would submit; submits nothing.
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>);
     /// A message of `source` that cannot become an event at all (oversized,

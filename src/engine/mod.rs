@@ -265,6 +265,62 @@ impl Engine {
                 }
             }
         };
+        self.finished(&event, &series, started, &outcome);
+        outcome
+    }
+
+    /// See [`Process::settle_unmatched`]. An event that matches something
+    /// is matched again by `process` (a second filter pass, small next to
+    /// rendering and submitting; the sensors may have been reloaded since).
+    pub fn settle_unmatched(&self, event: &Event) -> Option<Outcome> {
+        let started = Instant::now();
+        let loaded = self.loaded();
+        let settled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if !loaded.sensors.match_event(event).is_empty() {
+                return None;
+            }
+            let series = self.stats.source(&event.source);
+            series.events.inc();
+            let outcome = self.unmatched(&loaded, event, &series);
+            self.finished(event, &series, started, &outcome);
+            Some(outcome)
+        }));
+        settled.unwrap_or(None)
+    }
+
+    /// What an event that fired nothing is told: why not (unless sampled
+    /// out, see [`Engine::explain_sampled`]); counted as unmatched.
+    fn unmatched(
+        &self,
+        loaded: &Loaded,
+        event: &Event,
+        series: &crate::metrics::SourceSeries,
+    ) -> Outcome {
+        series.unmatched.inc();
+        let (why_not, unexplained) = if self.explains(event) {
+            let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
+            tracing::debug!(event_id = %event.id, why_not = ?why, "matched no sensor");
+            (why, false)
+        } else {
+            (Vec::new(), true)
+        };
+        Outcome {
+            event_id: event.id.clone(),
+            matched: Vec::new(),
+            why_not,
+            unexplained,
+        }
+    }
+
+    /// The bookkeeping every outcome ends with: the retry budget, the
+    /// latency histogram, the status page.
+    fn finished(
+        &self,
+        event: &Event,
+        series: &crate::metrics::SourceSeries,
+        started: Instant,
+        outcome: &Outcome,
+    ) {
         match outcome.disposition() {
             crate::outcome::Disposition::Retry => {
                 self.budget.spend(&event.identity(), Instant::now())
@@ -272,8 +328,7 @@ impl Engine {
             _ => self.budget.settle(|| event.identity()),
         }
         series.seconds.observe(started.elapsed().as_secs_f64());
-        self.recent.record(&event, &outcome);
-        outcome
+        self.recent.record(event, outcome);
     }
 
     async fn process_inner(
@@ -288,21 +343,10 @@ impl Engine {
             .correlation
             .offer(&loaded.sensors, &matches, event)
             .await;
-        let mut unexplained = false;
-        let why_not = if steps.is_empty() {
-            series.unmatched.inc();
-            if self.explains(event) {
-                let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
-                tracing::debug!(why_not = ?why, "matched no sensor");
-                why
-            } else {
-                unexplained = true;
-                Vec::new()
-            }
-        } else {
-            series.matched.inc();
-            Vec::new()
-        };
+        if steps.is_empty() {
+            return self.unmatched(&loaded, event, series);
+        }
+        series.matched.inc();
         let loaded = &*loaded;
         let futures = steps.into_iter().map(|step| async move {
             match step {
@@ -381,8 +425,8 @@ impl Engine {
         Outcome {
             event_id: event.id.clone(),
             matched,
-            why_not,
-            unexplained,
+            why_not: Vec::new(),
+            unexplained: false,
         }
     }
 
@@ -551,6 +595,10 @@ impl Engine {
 impl Process for Engine {
     async fn process(&self, event: Arc<Event>) -> Outcome {
         Engine::process(self, event).await
+    }
+
+    fn settle_unmatched(&self, event: &Event) -> Option<Outcome> {
+        Engine::settle_unmatched(self, event)
     }
 
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>) {
@@ -725,6 +773,52 @@ spec:
         assert!(engine
             .metrics()
             .contains("tripline_events_unmatched_total{source=\"src\"} 1"));
+    }
+
+    /// Settling an unmatched event at once tells, counts and records what
+    /// processing it would; an event that matches is left to `process`,
+    /// untouched and uncounted.
+    #[tokio::test]
+    async fn settling_at_once_equals_processing_and_leaves_matches_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (processed, _) = engine(dir.path());
+        let (settled, rec) = engine(dir.path());
+        let by_process = processed.process(ev("x", json!({"kind": "other"}))).await;
+        let at_once = settled
+            .settle_unmatched(&ev("x", json!({"kind": "other"})))
+            .expect("nothing matches: settled");
+        assert_eq!(
+            serde_json::to_value(&at_once).unwrap(),
+            serde_json::to_value(&by_process).unwrap()
+        );
+        assert!(!at_once.why_not.is_empty());
+        let counted = |e: &Engine| {
+            let m = e.metrics();
+            (
+                m.contains("tripline_events_total{source=\"src\"} 1"),
+                m.contains("tripline_events_unmatched_total{source=\"src\"} 1"),
+            )
+        };
+        assert_eq!(counted(&settled), (true, true));
+        assert_eq!(counted(&settled), counted(&processed));
+        let listed: Vec<String> = (settled.recent.events().iter())
+            .map(|s| s.outcome.event_id.clone())
+            .collect();
+        assert_eq!(listed, ["x"]);
+
+        let tick = ev("t", json!({"kind": "tick", "n": 1}));
+        assert!(settled.settle_unmatched(&tick).is_none());
+        assert!(rec.objects.lock().unwrap().is_empty());
+        assert_eq!(settled.recent.events().len(), 1, "not recorded");
+        assert!(settled
+            .metrics()
+            .contains("tripline_events_total{source=\"src\"} 1"));
+        let out = settled.process(tick).await;
+        assert_eq!(out.matched[0].status, Status::Created);
+        assert_eq!(rec.objects.lock().unwrap().len(), 1);
+        assert!(settled
+            .metrics()
+            .contains("tripline_events_total{source=\"src\"} 2"));
     }
 
     /// A sampled (broker) source's unmatched events are explained once per

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::kube_api::KubeApi;
+use crate::support::kube_api::{Fault, KubeApi};
 use crate::support::tripline::{fixture, github_signature, Tripline};
 use crate::support::wait::{until, until_async};
 
@@ -183,6 +183,95 @@ async fn admin_endpoints_are_not_on_the_public_port() {
         200,
         "probes still work on the public port"
     );
+}
+
+/// A delivery nothing wants is answered at once, with why not, even while
+/// every processing permit is held by a submission hanging on a slow API:
+/// it takes no permit and is not queued (a push at that moment is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_nothing_wants_is_answered_at_once_while_every_permit_is_taken() {
+    let api = KubeApi::start().await;
+    let kube_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(kube_dir.path());
+    let submit = format!(
+        "{{type: kubernetes, kubeconfig: {}, namespace: default, timeout: 10s}}",
+        kubeconfig.display()
+    );
+    let t = Tripline::start(
+        &config(", maxInFlight: 2", &submit),
+        &[("pushes.yaml", SENSOR)],
+        &[("GH_SECRET", SECRET)],
+    )
+    .await;
+    api.fail_next(2, Fault::Hang(Duration::from_secs(3)));
+    let client = reqwest::Client::new();
+    let hanging: Vec<_> = (0..2)
+        .map(|n| {
+            let (client, t_url) = (client.clone(), t.url("/webhooks/github"));
+            tokio::spawn(async move {
+                let body = push(n);
+                client
+                    .post(t_url)
+                    .header("X-GitHub-Event", "push")
+                    .header("X-GitHub-Delivery", format!("delivery-{n}"))
+                    .header("X-Hub-Signature-256", github_signature(SECRET, &body))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    until("both permits held by hanging creates", || {
+        (api.create_attempts() == 2).then_some(())
+    })
+    .await;
+
+    let body = fixture("github/release.published.payload.json");
+    let started = Instant::now();
+    let r = client
+        .post(t.url("/webhooks/github"))
+        .header("X-GitHub-Event", "release")
+        .header("X-GitHub-Delivery", "delivery-release")
+        .header("X-Hub-Signature-256", github_signature(SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (code, took) = (r.status().as_u16(), started.elapsed());
+    let reply: Value = r.json().await.unwrap();
+    assert_eq!(code, 200, "{reply}");
+    assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    assert_eq!(reply["event_id"], "delivery-release");
+    assert_eq!(reply["matched"], json!([]));
+    let why = reply["why_not"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("headers.X-GitHub-Event") && why.contains(r#"seen "release""#),
+        "{reply}"
+    );
+    // The permits really were taken: a push now is queued.
+    let (code, reply, _) = send_push(&client, &t, 2).await;
+    assert_eq!(
+        (code, reply["status"].as_str()),
+        (202, Some("queued")),
+        "{reply}"
+    );
+    assert_eq!(
+        t.metric("tripline_journal_entries").await,
+        1,
+        "only the push"
+    );
+
+    for h in hanging {
+        let code = h.await.unwrap();
+        assert!(code == 200 || code == 202, "{code}");
+    }
+    until("all 3 pushes created", || {
+        (api.objects("workflows").len() == 3).then_some(())
+    })
+    .await;
 }
 
 /// The API double down while 300 signed pushes arrive at ~20/s, tripline

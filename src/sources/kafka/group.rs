@@ -81,7 +81,8 @@ fn list(tps: &[TopicPartition]) -> String {
 }
 
 impl GroupContext {
-    /// Hands a message to its partition's task.
+    /// Settles a message nothing wants at once; hands any other to its
+    /// partition's task.
     pub(super) fn dispatch(&self, consumer: &BaseConsumer<GroupContext>, m: &BorrowedMessage<'_>) {
         let tp = (m.topic().to_string(), m.partition());
         let mut parts = lock(&self.partitions);
@@ -89,13 +90,26 @@ impl GroupContext {
             debug!(topic = %tp.0, partition = tp.1, offset = m.offset(), "message for a partition not assigned here; skipped");
             return;
         };
-        let (queued, full) = {
-            let mut s = a.progress.lock();
+        {
+            let s = a.progress.lock();
             if s.marks.is_rewind(m.offset()) {
                 warn!(topic = %tp.0, partition = tp.1, offset = m.offset(), "offsets went back (reset, or the topic was re-created): processing again from here");
             }
-            if !s.marks.dispatched(m.offset()) {
+            if s.marks.in_flight(m.offset()) {
                 debug!(topic = %tp.0, partition = tp.1, offset = m.offset(), "offset already in flight; skipped");
+                return;
+            }
+        }
+        // Outside the progress lock (tasks finishing take it); only this
+        // thread dispatches, so nothing comes between.
+        let settled = self.work.settle_at_once(m);
+        let (queued, full) = {
+            let mut s = a.progress.lock();
+            s.marks.dispatched(m.offset());
+            if settled {
+                // Final: the commit moves past it once everything before
+                // it is final too.
+                s.marks.finished(m.offset());
                 return;
             }
             s.queued += 1;

@@ -20,6 +20,12 @@ use std::panic::AssertUnwindSafe;
 use crate::outcome::{oversized, panic_message, Disposition, Process};
 use crate::sources::MessageTasks;
 
+/// Messages up to this size are read on the consumer thread to see whether
+/// anything wants them ([`WorkContext::settle_at_once`]); larger ones go to
+/// their partition's task whatever they hold, so that reading one never
+/// keeps the consumer thread from polling for long.
+const SETTLE_AT_ONCE_BYTES: usize = 64 << 10;
+
 /// What every message task needs.
 pub(super) struct WorkContext {
     pub(super) source: String,
@@ -33,6 +39,21 @@ pub(super) struct WorkContext {
     pub(super) max_payload: usize,
     /// Payload bytes in processing across every source.
     pub(super) bytes: ByteBudget,
+}
+
+impl WorkContext {
+    /// On the consumer thread: whether `m` is a readable event that no
+    /// sensor matches, and so is settled now (counted and recorded by the
+    /// engine) and needs no task. Most of a busy topic's messages are
+    /// such; handing each to a task cost more than reading it. Anything
+    /// else — a match, an oversized or unreadable message — is `false`
+    /// and goes to the partition's task (which reads it again).
+    pub(super) fn settle_at_once(&self, m: &impl Message) -> bool {
+        if m.payload().map_or(0, <[u8]>::len) > SETTLE_AT_ONCE_BYTES.min(self.max_payload) {
+            return false;
+        }
+        envelope(self, m).is_ok_and(|event| self.process.settle_unmatched(&event).is_some())
+    }
 }
 
 /// One partition's task: takes its messages in order and processes up to
@@ -107,7 +128,7 @@ fn task_failed(error: &dyn std::fmt::Display) {
 
 /// The message as an event, or why it cannot be one: over the payload
 /// limit, or building the envelope panicked.
-fn envelope(work: &WorkContext, message: &OwnedMessage) -> Result<Event, String> {
+fn envelope(work: &WorkContext, message: &impl Message) -> Result<Event, String> {
     let bytes = message.payload().map_or(0, <[u8]>::len);
     if let Some(reason) = oversized(bytes, work.max_payload) {
         return Err(reason);

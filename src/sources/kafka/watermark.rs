@@ -48,6 +48,11 @@ impl Watermark {
         true
     }
 
+    /// Whether `offset` was dispatched and has no final outcome yet.
+    pub fn in_flight(&self, offset: i64) -> bool {
+        self.pending.contains(&offset)
+    }
+
     /// Whether `offset` lies below what was dispatched (a rewind).
     pub fn is_rewind(&self, offset: i64) -> bool {
         self.next.is_some_and(|n| offset < n) && !self.pending.contains(&offset)

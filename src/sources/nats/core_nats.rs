@@ -184,7 +184,10 @@ async fn handle_core(
     span.record("event_id", event.id.as_str());
     let mut attempt = 0;
     loop {
-        let outcome = process.process(event.clone()).await;
+        let outcome = match process.settle_unmatched(&event) {
+            Some(outcome) => outcome,
+            None => process.process(event.clone()).await,
+        };
         if let Some(reply) = message.reply.clone() {
             let body = serde_json::to_vec(&outcome).unwrap_or_default();
             if let Err(e) = client.publish(reply, body.into()).await {

@@ -339,12 +339,17 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
         }
     };
     span.record("event_id", event.id.as_str());
-    let outcome = with_progress(
-        &message,
-        s.progress_every,
-        s.process.process(Arc::new(event)),
-    )
-    .await;
+    let outcome = match s.process.settle_unmatched(&event) {
+        Some(outcome) => outcome,
+        None => {
+            with_progress(
+                &message,
+                s.progress_every,
+                s.process.process(Arc::new(event)),
+            )
+            .await
+        }
+    };
     let settle_as = s.rules.settle(
         outcome.disposition(),
         delivered,

@@ -189,6 +189,15 @@ impl Journal {
         }
     }
 
+    /// [`remove_if_queued`](Self::remove_if_queued) for an event settled
+    /// without its key: the key (a hash) is worked out only when something
+    /// is queued at all.
+    pub fn settled(&self, event: &Event) {
+        if !lock(&self.written).is_empty() {
+            self.remove_if_queued(&Self::key(event));
+        }
+    }
+
     /// Moves an unreadable entry out of the way (`<key>.json.bad`), kept for
     /// an operator to look at.
     pub fn set_aside(&self, key: &str) {

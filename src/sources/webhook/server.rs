@@ -10,8 +10,10 @@
 //!    a request whose sender is known only from a body signature reads its
 //!    body under a bounded pre-authentication budget (`limits.maxPreAuth`);
 //! 3. the signature over the body (401), the envelope (400/415);
-//! 4. processing under the source's permit (`limits.maxInFlight`) and the
-//!    byte budget, in a task that owns both for its whole life;
+//! 4. an event no sensor matches is settled there and then (no permit, no
+//!    task, no journal); any other is processed under the source's permit
+//!    (`limits.maxInFlight`) and the byte budget, in a task that owns both
+//!    for its whole life;
 //! 5. the reply: the outcome if it is final within `intake.replyDeadline`,
 //!    otherwise (slow or unavailable API, shutdown, no permit) the event is
 //!    written to the [`Journal`] first and the sender gets `202 queued`.
@@ -347,6 +349,12 @@ async fn deliver(s: Shared, name: &str, headers: HeaderMap, body: Body) -> Respo
             return response;
         }
     };
+    // Nothing wants it: answered now, with no task, permit or journal entry
+    // (and so also while the permits are taken or shutdown has begun).
+    if let Some(outcome) = s.process.settle_unmatched(&event) {
+        s.journal.settled(&event);
+        return reply(StatusCode::OK, outcome_json(&outcome));
+    }
     let permit = m.permits.clone().try_acquire_owned().ok();
     match (permit, held) {
         (Some(permit), Some(held)) if !s.shutdown.is_begun() => {
