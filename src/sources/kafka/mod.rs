@@ -56,8 +56,10 @@
 //!
 //! librdkafka runs its callbacks (rebalance, commit results, logs) on the
 //! thread that polls the consumer. Here that is a dedicated OS thread
-//! (`source.rs`): it polls, dispatches each message to its
-//! partition's task on the tokio runtime, commits, and handles rebalances. A
+//! (`source.rs`): it polls, settles on the spot each message no sensor
+//! matches (read and matched there, final at once), dispatches the others
+//! to their partition's task on the tokio runtime, commits, and handles
+//! rebalances. A
 //! rebalance callback may therefore block (waiting for in-flight work,
 //! committing synchronously) without stalling the runtime, and since every
 //! commit is made on that thread, a commit can never race a rebalance.
