@@ -6,8 +6,9 @@
 //! that checks the same signature, event and branch and runs `/bin/true`
 //! on a match (it answers before the command ends, and keeps nothing).
 //!
-//! Two tripline paths: `mismatch` (signed, verified, parsed, matched against
-//! the sensors, nothing fires) and `match→outbox` (a Workflow rendered and
+//! Two tripline paths: `mismatch` (signed, verified, an `issues` delivery
+//! no sensor wants: decided from its headers, the body checked but not
+//! built, the why-not in the reply) and `match→outbox` (a Workflow rendered and
 //! written to the outbox per request; every request has a new delivery id).
 //!
 //! `cargo bench --bench webhook_throughput` (run by `cargo test` it does a

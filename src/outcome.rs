@@ -25,6 +25,12 @@ pub trait Process: Send + Sync {
     /// topic's traffic) needs no task, no queue and no permit. Never panics
     /// (a panic inside answers `None`: `process` then deals with it).
     fn settle_unmatched(&self, event: &Event) -> Option<Outcome>;
+    /// [`settle_unmatched`](Self::settle_unmatched) for `bare`, an event
+    /// whose body was not read (null): settles it when its headers alone
+    /// show that the whole event would match nothing, with the same
+    /// why-not; otherwise `None`, and the caller reads the body. Saves
+    /// building the body of a delivery of an event type no sensor wants.
+    fn settle_unmatched_by_headers(&self, bare: &Event) -> Option<Outcome>;
     /// Why the event matches or not and what it would submit; submits nothing.
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>);
     /// A message of `source` that cannot become an event at all (oversized,

@@ -273,10 +273,25 @@ impl Engine {
     /// is matched again by `process` (a second filter pass, small next to
     /// rendering and submitting; the sensors may have been reloaded since).
     pub fn settle_unmatched(&self, event: &Event) -> Option<Outcome> {
+        self.settle_if(event, |sensors| sensors.match_event(event).is_empty())
+    }
+
+    /// See [`Process::settle_unmatched_by_headers`].
+    pub fn settle_unmatched_by_headers(&self, bare: &Event) -> Option<Outcome> {
+        self.settle_if(bare, |sensors| sensors.unmatched_by_headers(bare))
+    }
+
+    /// Settles `event` as unmatched if `unmatched` says so of the sensors
+    /// loaded now (one snapshot for the decision and the why-not).
+    fn settle_if(
+        &self,
+        event: &Event,
+        unmatched: impl FnOnce(&SensorSet) -> bool,
+    ) -> Option<Outcome> {
         let started = Instant::now();
         let loaded = self.loaded();
         let settled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            if !loaded.sensors.match_event(event).is_empty() {
+            if !unmatched(&loaded.sensors) {
                 return None;
             }
             let series = self.stats.source(&event.source);
@@ -599,6 +614,10 @@ impl Process for Engine {
 
     fn settle_unmatched(&self, event: &Event) -> Option<Outcome> {
         Engine::settle_unmatched(self, event)
+    }
+
+    fn settle_unmatched_by_headers(&self, bare: &Event) -> Option<Outcome> {
+        Engine::settle_unmatched_by_headers(self, bare)
     }
 
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>) {

@@ -438,6 +438,23 @@ impl Filter {
         }
     }
 
+    /// The string equality this filter checks first, if it starts with one:
+    /// the filter itself, or the first clause of its top-level `all`.
+    pub fn leading_equality(&self) -> Option<(&[String], &str)> {
+        match self {
+            Filter::Path {
+                segments,
+                op: Op::Equals(Value::String(s)),
+                ..
+            } => Some((segments.as_slice(), s.as_str())),
+            Filter::All(list) => match list.first()? {
+                f @ Filter::Path { .. } => f.leading_equality(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Fast yes/no.
     pub fn test(&self, ctx: &EvalCtx) -> bool {
         match self {

@@ -327,6 +327,18 @@ impl SensorSet {
         out
     }
 
+    /// Whether `event`'s headers alone show that it matches nothing, and
+    /// why: its source's dependencies are all led by a header equality
+    /// ([`index::SourceIndex::headers_decide`]) and none is filed under the
+    /// value it has (or no sensor uses the source). Then the whole event
+    /// would match nothing either, and [`why_not`](Self::why_not) says the
+    /// same of `event` with or without its body.
+    pub fn unmatched_by_headers(&self, event: &Event) -> bool {
+        self.by_source
+            .get(&event.source)
+            .is_none_or(|i| i.headers_decide() && i.candidates(event).is_empty())
+    }
+
     /// For an event that fired nothing: why, in one line per dependency on
     /// its source (the first failing filter and the value it saw), for at
     /// most `limit` dependencies. Cheap enough to put in every reply.

@@ -636,7 +636,7 @@ async fn oversized_malformed_ping_and_overload() {
         &t,
         "/webhooks/github",
         &github_headers("push", "m-1", &bad, GH_SECRET),
-        bad,
+        bad.clone(),
     )
     .await;
     assert_eq!(code, 400);
@@ -644,6 +644,33 @@ async fn oversized_malformed_ping_and_overload() {
         reply["error"].as_str().unwrap().contains("line 2 column"),
         "{reply}"
     );
+    // The same as an event type no sensor wants, which is decided from the
+    // headers without building the body: the body is still checked.
+    let (code, reply, _) = send(
+        &t,
+        "/webhooks/github",
+        &github_headers("issues", "m-2", &bad, GH_SECRET),
+        bad,
+    )
+    .await;
+    assert_eq!(code, 400, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("line 2 column"),
+        "{reply}"
+    );
+    let body = br#"{"action": "opened", "issue": {"number": 1}}"#.to_vec();
+    let (code, reply, _) = send(
+        &t,
+        "/webhooks/github",
+        &github_headers("issues", "m-3", &body, GH_SECRET),
+        body,
+    )
+    .await;
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["event_id"], "m-3");
+    assert_eq!(reply["matched"], json!([]));
+    let why = reply["why_not"][0]["reason"].as_str().unwrap();
+    assert!(why.contains(r#"(seen "issues")"#), "{reply}");
 
     // Form-encoded GitHub delivery (payload=...) is accepted.
     let payload = push_to_main();

@@ -87,6 +87,25 @@ fn decode_body(ct: &str, body: &[u8], meta: &mut Map<String, Value>) -> Result<V
     }
 }
 
+/// Like [`decode_body`], but when `!build` the body is only checked (the
+/// same errors) and the value is null: JSON is checked without building it.
+fn read_body(
+    ct: &str,
+    body: &[u8],
+    meta: &mut Map<String, Value>,
+    build: bool,
+) -> Result<Value, BodyError> {
+    let json =
+        ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"));
+    match (build, json) {
+        (true, _) => decode_body(ct, body, meta),
+        (false, true) => serde_json::from_slice::<serde::de::IgnoredAny>(body)
+            .map(|_| Value::Null)
+            .map_err(|e| BodyError::Malformed(format!("invalid JSON: {e}"))),
+        (false, false) => decode_body(ct, body, meta).map(|_| Value::Null),
+    }
+}
+
 impl Provider {
     /// Turns a verified request to `path` of source `source` into an event.
     /// Credential headers never reach it.
@@ -96,6 +115,38 @@ impl Provider {
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
+    ) -> Result<Parsed, BodyError> {
+        self.build(source, path, headers, body, true)
+    }
+
+    /// The event without its body (null; the body is checked to be
+    /// well-formed, not built), for deciding from the headers that nothing
+    /// wants it; `None` for kinds whose id or type is in the body
+    /// (CloudEvents, `idFrom`). Its `subject`, which GitHub and GitLab take
+    /// from the body, is empty.
+    pub fn envelope_bare(
+        &self,
+        source: &str,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<Result<Parsed, BodyError>> {
+        match self {
+            Provider::CloudEvents
+            | Provider::Http {
+                id_from: Some(_), ..
+            } => None,
+            _ => Some(self.build(source, path, headers, body, false)),
+        }
+    }
+
+    fn build(
+        &self,
+        source: &str,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        build_body: bool,
     ) -> Result<Parsed, BodyError> {
         let ct = content_type(headers);
         let mut meta = Map::new();
@@ -125,7 +176,7 @@ impl Provider {
                 id_from,
                 type_header,
             } => {
-                event.body = decode_body(&ct, body, &mut meta)?;
+                event.body = read_body(&ct, body, &mut meta, build_body)?;
                 if let Some(given) = id_header.as_deref().and_then(|h| header_str(headers, h)) {
                     id = Some(given.to_string());
                 } else if let Some(path) = id_from {
@@ -150,7 +201,7 @@ impl Provider {
                 if event.kind == "ping" {
                     return Ok(Parsed::Ping);
                 }
-                event.body = decode_body(&ct, body, &mut meta)?;
+                event.body = read_body(&ct, body, &mut meta, build_body)?;
                 event.subject = event.body["repository"]["full_name"]
                     .as_str()
                     .unwrap_or_default()
@@ -165,7 +216,7 @@ impl Provider {
                 {
                     id = Some(given.to_string());
                 }
-                event.body = decode_body(&ct, body, &mut meta)?;
+                event.body = read_body(&ct, body, &mut meta, build_body)?;
                 event.subject = event.body["project"]["path_with_namespace"]
                     .as_str()
                     .unwrap_or_default()
@@ -317,5 +368,64 @@ mod tests {
             Ok(json!("AQI="))
         );
         assert_eq!(meta["bodyEncoding"], json!("base64"));
+    }
+
+    /// Checking a body refuses exactly what building it refuses, with the
+    /// same error; the bare event is the event without body and subject.
+    #[test]
+    fn a_bare_envelope_is_the_envelope_without_its_body() {
+        let cases: [(&str, &[u8]); 9] = [
+            ("application/json", b"{\"a\":1}"),
+            ("application/json", b"{\n\"a\": }"),
+            ("application/json", b"{\"a\":1} trailing"),
+            ("application/vnd.x+json", b"[1"),
+            (
+                "application/x-www-form-urlencoded",
+                b"payload=%7B%22a%22%3A",
+            ),
+            ("text/plain", &[0xff]),
+            ("application/xml", b"<a/>"),
+            ("", b"not json"),
+            ("application/octet-stream", &[1, 2]),
+        ];
+        for (ct, body) in cases {
+            let (mut built_meta, mut checked_meta) = (Map::new(), Map::new());
+            let built = decode_body(ct, body, &mut built_meta);
+            let checked = read_body(ct, body, &mut checked_meta, false);
+            assert_eq!(
+                checked.map_err(|e| format!("{e:?}")),
+                built.map(|_| Value::Null).map_err(|e| format!("{e:?}")),
+                "{ct}"
+            );
+            assert_eq!(checked_meta, built_meta, "{ct}");
+        }
+
+        let body = br#"{"ref": "refs/heads/main", "repository": {"full_name": "o/r"}}"#;
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.insert("x-github-event", "push".parse().unwrap());
+        headers.insert("x-github-delivery", "d-1".parse().unwrap());
+        let github = Provider::Github { dedupe_body: false };
+        let (Ok(Parsed::Event(whole)), Some(Ok(Parsed::Event(bare)))) = (
+            github.envelope("gh", "/gh", &headers, body),
+            github.envelope_bare("gh", "/gh", &headers, body),
+        ) else {
+            panic!("both are events")
+        };
+        assert_eq!(whole.subject, "o/r");
+        let expected = Event {
+            body: Value::Null,
+            subject: String::new(),
+            time: bare.time.clone(),
+            ..*whole
+        };
+        assert_eq!(*bare, expected);
+        assert!(github
+            .envelope_bare("gh", "/gh", &headers, b"{")
+            .unwrap()
+            .is_err());
+        assert!(Provider::CloudEvents
+            .envelope_bare("ce", "/ce", &headers, body)
+            .is_none());
     }
 }

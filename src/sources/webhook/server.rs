@@ -9,7 +9,10 @@
 //!    a bound, so an ordinary client sees the 413 rather than a broken pipe);
 //!    a request whose sender is known only from a body signature reads its
 //!    body under a bounded pre-authentication budget (`limits.maxPreAuth`);
-//! 3. the signature over the body (401), the envelope (400/415);
+//! 3. the signature over the body (401), the envelope (400/415) — for an
+//!    event type no sensor wants (decided from the headers, see
+//!    [`SensorSet::unmatched_by_headers`](crate::sensor::SensorSet::unmatched_by_headers)),
+//!    the body is only checked, not built, and the reply follows at once;
 //! 4. an event no sensor matches is settled there and then (no permit, no
 //!    task, no journal); any other is processed under the source's permit
 //!    (`limits.maxInFlight`) and the byte budget, in a task that owns both
@@ -77,6 +80,13 @@ impl Endpoint {
     pub fn parse(&self, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, BodyError> {
         self.provider
             .envelope(&self.name, &self.path, headers, body)
+    }
+
+    /// The event without its body, if this kind can make one (see
+    /// [`Provider::envelope_bare`]).
+    fn parse_bare(&self, headers: &HeaderMap, body: &[u8]) -> Option<Result<Parsed, BodyError>> {
+        self.provider
+            .envelope_bare(&self.name, &self.path, headers, body)
     }
 }
 
@@ -288,14 +298,24 @@ async fn read_body(s: &Shared, headers: &HeaderMap, body: Body) -> Result<bytes:
     Ok(buf.freeze())
 }
 
-/// Reads a verified, parsed event from the request, holding room for it in
-/// the byte budget.
+/// What a verified request turned into.
+enum Intook {
+    /// Parsed, with room held for it in the byte budget.
+    Parsed(Parsed, Option<BytesHeld>),
+    /// Settled from its headers: an event type nothing wants (the body was
+    /// checked, not built).
+    Settled(Outcome),
+}
+
+/// Reads a verified request: settled from its headers when they show that
+/// nothing wants it (if `settle`), else parsed into an event.
 async fn intake(
     s: &Shared,
     m: &Mounted,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Parsed, Option<BytesHeld>), Refused> {
+    settle: bool,
+) -> Result<Intook, Refused> {
     let unauthorized = |f: super::auth::AuthFailure| {
         warn!(source = %m.endpoint.name, check = %f.check, error = %f.error, "webhook rejected");
         refuse(
@@ -324,21 +344,30 @@ async fn intake(
         .auth
         .verify(headers, &bytes)
         .map_err(unauthorized)?;
+    if settle {
+        if let Some(Ok(Parsed::Event(bare))) = m.endpoint.parse_bare(headers, &bytes) {
+            if let Some(outcome) = s.process.settle_unmatched_by_headers(&bare) {
+                s.journal.settled(&bare);
+                return Ok(Intook::Settled(outcome));
+            }
+        }
+    }
     let parsed = m.endpoint.parse(headers, &bytes).map_err(|e| match e {
         BodyError::Malformed(msg) => refuse(StatusCode::BAD_REQUEST, json!({"error": msg})),
         BodyError::Unsupported(msg) => {
             refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": msg}))
         }
     })?;
-    Ok((parsed, s.bytes.try_hold(bytes.len())))
+    Ok(Intook::Parsed(parsed, s.bytes.try_hold(bytes.len())))
 }
 
 #[instrument(skip_all, fields(source = %name))]
 async fn deliver(s: Shared, name: &str, headers: HeaderMap, body: Body) -> Response {
     let m = s.by_name[name].clone();
-    let (event, held) = match intake(&s, &m, &headers, body).await {
-        Ok((Parsed::Event(e), held)) => (Arc::new(*e), held),
-        Ok((Parsed::Ping, _)) => {
+    let (event, held) = match intake(&s, &m, &headers, body, true).await {
+        Ok(Intook::Settled(outcome)) => return reply(StatusCode::OK, outcome_json(&outcome)),
+        Ok(Intook::Parsed(Parsed::Event(e), held)) => (Arc::new(*e), held),
+        Ok(Intook::Parsed(Parsed::Ping, _)) => {
             return reply(
                 StatusCode::OK,
                 json!({"event_id": header_str(&headers, "X-GitHub-Delivery"), "ping": true, "matched": []}),
@@ -478,15 +507,16 @@ async fn explain(
     let Ok(_permit) = m.permits.clone().try_acquire_owned() else {
         return unavailable(1, json!({"error": "overloaded, retry later"}));
     };
-    match intake(&s, &m, &headers, body).await {
-        Ok((Parsed::Event(e), _held)) => {
+    match intake(&s, &m, &headers, body, false).await {
+        Ok(Intook::Parsed(Parsed::Event(e), _held)) => {
             let (explanation, rendered) = s.process.explain(&e);
             reply(
                 StatusCode::OK,
                 json!({"explanation": explanation, "rendered": rendered}),
             )
         }
-        Ok((Parsed::Ping, _)) => reply(StatusCode::OK, json!({"ping": true})),
+        Ok(Intook::Parsed(Parsed::Ping, _)) => reply(StatusCode::OK, json!({"ping": true})),
+        Ok(Intook::Settled(_)) => unreachable!("explaining never settles"),
         Err(Refused(_, r)) => r,
     }
 }
