@@ -302,13 +302,13 @@ async fn read_body(s: &Shared, headers: &HeaderMap, body: Body) -> Result<bytes:
 enum Intook {
     /// Parsed, with room held for it in the byte budget.
     Parsed(Parsed, Option<BytesHeld>),
-    /// Settled from its headers: an event type nothing wants (the body was
-    /// checked, not built).
+    /// An event nothing wants, settled ([`settled`]).
     Settled(Outcome),
 }
 
-/// Reads a verified request: settled from its headers when they show that
-/// nothing wants it (if `settle`), else parsed into an event.
+/// Reads a verified request; with `settle`, an event nothing wants is
+/// settled — from its headers alone when they show it (the body checked,
+/// not built), else once parsed.
 async fn intake(
     s: &Shared,
     m: &Mounted,
@@ -346,9 +346,8 @@ async fn intake(
         .map_err(unauthorized)?;
     if settle {
         if let Some(Ok(Parsed::Event(bare))) = m.endpoint.parse_bare(headers, &bytes) {
-            if let Some(outcome) = s.process.settle_unmatched_by_headers(&bare) {
-                s.journal.settled(&bare);
-                return Ok(Intook::Settled(outcome));
+            if let Some(done) = settled(s, &bare, s.process.settle_unmatched_by_headers(&bare)) {
+                return Ok(done);
             }
         }
     }
@@ -358,7 +357,21 @@ async fn intake(
             refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": msg}))
         }
     })?;
+    if let (true, Parsed::Event(event)) = (settle, &parsed) {
+        if let Some(done) = settled(s, event, s.process.settle_unmatched(event)) {
+            return Ok(done);
+        }
+    }
     Ok(Intook::Parsed(parsed, s.bytes.try_hold(bytes.len())))
+}
+
+/// An event nothing wants, settled (`outcome`): answered now, with no
+/// permit, task or journal entry — also while the permits are taken or
+/// shutdown has begun; a queued copy of the same delivery is dropped.
+fn settled(s: &Shared, event: &Event, outcome: Option<Outcome>) -> Option<Intook> {
+    let outcome = outcome?;
+    s.journal.settled(event);
+    Some(Intook::Settled(outcome))
 }
 
 #[instrument(skip_all, fields(source = %name))]
@@ -378,12 +391,6 @@ async fn deliver(s: Shared, name: &str, headers: HeaderMap, body: Body) -> Respo
             return response;
         }
     };
-    // Nothing wants it: answered now, with no task, permit or journal entry
-    // (and so also while the permits are taken or shutdown has begun).
-    if let Some(outcome) = s.process.settle_unmatched(&event) {
-        s.journal.settled(&event);
-        return reply(StatusCode::OK, outcome_json(&outcome));
-    }
     let permit = m.permits.clone().try_acquire_owned().ok();
     match (permit, held) {
         (Some(permit), Some(held)) if !s.shutdown.is_begun() => {
