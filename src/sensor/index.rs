@@ -50,19 +50,19 @@ impl SourceIndex {
         let mut keyed: HashMap<Vec<String>, ByValue> = HashMap::new();
         let mut rest = Vec::new();
         let mut headers_decide = true;
+        let on_headers = |p: &[String]| p.first().is_some_and(|r| r == "headers");
         for c in &all {
             match equalities(c)
                 .into_iter()
                 // On a tie, a header path: then the headers may decide.
-                .max_by_key(|(p, _)| (distinct[p].len(), p.first().is_some_and(|r| r == "headers")))
+                .max_by_key(|(p, _)| (distinct[p].len(), on_headers(p)))
             {
                 Some((path, v)) => {
                     let leading = sensors[c.0].dependencies[c.1]
                         .filter
                         .as_ref()
                         .and_then(|f| f.leading_equality());
-                    headers_decide &=
-                        path.first().is_some_and(|r| r == "headers") && leading == Some((path, v));
+                    headers_decide &= on_headers(path) && leading == Some((path, v));
                     keyed
                         .entry(path.to_vec())
                         .or_default()

@@ -63,8 +63,7 @@ fn decode_body(ct: &str, body: &[u8], meta: &mut Map<String, Value>) -> Result<V
     };
     match ct {
         "" => Ok(crate::event::parse_payload(body, meta)),
-        "application/json" => json(body),
-        ct if ct.ends_with("+json") && ct.starts_with("application/") => json(body),
+        ct if is_json(ct) => json(body),
         "application/x-www-form-urlencoded" => {
             let fields: Map<String, Value> = url::form_urlencoded::parse(body)
                 .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
@@ -87,6 +86,11 @@ fn decode_body(ct: &str, body: &[u8], meta: &mut Map<String, Value>) -> Result<V
     }
 }
 
+/// `application/json` or `application/…+json`.
+fn is_json(ct: &str) -> bool {
+    ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
+}
+
 /// Like [`decode_body`], but when `!build` the body is only checked (the
 /// same errors) and the value is null: JSON is checked without building it.
 fn read_body(
@@ -95,9 +99,7 @@ fn read_body(
     meta: &mut Map<String, Value>,
     build: bool,
 ) -> Result<Value, BodyError> {
-    let json =
-        ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"));
-    match (build, json) {
+    match (build, is_json(ct)) {
         (true, _) => decode_body(ct, body, meta),
         (false, true) => serde_json::from_slice::<serde::de::IgnoredAny>(body)
             .map(|_| Value::Null)
