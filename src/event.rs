@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+pub mod body_reads;
+pub use body_reads::BodyReads;
+
 /// One event, whatever carried it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
@@ -294,7 +297,21 @@ pub fn from_sample(source: &str, raw: &[u8], headers: &[(String, String)]) -> Ev
 /// Parses a payload: JSON when it is JSON, otherwise a string (UTF-8, or
 /// base64 with `meta.bodyEncoding = "base64"` for binary payloads).
 pub fn parse_payload(raw: &[u8], meta: &mut Map<String, Value>) -> Value {
-    if let Ok(v) = serde_json::from_slice::<Value>(raw) {
+    parse_payload_reading(raw, meta, None)
+}
+
+/// [`parse_payload`], building of a JSON payload only what `reads` names
+/// (all of it for `None`); anything else comes out the same.
+pub fn parse_payload_reading(
+    raw: &[u8],
+    meta: &mut Map<String, Value>,
+    reads: Option<&BodyReads>,
+) -> Value {
+    let json = match reads {
+        Some(r) => r.parse(raw),
+        None => serde_json::from_slice::<Value>(raw),
+    };
+    if let Ok(v) = json {
         return v;
     }
     match std::str::from_utf8(raw) {

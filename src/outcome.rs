@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::event::Event;
+use crate::event::{BodyReads, Event};
 use crate::sensor::{Explanation, Miss, Rendered};
 
 /// What a source hands its events to.
@@ -25,12 +25,19 @@ pub trait Process: Send + Sync {
     /// topic's traffic) needs no task, no queue and no permit. Never panics
     /// (a panic inside answers `None`: `process` then deals with it).
     fn settle_unmatched(&self, event: &Event) -> Option<Outcome>;
-    /// [`settle_unmatched`](Self::settle_unmatched) for `bare`, an event
-    /// whose body was not read (null): settles it when its headers alone
-    /// show that the whole event would match nothing, with the same
-    /// why-not; otherwise `None`, and the caller reads the body. Saves
-    /// building the body of a delivery of an event type no sensor wants.
-    fn settle_unmatched_by_headers(&self, bare: &Event) -> Option<Outcome>;
+    /// What the sensors on `source` read of an event's body; `None` when
+    /// some read all of it. An event whose body was parsed keeping just
+    /// that ([`BodyReads::parse`]) can be given to
+    /// [`settle_unmatched_reading`](Self::settle_unmatched_reading).
+    fn body_reads(&self, source: &str) -> Option<Arc<BodyReads>>;
+    /// [`settle_unmatched`](Self::settle_unmatched) for an event whose body
+    /// holds only what `kept` names (from [`body_reads`](Self::body_reads)):
+    /// settled with the outcome and why-not the whole event would get;
+    /// `None` if something matches it, or if the sensors loaded now read
+    /// more than `kept` (reloaded meanwhile) — then the caller builds the
+    /// whole event. Saves building the body of an event no sensor wants: a
+    /// GitHub event type, branch or repository nobody listens for.
+    fn settle_unmatched_reading(&self, event: &Event, kept: &BodyReads) -> Option<Outcome>;
     /// Why the event matches or not and what it would submit; submits nothing.
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>);
     /// A message of `source` that cannot become an event at all (oversized,

@@ -36,7 +36,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use tracing::{error, info, instrument, warn, Instrument};
 
-use crate::event::Event;
+use crate::event::{BodyReads, Event};
 pub use crate::metrics::Stats;
 use crate::outcome::{panic_message, Outcome, Process, Status, TriggerOutcome, WHY_NOT_LIMIT};
 use crate::readiness::ReadinessHandle;
@@ -276,9 +276,16 @@ impl Engine {
         self.settle_if(event, |sensors| sensors.match_event(event).is_empty())
     }
 
-    /// See [`Process::settle_unmatched_by_headers`].
-    pub fn settle_unmatched_by_headers(&self, bare: &Event) -> Option<Outcome> {
-        self.settle_if(bare, |sensors| sensors.unmatched_by_headers(bare))
+    /// See [`Process::body_reads`].
+    pub fn body_reads(&self, source: &str) -> Option<Arc<BodyReads>> {
+        self.loaded().sensors.body_reads(source)
+    }
+
+    /// See [`Process::settle_unmatched_reading`].
+    pub fn settle_unmatched_reading(&self, event: &Event, kept: &BodyReads) -> Option<Outcome> {
+        self.settle_if(event, |sensors| {
+            sensors.reads_within(&event.source, kept) && sensors.match_event(event).is_empty()
+        })
     }
 
     /// Settles `event` as unmatched if `unmatched` says so of the sensors
@@ -616,8 +623,12 @@ impl Process for Engine {
         Engine::settle_unmatched(self, event)
     }
 
-    fn settle_unmatched_by_headers(&self, bare: &Event) -> Option<Outcome> {
-        Engine::settle_unmatched_by_headers(self, bare)
+    fn body_reads(&self, source: &str) -> Option<Arc<BodyReads>> {
+        Engine::body_reads(self, source)
+    }
+
+    fn settle_unmatched_reading(&self, event: &Event, kept: &BodyReads) -> Option<Outcome> {
+        Engine::settle_unmatched_reading(self, event, kept)
     }
 
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>) {

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::cel_reads::{prune, prune_map, Reads};
 pub use super::trace::Trace;
 use super::window::TimeOfDay;
-use crate::event::{Event, ROOTS};
+use crate::event::{BodyReads, Event, ROOTS};
 
 /// A filter as written in a sensor file. Exactly one of: a combinator
 /// (`all`, `any`, `not`), a CEL `expr`, or a `path` with one operator.
@@ -438,20 +438,25 @@ impl Filter {
         }
     }
 
-    /// The string equality this filter checks first, if it starts with one:
-    /// the filter itself, or the first clause of its top-level `all`.
-    pub fn leading_equality(&self) -> Option<(&[String], &str)> {
+    /// Adds the body paths this filter reads to `reads` (see
+    /// [`BodyReads`]); `false` when it reads the body whole — a `body` path
+    /// itself, a CEL program using `body` other than by field chains, or an
+    /// Argo dependency's filters (data paths, scripts, transforms).
+    pub fn body_reads(&self, reads: &mut BodyReads) -> bool {
         match self {
-            Filter::Path {
-                segments,
-                op: Op::Equals(Value::String(s)),
-                ..
-            } => Some((segments.as_slice(), s.as_str())),
-            Filter::All(list) => match list.first()? {
-                f @ Filter::Path { .. } => f.leading_equality(),
-                _ => None,
+            Filter::Argo(_) => false,
+            Filter::All(list) | Filter::Any(list) => list.iter().all(|f| f.body_reads(reads)),
+            Filter::Not(f) => f.body_reads(reads),
+            Filter::TimeOfDay(_) => true,
+            Filter::Expr { reads: read, .. } => read.iter().all(|(root, r)| match (*root, r) {
+                ("body", Reads::Whole) => false,
+                ("body", Reads::Paths(paths)) => paths.iter().all(|p| reads.add(p)),
+                _ => true,
+            }),
+            Filter::Path { segments, .. } => match segments.split_first() {
+                Some((root, under)) if root == "body" => reads.add(under),
+                _ => true,
             },
-            _ => None,
         }
     }
 

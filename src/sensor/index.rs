@@ -6,13 +6,18 @@
 //! that value: an event is only checked against the dependencies filed under
 //! its own value at that path, plus those with no such filter. The full
 //! filter still decides; the index only skips dependencies that cannot match.
+//!
+//! It also knows what the filters on a source read of a body
+//! ([`SourceIndex::body_reads`]), so that a source can build only that
+//! much of an event to find that nothing wants it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::Sensor;
-use crate::event::Event;
+use crate::event::{BodyReads, Event};
 
 /// `(sensor index, dependency index)`.
 pub type Candidate = (usize, usize);
@@ -26,20 +31,15 @@ pub struct SourceIndex {
     /// Per indexed path: value → the dependencies requiring it.
     keyed: Vec<(Vec<String>, ByValue)>,
     rest: Vec<Candidate>,
-    /// Whether the headers alone decide that an event matches nothing here,
-    /// and why: see [`SourceIndex::headers_decide`].
-    headers_decide: bool,
+    /// What the filters here read of a body; `None`: all of it.
+    body_reads: Option<Arc<BodyReads>>,
 }
 
 impl SourceIndex {
     pub fn build(sensors: &[Sensor], all: Vec<Candidate>) -> Self {
-        let equalities = |c: &Candidate| {
-            sensors[c.0].dependencies[c.1]
-                .filter
-                .as_ref()
-                .map(|f| f.string_equalities())
-                .unwrap_or_default()
-        };
+        let filter = |c: &Candidate| sensors[c.0].dependencies[c.1].filter.as_ref();
+        let equalities =
+            |c: &Candidate| filter(c).map(|f| f.string_equalities()).unwrap_or_default();
         // The most selective path is the one with the most distinct values.
         let mut distinct: HashMap<&[String], HashSet<&str>> = HashMap::new();
         for c in &all {
@@ -49,47 +49,38 @@ impl SourceIndex {
         }
         let mut keyed: HashMap<Vec<String>, ByValue> = HashMap::new();
         let mut rest = Vec::new();
-        let mut headers_decide = true;
-        let on_headers = |p: &[String]| p.first().is_some_and(|r| r == "headers");
         for c in &all {
             match equalities(c)
                 .into_iter()
-                // On a tie, a header path: then the headers may decide.
-                .max_by_key(|(p, _)| (distinct[p].len(), on_headers(p)))
+                .max_by_key(|(p, _)| distinct[p].len())
             {
-                Some((path, v)) => {
-                    let leading = sensors[c.0].dependencies[c.1]
-                        .filter
-                        .as_ref()
-                        .and_then(|f| f.leading_equality());
-                    headers_decide &= on_headers(path) && leading == Some((path, v));
-                    keyed
-                        .entry(path.to_vec())
-                        .or_default()
-                        .entry(v.to_string())
-                        .or_default()
-                        .push(*c)
-                }
+                Some((path, v)) => keyed
+                    .entry(path.to_vec())
+                    .or_default()
+                    .entry(v.to_string())
+                    .or_default()
+                    .push(*c),
                 None => rest.push(*c),
             }
         }
+        let mut body_reads = BodyReads::default();
+        let partial = all
+            .iter()
+            .filter_map(filter)
+            .all(|f| f.body_reads(&mut body_reads));
         SourceIndex {
             all,
             keyed: keyed.into_iter().collect(),
-            headers_decide: headers_decide && rest.is_empty(),
             rest,
+            body_reads: partial.then(|| Arc::new(body_reads)),
         }
     }
 
-    /// Whether an event's headers alone tell that it matches nothing here,
-    /// and why: every dependency is filed under a header equality (so the
-    /// candidates depend on the headers only) that is its filter's first
-    /// clause (so when it fails, it is the first failure the why-not
-    /// reports, whatever the body holds). Then an event with no body yet
-    /// gets the same candidates and, if there are none, the same why-not as
-    /// the whole event would.
-    pub fn headers_decide(&self) -> bool {
-        self.headers_decide
+    /// What the filters on this source read of an event's body, `None`
+    /// when some read all of it. An event whose body holds at least that
+    /// ([`BodyReads::parse`]) is matched and explained as the whole event.
+    pub fn body_reads(&self) -> Option<&Arc<BodyReads>> {
+        self.body_reads.as_ref()
     }
 
     /// The dependencies `event` may match, sorted (grouped by sensor).
@@ -145,74 +136,109 @@ mod tests {
         (dir, set)
     }
 
-    /// Where the headers decide, an event without its body gets the same
-    /// candidates and, when none, the same why-not as the whole event —
-    /// whatever the body would have said to the other clauses.
+    /// An event whose body holds only what the filters on its source read
+    /// (parsed with [`crate::event::BodyReads`]) matches the same sensors
+    /// and gets the same why-not as the whole event, whatever the body.
     #[test]
-    fn where_headers_decide_the_body_changes_neither_match_nor_why_not() {
-        let (_d, set) = set_of(&[
-            "{path: headers.X-Kind, equals: push}",
-            "{all: [{path: headers.x-kind, equals: tag}, {path: body.n, equals: '5'}]}",
-            "{all: [{path: headers.X-Kind, equals: release}, {any: [{path: body.n, gt: 4}, {not: {path: body.name, equals: alpha}}]}]}",
-        ]);
-        let elsewhere = Event::new("a source no sensor uses", b"", json!(null));
-        assert!(set.unmatched_by_headers(&elsewhere));
-        let bodies = [
-            json!({}),
-            json!({"n": 5}),
-            json!({"n": 9, "name": "alpha"}),
-            json!({"n": 1, "name": "beta"}),
-            json!(null),
-            json!("text"),
+    fn an_event_with_only_the_read_body_matches_and_explains_as_the_whole() {
+        let sets: &[&[&str]] = &[
+            &[
+                "{path: headers.X-Kind, equals: push}",
+                "{all: [{path: headers.x-kind, equals: tag}, {path: body.n, equals: '5'}]}",
+                "{all: [{path: headers.X-Kind, equals: release}, {any: [{path: body.n, gt: 4}, {not: {path: body.name, equals: alpha}}]}]}",
+            ],
+            &[
+                "{all: [{path: body.ref, equals: refs/heads/main}, {path: body.repo.name, prefix: ml-}]}",
+                "{path: body.commits.0.id, exists: true}",
+                "{expr: \"body.repo.owner.login == 'o' && has(body.pull.merged) && body.pull.merged\"}",
+                "{any: [{path: body.repo, contains: x}, {path: body.n, in: [1, 2]}]}",
+            ],
+            &["{path: body.n, exists: false}"],
         ];
-        let mut decided = 0;
-        for kind in [
-            None,
-            Some("push"),
-            Some("tag"),
-            Some("release"),
-            Some("other"),
-        ] {
-            for body in &bodies {
-                let mut whole = Event::new("src", b"", body.clone());
-                if let Some(k) = kind {
-                    whole.headers.insert("x-kind", k);
+        let bodies = [
+            r#"{}"#,
+            r#"{"n": 5, "other": [1, 2], "deep": {"x": {"y": 1}}}"#,
+            r#"{"n": 9, "name": "alpha", "ref": "refs/heads/main", "repo": {"name": "ml-a", "owner": {"login": "o"}, "x": 1}}"#,
+            r#"{"n": 1, "name": "beta", "ref": "refs/heads/dev", "repo": "x y", "commits": [{"id": "c"}]}"#,
+            r#"{"ref": "refs/heads/main", "repo": {"name": "web", "owner": {"login": "o"}}, "pull": {"merged": true}}"#,
+            r#"{"pull": {"merged": "yes"}, "repo": {"owner": 3}, "commits": []}"#,
+            r#"null"#,
+            r#""text""#,
+            r#"[1, 2]"#,
+        ];
+        let mut pruned = 0;
+        let mut matched = 0;
+        for filters in sets {
+            let (_d, set) = set_of(filters);
+            let reads = set.body_reads("src").expect("these filters read paths");
+            for kind in [
+                None,
+                Some("push"),
+                Some("tag"),
+                Some("release"),
+                Some("other"),
+            ] {
+                for raw in bodies {
+                    let mut whole = Event::new("src", b"", serde_json::from_str(raw).unwrap());
+                    if let Some(k) = kind {
+                        whole.headers.insert("x-kind", k);
+                    }
+                    let mut part = whole.clone();
+                    part.body = reads.parse(raw.as_bytes()).unwrap();
+                    pruned += usize::from(part.body != whole.body);
+                    assert!(set.reads_within("src", &reads));
+                    let sensors = |e: &Event| -> Vec<usize> {
+                        set.match_event(e).iter().map(|m| m.sensor).collect()
+                    };
+                    assert_eq!(
+                        sensors(&part),
+                        sensors(&whole),
+                        "{filters:?} {kind:?} {raw}"
+                    );
+                    matched += sensors(&whole).len();
+                    let reasons = |e: &Event| -> Vec<String> {
+                        set.why_not(e, 10).into_iter().map(|m| m.reason).collect()
+                    };
+                    assert_eq!(
+                        reasons(&part),
+                        reasons(&whole),
+                        "{filters:?} {kind:?} {raw}"
+                    );
                 }
-                let mut bare = whole.clone();
-                bare.body = serde_json::Value::Null;
-                if !set.unmatched_by_headers(&bare) {
-                    continue;
-                }
-                decided += 1;
-                assert!(set.match_event(&whole).is_empty(), "{kind:?} {body}");
-                let reasons = |e: &Event| -> Vec<String> {
-                    set.why_not(e, 10).into_iter().map(|m| m.reason).collect()
-                };
-                assert_eq!(reasons(&bare), reasons(&whole), "{kind:?} {body}");
-                assert_eq!(reasons(&whole).len(), 3);
             }
         }
-        assert_eq!(decided, 2 * bodies.len(), "no kind header, and `other`");
+        assert!(
+            pruned > 40 && matched > 20,
+            "{pruned} pruned, {matched} matched"
+        );
 
-        // Not decided: a body clause first, an equality on the body, no
-        // filter at all, a header equality that is not the first clause.
+        // Filters that read the body whole (or the way Argo's do) say so;
+        // a source no sensor uses reads nothing of it.
         for filters in [
-            &["{all: [{path: body.n, equals: '5'}, {path: headers.X-Kind, equals: push}]}"][..],
-            &[
-                "{path: headers.X-Kind, equals: push}",
-                "{path: body.name, equals: alpha}",
-            ],
-            &[
-                "{path: headers.X-Kind, equals: push}",
-                "{path: body.n, gt: 4}",
-            ],
-            &["{all: [{path: body.n, gt: 4}, {path: headers.X-Kind, equals: push}]}"],
+            &["{path: body, exists: true}"][..],
+            &["{path: body.n, exists: true}", "{expr: 'size(body) > 2'}"],
+            &["{expr: \"body['n'] == 1\"}"],
         ] {
             let (_d, set) = set_of(filters);
-            let mut other = Event::new("src", b"", json!(null));
-            other.headers.insert("x-kind", "other");
-            assert!(!set.unmatched_by_headers(&other), "{filters:?}");
+            assert!(set.body_reads("src").is_none(), "{filters:?}");
         }
+        let (_d, set) =
+            set_of(&["{all: [{path: body.a.b, exists: true}, {expr: 'body.a.c > 1'}]}"]);
+        let mut expected = crate::event::BodyReads::default();
+        expected.add(&["a", "b"]);
+        expected.add(&["a", "c"]);
+        assert_eq!(set.body_reads("src").as_deref(), Some(&expected));
+        assert_eq!(
+            set.body_reads("elsewhere").as_deref(),
+            Some(&Default::default())
+        );
+        // Parsed for fewer paths than the filters read (the sensors were
+        // reloaded meanwhile): not to be settled from it.
+        let mut less = crate::event::BodyReads::default();
+        less.add(&["a", "b"]);
+        assert!(!set.reads_within("src", &less));
+        assert!(set.reads_within("src", &expected));
+        assert!(set.reads_within("elsewhere", &less));
     }
 
     /// The index never changes the answer: compare with checking every

@@ -30,13 +30,14 @@ pub mod window;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::backoff::RetryPolicy;
-use crate::event::Event;
+use crate::event::{BodyReads, Event};
 pub use catalog::{ArgoSource, SourceCatalog};
 use condition::Condition;
 use filter::{EvalCtx, Filter, Trace};
@@ -80,7 +81,7 @@ pub struct Trigger {
     pub retry: RetryPolicy,
     pub rate_limit: Option<RateLimitSpec>,
     /// Argo `conditionsReset`: stored events are cleared at each tick.
-    pub resets: Vec<std::sync::Arc<argo::cron::Cron>>,
+    pub resets: Vec<Arc<argo::cron::Cron>>,
     /// What happens when it fires.
     pub action: Action,
     /// What correlation state was built for: a hash of the condition, the
@@ -121,14 +122,14 @@ pub enum Action {
     /// The resource is read when the trigger fires (an Argo `file` or
     /// `configmap` source, `submit-from` a CronWorkflow); parameters then
     /// apply to it.
-    Fetch(std::sync::Arc<argo::fetch::FetchTrigger>),
+    Fetch(Arc<argo::fetch::FetchTrigger>),
 }
 
 /// An Argo parameter and the dependency whose event it reads.
 #[derive(Debug, Clone)]
 pub struct ArgoParam {
-    pub param: std::sync::Arc<argo::params::Param>,
-    pub dependency: std::sync::Arc<argo::filter::DependencyFilter>,
+    pub param: Arc<argo::params::Param>,
+    pub dependency: Arc<argo::filter::DependencyFilter>,
 }
 
 /// Every loaded sensor plus an index from source name to the dependencies
@@ -183,10 +184,7 @@ impl Sensor {
 
     /// Events keyed by dependency index → keyed by dependency name, as
     /// templates and dead letters see them.
-    pub fn named<'e>(
-        &'e self,
-        events: &'e [(usize, std::sync::Arc<Event>)],
-    ) -> Vec<(&'e str, &'e Event)> {
+    pub fn named<'e>(&'e self, events: &'e [(usize, Arc<Event>)]) -> Vec<(&'e str, &'e Event)> {
         events
             .iter()
             .map(|(d, e)| (self.dependencies[*d].name.as_str(), e.as_ref()))
@@ -327,16 +325,23 @@ impl SensorSet {
         out
     }
 
-    /// Whether `event`'s headers alone show that it matches nothing, and
-    /// why: its source's dependencies are all led by a header equality
-    /// ([`index::SourceIndex::headers_decide`]) and none is filed under the
-    /// value it has (or no sensor uses the source). Then the whole event
-    /// would match nothing either, and [`why_not`](Self::why_not) says the
-    /// same of `event` with or without its body.
-    pub fn unmatched_by_headers(&self, event: &Event) -> bool {
+    /// What the filters on `source` read of an event's body
+    /// ([`index::SourceIndex::body_reads`]); `None` when some read all of
+    /// it. A source no sensor uses reads nothing of it.
+    pub fn body_reads(&self, source: &str) -> Option<Arc<BodyReads>> {
+        match self.by_source.get(source) {
+            Some(index) => index.body_reads().cloned(),
+            None => Some(Arc::default()),
+        }
+    }
+
+    /// Whether an event of `source` whose body was parsed keeping `kept`
+    /// ([`BodyReads::parse`]) is matched and explained here exactly as the
+    /// whole event: the filters on the source read no more than `kept`.
+    pub fn reads_within(&self, source: &str, kept: &BodyReads) -> bool {
         self.by_source
-            .get(&event.source)
-            .is_none_or(|i| i.headers_decide() && i.candidates(event).is_empty())
+            .get(source)
+            .is_none_or(|i| i.body_reads().is_some_and(|r| kept.covers(r)))
     }
 
     /// For an event that fired nothing: why, in one line per dependency on

@@ -4,16 +4,19 @@ use base64::Engine as _;
 use rdkafka::message::{Headers, Message};
 use serde_json::{json, Map, Value};
 
-use crate::event::{now_rfc3339, parse_payload, rfc3339_from_unix_millis, Event};
+use crate::event::{
+    now_rfc3339, parse_payload_reading, rfc3339_from_unix_millis, BodyReads, Event,
+};
 use crate::redact::is_credential_header;
 
 /// The envelope of a Kafka message: id `<topic>/<partition>/<offset>`,
 /// `type` and `subject` the topic, `time` the message timestamp, Kafka headers
 /// as headers, and `meta` with topic, partition, offset, key and timestamp.
-pub fn to_event(source: &str, m: &impl Message) -> Event {
+/// Of a JSON payload, only what `reads` names is built (all of it for `None`).
+pub fn to_event(source: &str, m: &impl Message, reads: Option<&BodyReads>) -> Event {
     let mut meta = Map::new();
     let body = match m.payload() {
-        Some(raw) => parse_payload(raw, &mut meta),
+        Some(raw) => parse_payload_reading(raw, &mut meta, reads),
         // A tombstone (null value).
         None => Value::Null,
     };
@@ -79,7 +82,7 @@ mod tests {
             41,
             Some(headers),
         );
-        let e = to_event("queue", &m);
+        let e = to_event("queue", &m, None);
         assert_eq!(e.id, "jobs/2/41");
         assert_eq!(e.source, "queue");
         assert_eq!(e.kind, "jobs");
@@ -104,7 +107,7 @@ mod tests {
             7,
             None,
         );
-        let e = to_event("queue", &m);
+        let e = to_event("queue", &m, None);
         assert_eq!(e.body, json!("/wA="));
         assert_eq!(e.meta["bodyEncoding"], json!("base64"));
         assert_eq!(e.meta["key"], json!("/g=="));
@@ -119,7 +122,7 @@ mod tests {
             8,
             None,
         );
-        let e = to_event("queue", &tomb);
+        let e = to_event("queue", &tomb, None);
         assert_eq!(e.body, Value::Null);
         assert_eq!(e.meta["key"], Value::Null);
         assert_eq!(e.id, "raw/0/8");

@@ -13,7 +13,7 @@ use tracing::{debug, debug_span, error, info, warn, Instrument};
 use super::envelope::to_event;
 use super::watermark::{size, Progress};
 use crate::backoff::{exponential, jittered};
-use crate::event::Event;
+use crate::event::{BodyReads, Event};
 use crate::limits::ByteBudget;
 use std::panic::AssertUnwindSafe;
 
@@ -52,7 +52,15 @@ impl WorkContext {
         if m.payload().map_or(0, <[u8]>::len) > SETTLE_AT_ONCE_BYTES.min(self.max_payload) {
             return false;
         }
-        envelope(self, m).is_ok_and(|event| self.process.settle_unmatched(&event).is_some())
+        // Only what the sensors read of the payload is built.
+        let reads = self.process.body_reads(&self.source);
+        envelope(self, m, reads.as_deref()).is_ok_and(|event| {
+            match &reads {
+                Some(kept) => self.process.settle_unmatched_reading(&event, kept),
+                None => self.process.settle_unmatched(&event),
+            }
+            .is_some()
+        })
     }
 }
 
@@ -94,7 +102,7 @@ pub(super) async fn run_partition(
                     let _slot = slot;
                     let _mark = mark;
                     let _held = work.bytes.hold(message.payload().map_or(0, <[u8]>::len)).await;
-                    let finished = match envelope(&work, &message) {
+                    let finished = match envelope(&work, &message, None) {
                         Ok(event) => {
                             drop(message);
                             process_until_final(&work, Arc::new(event), &stop).instrument(span).await
@@ -128,12 +136,16 @@ fn task_failed(error: &dyn std::fmt::Display) {
 
 /// The message as an event, or why it cannot be one: over the payload
 /// limit, or building the envelope panicked.
-fn envelope(work: &WorkContext, message: &impl Message) -> Result<Event, String> {
+fn envelope(
+    work: &WorkContext,
+    message: &impl Message,
+    reads: Option<&BodyReads>,
+) -> Result<Event, String> {
     let bytes = message.payload().map_or(0, <[u8]>::len);
     if let Some(reason) = oversized(bytes, work.max_payload) {
         return Err(reason);
     }
-    std::panic::catch_unwind(AssertUnwindSafe(|| to_event(&work.source, message)))
+    std::panic::catch_unwind(AssertUnwindSafe(|| to_event(&work.source, message, reads)))
         .map_err(|p| format!("reading the message panicked: {}", panic_message(&*p)))
 }
 

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::auth::header_str;
-use crate::event::{body_hash, Event};
+use crate::event::{body_hash, parse_payload_reading, BodyReads, Event};
 use crate::redact::is_credential_header;
 
 /// How a webhook kind turns a verified request into an event.
@@ -55,14 +55,23 @@ fn content_type(headers: &HeaderMap) -> String {
 
 /// Decodes a body by content type: JSON (400 on error, with line and column),
 /// form (`payload=` JSON for GitHub, else fields), text, octet-stream (base64),
-/// or no content type (JSON when it parses, else text).
-fn decode_body(ct: &str, body: &[u8], meta: &mut Map<String, Value>) -> Result<Value, BodyError> {
+/// or no content type (JSON when it parses, else text). With `reads`, JSON
+/// is built only as far as they reach (the same errors otherwise).
+fn decode_body(
+    ct: &str,
+    body: &[u8],
+    meta: &mut Map<String, Value>,
+    reads: Option<&BodyReads>,
+) -> Result<Value, BodyError> {
     let json = |b: &[u8]| {
-        serde_json::from_slice::<Value>(b)
-            .map_err(|e| BodyError::Malformed(format!("invalid JSON: {e}")))
+        match reads {
+            Some(r) => r.parse(b),
+            None => serde_json::from_slice::<Value>(b),
+        }
+        .map_err(|e| BodyError::Malformed(format!("invalid JSON: {e}")))
     };
     match ct {
-        "" => Ok(crate::event::parse_payload(body, meta)),
+        "" => Ok(parse_payload_reading(body, meta, reads)),
         ct if is_json(ct) => json(body),
         "application/x-www-form-urlencoded" => {
             let fields: Map<String, Value> = url::form_urlencoded::parse(body)
@@ -91,23 +100,6 @@ fn is_json(ct: &str) -> bool {
     ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
 }
 
-/// Like [`decode_body`], but when `!build` the body is only checked (the
-/// same errors) and the value is null: JSON is checked without building it.
-fn read_body(
-    ct: &str,
-    body: &[u8],
-    meta: &mut Map<String, Value>,
-    build: bool,
-) -> Result<Value, BodyError> {
-    match (build, is_json(ct)) {
-        (true, _) => decode_body(ct, body, meta),
-        (false, true) => serde_json::from_slice::<serde::de::IgnoredAny>(body)
-            .map(|_| Value::Null)
-            .map_err(|e| BodyError::Malformed(format!("invalid JSON: {e}"))),
-        (false, false) => decode_body(ct, body, meta).map(|_| Value::Null),
-    }
-}
-
 impl Provider {
     /// Turns a verified request to `path` of source `source` into an event.
     /// Credential headers never reach it.
@@ -118,28 +110,33 @@ impl Provider {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Parsed, BodyError> {
-        self.build(source, path, headers, body, true)
+        self.build(source, path, headers, body, None)
     }
 
-    /// The event without its body (null; the body is checked to be
-    /// well-formed, not built), for deciding from the headers that nothing
-    /// wants it; `None` for kinds whose id or type is in the body
-    /// (CloudEvents, `idFrom`). Its `subject`, which GitHub and GitLab take
-    /// from the body, is empty.
-    pub fn envelope_bare(
+    /// The event with only `reads` of its body built (the rest checked to
+    /// be well-formed: the same errors as [`envelope`](Self::envelope)),
+    /// plus what the envelope itself reads of it (GitHub's and GitLab's
+    /// subject, `idFrom`), so that id, type and subject are the whole
+    /// event's; `None` for CloudEvents, whose attributes are the body.
+    pub fn envelope_reading(
         &self,
         source: &str,
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
+        reads: &BodyReads,
     ) -> Option<Result<Parsed, BodyError>> {
+        let mut reads = reads.clone();
         match self {
-            Provider::CloudEvents
-            | Provider::Http {
-                id_from: Some(_), ..
-            } => None,
-            _ => Some(self.build(source, path, headers, body, false)),
-        }
+            Provider::CloudEvents => return None,
+            Provider::Github { .. } => reads.add(&["repository", "full_name"]),
+            Provider::Gitlab => reads.add(&["project", "path_with_namespace"]),
+            Provider::Http {
+                id_from: Some(p), ..
+            } => reads.add(p),
+            Provider::Http { .. } => true,
+        };
+        Some(self.build(source, path, headers, body, Some(&reads)))
     }
 
     fn build(
@@ -148,7 +145,7 @@ impl Provider {
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-        build_body: bool,
+        reads: Option<&BodyReads>,
     ) -> Result<Parsed, BodyError> {
         let ct = content_type(headers);
         let mut meta = Map::new();
@@ -178,7 +175,7 @@ impl Provider {
                 id_from,
                 type_header,
             } => {
-                event.body = read_body(&ct, body, &mut meta, build_body)?;
+                event.body = decode_body(&ct, body, &mut meta, reads)?;
                 if let Some(given) = id_header.as_deref().and_then(|h| header_str(headers, h)) {
                     id = Some(given.to_string());
                 } else if let Some(path) = id_from {
@@ -203,7 +200,7 @@ impl Provider {
                 if event.kind == "ping" {
                     return Ok(Parsed::Ping);
                 }
-                event.body = read_body(&ct, body, &mut meta, build_body)?;
+                event.body = decode_body(&ct, body, &mut meta, reads)?;
                 event.subject = event.body["repository"]["full_name"]
                     .as_str()
                     .unwrap_or_default()
@@ -218,7 +215,7 @@ impl Provider {
                 {
                     id = Some(given.to_string());
                 }
-                event.body = read_body(&ct, body, &mut meta, build_body)?;
+                event.body = decode_body(&ct, body, &mut meta, reads)?;
                 event.subject = event.body["project"]["path_with_namespace"]
                     .as_str()
                     .unwrap_or_default()
@@ -312,7 +309,7 @@ fn parse_cloudevent(
     }
     meta.insert("ceSource".into(), json!(ce_source));
     meta.insert("ceSpecversion".into(), json!(spec));
-    event.body = decode_body(ct, body, meta)?;
+    event.body = decode_body(ct, body, meta, None)?;
     Ok(())
 }
 
@@ -324,14 +321,14 @@ mod tests {
     fn bodies_decode_by_content_type() {
         let mut meta = Map::new();
         assert_eq!(
-            decode_body("application/json", b"{\"a\":1}", &mut meta),
+            decode_body("application/json", b"{\"a\":1}", &mut meta, None),
             Ok(json!({"a": 1}))
         );
         assert_eq!(
-            decode_body("application/vnd.x+json", b"[1]", &mut meta),
+            decode_body("application/vnd.x+json", b"[1]", &mut meta, None),
             Ok(json!([1]))
         );
-        let err = decode_body("application/json", b"{\n\"a\": }", &mut meta).unwrap_err();
+        let err = decode_body("application/json", b"{\n\"a\": }", &mut meta, None).unwrap_err();
         assert!(
             matches!(&err, BodyError::Malformed(m) if m.contains("line 2 column")),
             "{err:?}"
@@ -340,46 +337,59 @@ mod tests {
             decode_body(
                 "application/x-www-form-urlencoded",
                 b"payload=%7B%22a%22%3A2%7D",
-                &mut meta
+                &mut meta,
+                None
             ),
             Ok(json!({"a": 2}))
         );
         assert_eq!(
-            decode_body("application/x-www-form-urlencoded", b"a=1&b=x", &mut meta),
+            decode_body(
+                "application/x-www-form-urlencoded",
+                b"a=1&b=x",
+                &mut meta,
+                None
+            ),
             Ok(json!({"a": "1", "b": "x"}))
         );
-        assert_eq!(decode_body("text/plain", b"hi", &mut meta), Ok(json!("hi")));
+        assert_eq!(
+            decode_body("text/plain", b"hi", &mut meta, None),
+            Ok(json!("hi"))
+        );
         assert!(matches!(
-            decode_body("text/plain", &[0xff], &mut meta),
+            decode_body("text/plain", &[0xff], &mut meta, None),
             Err(BodyError::Malformed(_))
         ));
         assert!(matches!(
-            decode_body("application/xml", b"<a/>", &mut meta),
+            decode_body("application/xml", b"<a/>", &mut meta, None),
             Err(BodyError::Unsupported(_))
         ));
         assert_eq!(
-            decode_body("", b"{\"a\":1}", &mut meta),
+            decode_body("", b"{\"a\":1}", &mut meta, None),
             Ok(json!({"a": 1}))
         );
         assert_eq!(
-            decode_body("", b"not json", &mut meta),
+            decode_body("", b"not json", &mut meta, None),
             Ok(json!("not json"))
         );
         assert_eq!(
-            decode_body("application/octet-stream", &[1, 2], &mut meta),
+            decode_body("application/octet-stream", &[1, 2], &mut meta, None),
             Ok(json!("AQI="))
         );
         assert_eq!(meta["bodyEncoding"], json!("base64"));
     }
 
-    /// Checking a body refuses exactly what building it refuses, with the
-    /// same error; the bare event is the event without body and subject.
+    /// Building part of a body refuses exactly what building all of it
+    /// refuses, with the same error; the event is the whole event with its
+    /// body pruned to the paths read and what the envelope reads itself.
     #[test]
-    fn a_bare_envelope_is_the_envelope_without_its_body() {
-        let cases: [(&str, &[u8]); 9] = [
+    fn an_envelope_reading_paths_is_the_envelope_with_a_pruned_body() {
+        let mut reads = BodyReads::default();
+        reads.add(&["ref"]);
+        let cases: [(&str, &[u8]); 10] = [
             ("application/json", b"{\"a\":1}"),
             ("application/json", b"{\n\"a\": }"),
             ("application/json", b"{\"a\":1} trailing"),
+            ("application/json", b"{\"a\":\"\xff\",\"ref\":1}"),
             ("application/vnd.x+json", b"[1"),
             (
                 "application/x-www-form-urlencoded",
@@ -391,43 +401,58 @@ mod tests {
             ("application/octet-stream", &[1, 2]),
         ];
         for (ct, body) in cases {
-            let (mut built_meta, mut checked_meta) = (Map::new(), Map::new());
-            let built = decode_body(ct, body, &mut built_meta);
-            let checked = read_body(ct, body, &mut checked_meta, false);
+            let (mut whole_meta, mut part_meta) = (Map::new(), Map::new());
+            let whole = decode_body(ct, body, &mut whole_meta, None);
+            let part = decode_body(ct, body, &mut part_meta, Some(&reads));
             assert_eq!(
-                checked.map_err(|e| format!("{e:?}")),
-                built.map(|_| Value::Null).map_err(|e| format!("{e:?}")),
+                part.map_err(|e| format!("{e:?}")),
+                whole
+                    .map(|w| if w.is_object() { json!({}) } else { w })
+                    .map_err(|e| format!("{e:?}")),
                 "{ct}"
             );
-            assert_eq!(checked_meta, built_meta, "{ct}");
+            assert_eq!(part_meta, whole_meta, "{ct}");
         }
 
-        let body = br#"{"ref": "refs/heads/main", "repository": {"full_name": "o/r"}}"#;
+        let body = br#"{"ref": "refs/heads/main", "before": "0", "repository": {"full_name": "o/r", "id": 7}}"#;
         let mut headers = HeaderMap::new();
         headers.insert("content-type", "application/json".parse().unwrap());
         headers.insert("x-github-event", "push".parse().unwrap());
         headers.insert("x-github-delivery", "d-1".parse().unwrap());
         let github = Provider::Github { dedupe_body: false };
-        let (Ok(Parsed::Event(whole)), Some(Ok(Parsed::Event(bare)))) = (
+        let (Ok(Parsed::Event(whole)), Some(Ok(Parsed::Event(part)))) = (
             github.envelope("gh", "/gh", &headers, body),
-            github.envelope_bare("gh", "/gh", &headers, body),
+            github.envelope_reading("gh", "/gh", &headers, body, &reads),
         ) else {
             panic!("both are events")
         };
         assert_eq!(whole.subject, "o/r");
         let expected = Event {
-            body: Value::Null,
-            subject: String::new(),
-            time: bare.time.clone(),
+            body: json!({"ref": "refs/heads/main", "repository": {"full_name": "o/r"}}),
+            time: part.time.clone(),
             ..*whole
         };
-        assert_eq!(*bare, expected);
+        assert_eq!(*part, expected);
         assert!(github
-            .envelope_bare("gh", "/gh", &headers, b"{")
+            .envelope_reading("gh", "/gh", &headers, b"{", &reads)
             .unwrap()
             .is_err());
         assert!(Provider::CloudEvents
-            .envelope_bare("ce", "/ce", &headers, body)
+            .envelope_reading("ce", "/ce", &headers, body, &reads)
             .is_none());
+        // The id a plain webhook takes from the body is read too.
+        let plain = Provider::Http {
+            id_header: None,
+            id_from: Some(vec!["delivery".into(), "id".into()]),
+            type_header: None,
+        };
+        let body = br#"{"delivery": {"id": 42, "at": 1}, "ref": "x", "big": [1, 2, 3]}"#;
+        let Some(Ok(Parsed::Event(part))) =
+            plain.envelope_reading("h", "/h", &headers, body, &reads)
+        else {
+            panic!("an event")
+        };
+        assert_eq!(part.id, "42");
+        assert_eq!(part.body, json!({"delivery": {"id": 42}, "ref": "x"}));
     }
 }

@@ -9,12 +9,11 @@
 //!    a bound, so an ordinary client sees the 413 rather than a broken pipe);
 //!    a request whose sender is known only from a body signature reads its
 //!    body under a bounded pre-authentication budget (`limits.maxPreAuth`);
-//! 3. the signature over the body (401), the envelope (400/415) — for an
-//!    event type no sensor wants (decided from the headers, see
-//!    [`SensorSet::unmatched_by_headers`](crate::sensor::SensorSet::unmatched_by_headers)),
-//!    the body is only checked, not built, and the reply follows at once;
+//! 3. the signature over the body (401), the envelope (400/415) — built at
+//!    first with only the parts of the body the sensors read
+//!    ([`Process::body_reads`]; the rest is checked, not built);
 //! 4. an event no sensor matches is settled there and then (no permit, no
-//!    task, no journal); any other is processed under the source's permit
+//!    task, no journal); any other is built whole and processed under the source's permit
 //!    (`limits.maxInFlight`) and the byte budget, in a task that owns both
 //!    for its whole life;
 //! 5. the reply: the outcome if it is final within `intake.replyDeadline`,
@@ -47,7 +46,7 @@ use tracing::{error, info, instrument, warn};
 use super::auth::{header_str, Auth};
 use super::envelope::{BodyError, Parsed, Provider};
 use super::journal::Journal;
-use crate::event::Event;
+use crate::event::{BodyReads, Event};
 use crate::limits::{ByteBudget, BytesHeld, Limits};
 use crate::outcome::{Disposition, Outcome, Process};
 use crate::shutdown::Shutdown;
@@ -82,11 +81,16 @@ impl Endpoint {
             .envelope(&self.name, &self.path, headers, body)
     }
 
-    /// The event without its body, if this kind can make one (see
-    /// [`Provider::envelope_bare`]).
-    fn parse_bare(&self, headers: &HeaderMap, body: &[u8]) -> Option<Result<Parsed, BodyError>> {
+    /// The event with only `reads` of its body built, if this kind can
+    /// make one (see [`Provider::envelope_reading`]).
+    fn parse_reading(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        reads: &BodyReads,
+    ) -> Option<Result<Parsed, BodyError>> {
         self.provider
-            .envelope_bare(&self.name, &self.path, headers, body)
+            .envelope_reading(&self.name, &self.path, headers, body, reads)
     }
 }
 
@@ -307,8 +311,8 @@ enum Intook {
 }
 
 /// Reads a verified request; with `settle`, an event nothing wants is
-/// settled — from its headers alone when they show it (the body checked,
-/// not built), else once parsed.
+/// settled — from the parts of its body the sensors read when they say
+/// what those are (the rest checked, not built), else once parsed.
 async fn intake(
     s: &Shared,
     m: &Mounted,
@@ -344,9 +348,17 @@ async fn intake(
         .auth
         .verify(headers, &bytes)
         .map_err(unauthorized)?;
-    if settle {
-        if let Some(Ok(Parsed::Event(bare))) = m.endpoint.parse_bare(headers, &bytes) {
-            if let Some(done) = settled(s, &bare, s.process.settle_unmatched_by_headers(&bare)) {
+    // Read in part and not settled: something wants it (or the sensors
+    // were reloaded meanwhile: then processing settles it, the slow way).
+    let mut wanted = false;
+    if let Some(reads) = settle
+        .then(|| s.process.body_reads(&m.endpoint.name))
+        .flatten()
+    {
+        if let Some(Ok(Parsed::Event(part))) = m.endpoint.parse_reading(headers, &bytes, &reads) {
+            let outcome = s.process.settle_unmatched_reading(&part, &reads);
+            wanted = outcome.is_none();
+            if let Some(done) = settled(s, &part, outcome) {
                 return Ok(done);
             }
         }
@@ -357,7 +369,7 @@ async fn intake(
             refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": msg}))
         }
     })?;
-    if let (true, Parsed::Event(event)) = (settle, &parsed) {
+    if let (true, false, Parsed::Event(event)) = (settle, wanted, &parsed) {
         if let Some(done) = settled(s, event, s.process.settle_unmatched(event)) {
             return Ok(done);
         }

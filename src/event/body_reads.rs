@@ -1,0 +1,398 @@
+//! What of a JSON body the filters read, and parsing only that.
+//!
+//! A source's filters usually read a few paths of an event's body
+//! (`body.ref`, `body.repository.full_name`), and most events on a busy
+//! source match none of them. To tell so, only those paths need building:
+//! [`BodyReads::parse`] goes through the whole document, checking it
+//! exactly as building it would (the same errors at the same line and
+//! column: strings are checked to be UTF-8, numbers to be in range, nesting
+//! to be within the limit), but builds only what the paths reach. What it
+//! builds is the whole value *pruned*: an object on a path's way keeps only
+//! the keys the paths name there; the value at a path's end, and an array
+//! or a scalar met on the way, is kept whole. A filter reading only those
+//! paths sees the same values — and so decides and explains the same — in
+//! the pruned body as in the whole one.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// A set of paths into a JSON body (each one the keys from its top), with
+/// none under another (`a` covers `a.b`). Empty: nothing is built; the
+/// document is only checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyReads {
+    /// Key → what is kept under it: `None` all of it, else these paths.
+    fields: BTreeMap<String, Option<BodyReads>>,
+}
+
+impl BodyReads {
+    /// Adds `path` (keys from the top of the body). `false` for the empty
+    /// path, the body itself: then the whole body is read and no
+    /// `BodyReads` can say so.
+    pub fn add<S: AsRef<str>>(&mut self, path: &[S]) -> bool {
+        let Some((first, rest)) = path.split_first() else {
+            return false;
+        };
+        let slot = self
+            .fields
+            .entry(first.as_ref().to_string())
+            .or_insert_with(|| Some(BodyReads::default()));
+        match slot {
+            // Already kept whole.
+            None => {}
+            Some(_) if rest.is_empty() => *slot = None,
+            Some(under) => {
+                under.add(rest);
+            }
+        }
+        true
+    }
+
+    /// Whether parsing with `self` keeps everything `other` reads.
+    pub fn covers(&self, other: &BodyReads) -> bool {
+        other
+            .fields
+            .iter()
+            .all(|(key, theirs)| match self.fields.get(key) {
+                None => false,
+                Some(None) => true,
+                Some(Some(mine)) => theirs.as_ref().is_some_and(|t| mine.covers(t)),
+            })
+    }
+
+    /// Parses `raw` as JSON, building only these paths (see the module
+    /// doc). Fails exactly when `serde_json::from_slice::<Value>` fails,
+    /// with the same error.
+    pub fn parse(&self, raw: &[u8]) -> serde_json::Result<Value> {
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        let value = Kept(self).deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+}
+
+/// Builds the parts of a value that `.0` names.
+struct Kept<'r>(&'r BodyReads);
+
+impl<'de> DeserializeSeed<'de> for Kept<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Kept<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            match self.0.fields.get(key.as_ref()) {
+                None => {
+                    map.next_value::<Checked>()?;
+                }
+                Some(None) => {
+                    out.insert(key.into_owned(), map.next_value::<Value>()?);
+                }
+                Some(Some(under)) => {
+                    out.insert(key.into_owned(), map.next_value_seed(Kept(under))?);
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    // Anything but an object is kept whole, as pruning would.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element::<Value>()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// A value read the way building it would read it — every string checked
+/// to be UTF-8, every number parsed — and dropped. (serde's `IgnoredAny`
+/// skips those checks: it would let through a body that building refuses.)
+struct Checked;
+
+impl<'de> de::Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn reads(paths: &[&str]) -> BodyReads {
+        let mut r = BodyReads::default();
+        for p in paths {
+            assert!(r.add(&p.split('.').collect::<Vec<_>>()));
+        }
+        r
+    }
+
+    /// The reference: the whole value, pruned to `paths` the plain way.
+    fn pruned(whole: &Value, paths: &[&str]) -> Value {
+        let Value::Object(top) = whole else {
+            return whole.clone();
+        };
+        let mut out = Map::new();
+        for p in paths {
+            let keys: Vec<&str> = p.split('.').collect();
+            let (mut src, mut dst) = (top, &mut out);
+            for (i, k) in keys.iter().enumerate() {
+                let Some(v) = src.get(*k) else { break };
+                match v {
+                    Value::Object(inner) if i + 1 < keys.len() => {
+                        let slot = dst
+                            .entry(k.to_string())
+                            .or_insert_with(|| Value::Object(Map::new()));
+                        let Value::Object(slot) = slot else { break };
+                        (src, dst) = (inner, slot);
+                    }
+                    other => {
+                        dst.insert(k.to_string(), other.clone());
+                        break;
+                    }
+                }
+            }
+        }
+        Value::Object(out)
+    }
+
+    fn both(raw: &[u8], paths: &[&str]) -> (Result<Value, String>, Result<Value, String>) {
+        let whole = serde_json::from_slice::<Value>(raw)
+            .map(|v| pruned(&v, paths))
+            .map_err(|e| e.to_string());
+        let kept = reads(paths).parse(raw).map_err(|e| e.to_string());
+        (whole, kept)
+    }
+
+    const PATH_SETS: &[&[&str]] = &[
+        &[],
+        &["ref"],
+        &["ref", "repository.full_name"],
+        &["repository.owner.login", "repository"],
+        &["commits", "head_commit.id", "n"],
+        &["commits.0.id", "x.y.z", "s"],
+        &["a.b", "a.c.d", "esc\"aped"],
+    ];
+
+    const DOCS: &[&str] = &[
+        r#"{"ref":"refs/heads/main","repository":{"full_name":"o/r","owner":{"login":"o"},"size":3},"commits":[{"id":"a","modified":["m/x"]}],"head_commit":{"id":"a","msg":"é\n"},"n":1.5e3,"s":null}"#,
+        r#"{"a":{"b":[1,2,{"c":3}],"c":{"d":true,"e":false}},"a":{"b":"again"},"x":{"y":"not an object"},"esc\"aped":"\u00e9\ud83d\ude00"}"#,
+        r#"[{"ref":"in an array"}]"#,
+        r#""just a string""#,
+        r#"  {"ref" : 18446744073709551615, "repository": -9223372036854775808 , "commits": 1e-400}  "#,
+        r#"{"x":{"y":{"z":[[[]]],"w":{}}},"z":{}}"#,
+    ];
+
+    #[test]
+    fn keeps_what_pruning_the_whole_value_keeps() {
+        for doc in DOCS {
+            for paths in PATH_SETS {
+                let (whole, kept) = both(doc.as_bytes(), paths);
+                assert!(whole.is_ok(), "{doc}: {whole:?}");
+                assert_eq!(kept, whole, "{doc} with {paths:?}");
+            }
+        }
+        // The kept part is small: here just the one string.
+        assert_eq!(
+            reads(&["repository.full_name"])
+                .parse(DOCS[0].as_bytes())
+                .unwrap(),
+            json!({"repository": {"full_name": "o/r"}})
+        );
+    }
+
+    /// Refuses exactly what building refuses, with the same message (line
+    /// and column), at every cut and for bytes no JSON may hold — invalid
+    /// UTF-8 in a string, out-of-range numbers, nesting past the limit —
+    /// wherever they are, in a kept part or not.
+    #[test]
+    fn refuses_what_building_refuses_with_the_same_error() {
+        let mut bad: Vec<Vec<u8>> = Vec::new();
+        for doc in DOCS {
+            let b = doc.as_bytes();
+            for cut in 0..b.len() {
+                bad.push(b[..cut].to_vec());
+                for junk in [b'\xff', b'}', b',', b'"', b'\\', 0x01] {
+                    let mut m = b.to_vec();
+                    m[cut] = junk;
+                    bad.push(m);
+                }
+            }
+        }
+        bad.push(br#"{"skip":"\xc3\x28","ref":"x"}"#.to_vec());
+        bad.push(br#"{"skip":1e400,"ref":"x"}"#.to_vec());
+        bad.push(br#"{"skip":"\ud800","ref":"x"}"#.to_vec());
+        bad.push(br#"{"ref":"x"} trailing"#.to_vec());
+        bad.push(format!(r#"{{"skip":{}{}}}"#, "[".repeat(200), "]".repeat(200)).into_bytes());
+        let mut refused = 0;
+        for raw in &bad {
+            for paths in PATH_SETS {
+                let (whole, kept) = both(raw, paths);
+                refused += usize::from(whole.is_err());
+                assert_eq!(
+                    kept,
+                    whole,
+                    "{:?} with {paths:?}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+        }
+        // Most of those are malformed; each of the five made by hand is.
+        assert!(refused > bad.len() * PATH_SETS.len() / 2, "{refused}");
+        for raw in &bad[bad.len() - 5..] {
+            assert!(
+                reads(&[]).parse(raw).is_err(),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn paths_merge_and_cover() {
+        let mut r = reads(&["a.b.c", "a.b.d"]);
+        assert!(r.covers(&reads(&["a.b.c"])));
+        assert!(
+            !r.covers(&reads(&["a.b"])),
+            "a.b whole is more than two of its keys"
+        );
+        assert!(r.add(&["a", "b"]));
+        assert_eq!(r, reads(&["a.b"]));
+        assert!(r.covers(&reads(&["a.b.c", "a.b.x.y"])));
+        assert!(!r.covers(&reads(&["a"])));
+        assert!(!r.covers(&reads(&["q"])));
+        assert!(r.covers(&BodyReads::default()));
+        // A path under one already kept whole changes nothing.
+        let before = r.clone();
+        assert!(r.add(&["a", "b", "z"]));
+        assert_eq!(r, before);
+        assert!(!r.add::<&str>(&[]), "the body itself cannot be a path");
+    }
+}
