@@ -68,10 +68,20 @@ impl BodyReads {
     /// doc). Fails exactly when `serde_json::from_slice::<Value>` fails,
     /// with the same error.
     pub fn parse(&self, raw: &[u8]) -> serde_json::Result<Value> {
-        let mut de = serde_json::Deserializer::from_slice(raw);
-        let value = Kept(self).deserialize(&mut de)?;
-        de.end()?;
-        Ok(value)
+        fn run<'de, R: serde_json::de::Read<'de>>(
+            reads: &BodyReads,
+            mut de: serde_json::Deserializer<R>,
+        ) -> serde_json::Result<Value> {
+            let value = Kept(reads).deserialize(&mut de)?;
+            de.end()?;
+            Ok(value)
+        }
+        // Checked as UTF-8 at once (fast), its strings need no check one by
+        // one; the errors are those of the same bytes read as a slice.
+        match std::str::from_utf8(raw) {
+            Ok(text) => run(self, serde_json::Deserializer::from_str(text)),
+            Err(_) => run(self, serde_json::Deserializer::from_slice(raw)),
+        }
     }
 }
 
