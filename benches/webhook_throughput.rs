@@ -6,10 +6,12 @@
 //! that checks the same signature, event and branch and runs `/bin/true`
 //! on a match (it answers before the command ends, and keeps nothing).
 //!
-//! Two tripline paths: `mismatch` (signed, verified, an `issues` delivery
-//! no sensor wants: decided from its headers, the body checked but not
-//! built, the why-not in the reply) and `match→outbox` (a Workflow rendered and
-//! written to the outbox per request; every request has a new delivery id).
+//! Three tripline paths: `mismatch` (signed, verified, an `issues` delivery
+//! no sensor wants: the sensor reads only the branch, so only that and the
+//! subject of the body are built, the rest checked; the why-not in the
+//! reply), `mismatch (branch)` (a push to another branch: the same, decided
+//! by the body) and `match→outbox` (a Workflow rendered and written to the
+//! outbox per request; every request has a new delivery id).
 //!
 //! `cargo bench --bench webhook_throughput` (run by `cargo test` it does a
 //! short smoke run instead); with `TRIPLINE_BENCH_CSV=<dir>` it also sweeps
@@ -200,6 +202,9 @@ async fn main() {
         return peer(port).await;
     }
     let body = Arc::new(serde_json::to_vec(&push_to_main()).unwrap());
+    let mut to_dev = push_to_main();
+    to_dev["ref"] = "refs/heads/dev".into();
+    let to_dev = Arc::new(serde_json::to_vec(&to_dev).unwrap());
 
     let peer_port = free_port();
     tokio::spawn(peer(peer_port));
@@ -218,13 +223,15 @@ async fn main() {
     load(&peer_url, n / 10, "push", body.clone()).await; // warm-up
     let peer_rps = load(&peer_url, n, "push", body.clone()).await;
     let miss_rps = load(&url, n, "issues", body.clone()).await;
+    let branch_rps = load(&url, n, "push", to_dev.clone()).await;
     let hit_rps = load(&url, n, "push", body.clone()).await;
     let adnanh_rps = match adnanh.is_some() {
         true => {
             let miss = load(&adnanh_url, n, "issues", body.clone()).await;
+            let branch = load(&adnanh_url, n, "push", to_dev.clone()).await;
             let hit = load(&adnanh_url, n, "push", body.clone()).await;
             settle(adnanh.as_ref()).await;
-            Some((miss, hit))
+            Some((miss, branch, hit))
         }
         false => None,
     };
@@ -277,12 +284,17 @@ async fn main() {
         miss_rps / peer_rps
     );
     println!(
+        "  tripline mismatch (branch)     {branch_rps:>9.0} req/s  ({:.2} of peer)",
+        branch_rps / peer_rps
+    );
+    println!(
         "  tripline match -> outbox       {hit_rps:>9.0} req/s  ({:.2} of peer)",
         hit_rps / peer_rps
     );
     match adnanh_rps {
-        Some((a_miss, a_hit)) => {
+        Some((a_miss, a_branch, a_hit)) => {
             println!("  adnanh/webhook mismatch        {a_miss:>9.0} req/s  (tripline mismatch: {:.2}x it)", miss_rps / a_miss);
+            println!("  adnanh/webhook mismatch (branch) {a_branch:>7.0} req/s  (tripline: {:.2}x it)", branch_rps / a_branch);
             println!("  adnanh/webhook match (fork)    {a_hit:>9.0} req/s  (tripline match -> outbox: {:.2}x it; goal >= 3x)", hit_rps / a_hit);
         }
         None => println!("  adnanh/webhook: not installed (scripts/install-deps.sh installs Debian's `webhook`): not measured"),
