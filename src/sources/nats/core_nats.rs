@@ -16,6 +16,7 @@ use super::source::{log_panic, log_task_end, retry_backoff, sleep_or_shutdown, N
 use crate::backoff::exponential;
 use std::panic::AssertUnwindSafe;
 
+use crate::event::BodyReads;
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Disposition, Process};
 use crate::sources::{MessageTasks, SourceContext, SourceError};
@@ -160,7 +161,7 @@ async fn handle_core(
     let span = Span::current();
     span.record("source", source.as_str());
     span.record("subject", message.subject.as_str());
-    let read = match oversized(message.payload.len(), *max_payload) {
+    let read = |reads: Option<&BodyReads>| match oversized(message.payload.len(), *max_payload) {
         Some(reason) => Err(reason),
         None => std::panic::catch_unwind(AssertUnwindSafe(|| {
             message_event(
@@ -168,12 +169,26 @@ async fn handle_core(
                 message.subject.as_str(),
                 &message.payload,
                 message.headers.as_ref(),
+                reads,
             )
         }))
         .map_err(|p| format!("reading the message panicked: {}", panic_message(&*p))),
     };
-    let event = match read {
-        Ok(e) => Arc::new(e),
+    // First with only what the sensors read of the body.
+    let reads = process.body_reads(source);
+    let first = read(reads.as_deref()).and_then(|event| {
+        let settled = match &reads {
+            Some(kept) => process.settle_unmatched_reading(&event, kept),
+            None => process.settle_unmatched(&event),
+        };
+        match (settled, &reads) {
+            // Wanted: read whole to be processed.
+            (None, Some(_)) => read(None).map(|whole| (whole, None)),
+            (settled, _) => Ok((event, settled)),
+        }
+    });
+    let (event, mut settled) = match first {
+        Ok((e, settled)) => (Arc::new(e), Some(settled)),
         Err(reason) => {
             process
                 .poisoned(source, message.subject.as_str(), &reason)
@@ -184,9 +199,14 @@ async fn handle_core(
     span.record("event_id", event.id.as_str());
     let mut attempt = 0;
     loop {
-        let outcome = match process.settle_unmatched(&event) {
-            Some(outcome) => outcome,
-            None => process.process(event.clone()).await,
+        let outcome = match settled.take() {
+            Some(Some(outcome)) => outcome,
+            // The first pass, found wanted above.
+            Some(None) => process.process(event.clone()).await,
+            None => match process.settle_unmatched(&event) {
+                Some(outcome) => outcome,
+                None => process.process(event.clone()).await,
+            },
         };
         if let Some(reply) = message.reply.clone() {
             let body = serde_json::to_vec(&outcome).unwrap_or_default();

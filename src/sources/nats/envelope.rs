@@ -6,13 +6,17 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 use serde_json::{json, Map};
 
-use crate::event::{body_hash, now_rfc3339, parse_payload, rfc3339_from_unix_millis, Event};
+use crate::event::{
+    body_hash, now_rfc3339, parse_payload_reading, rfc3339_from_unix_millis, BodyReads, Event,
+};
 use crate::redact::is_credential_header;
 
 /// The envelope of a JetStream message and how many times it was delivered.
+/// Of a JSON payload only what `reads` names is built (all for `None`).
 pub(super) fn jetstream_event(
     source: &str,
     message: &jetstream::Message,
+    reads: Option<&BodyReads>,
 ) -> Result<(Event, i64), async_nats::Error> {
     let info = message.info()?;
     let published = info
@@ -28,6 +32,7 @@ pub(super) fn jetstream_event(
             format!("{}:{}", info.stream, info.stream_sequence),
             rfc3339_from_unix_millis(published / 1_000_000),
         )),
+        reads,
     );
     for (k, v) in [
         ("stream", json!(info.stream)),
@@ -51,8 +56,9 @@ pub(super) fn message_event(
     subject: &str,
     payload: &[u8],
     headers: Option<&HeaderMap>,
+    reads: Option<&BodyReads>,
 ) -> Event {
-    envelope(source, subject, payload, headers, None)
+    envelope(source, subject, payload, headers, None, reads)
 }
 
 /// [`message_event`], or with `position` (a JetStream message's id and
@@ -65,9 +71,10 @@ fn envelope(
     payload: &[u8],
     headers: Option<&HeaderMap>,
     position: Option<(String, String)>,
+    reads: Option<&BodyReads>,
 ) -> Event {
     let mut meta = Map::new();
-    let body = parse_payload(payload, &mut meta);
+    let body = parse_payload_reading(payload, &mut meta, reads);
     let mut event = Event::at(source, String::new(), String::new(), body);
     meta.insert("subject".into(), json!(subject));
     event.meta = meta;
@@ -103,7 +110,7 @@ mod tests {
         h.insert("Nats-Msg-Id", "m-1");
         h.insert("X-Trace", "t");
         h.insert("Authorization", "Bearer secret");
-        let e = message_event("src", "files.new", br#"{"key":"a.csv"}"#, Some(&h));
+        let e = message_event("src", "files.new", br#"{"key":"a.csv"}"#, Some(&h), None);
         assert_eq!(e.id, "m-1");
         assert_eq!(
             (e.kind.as_str(), e.subject.as_str()),
@@ -114,7 +121,7 @@ mod tests {
         assert_eq!(e.headers.get("authorization"), None);
         assert_eq!(e.meta["subject"], json!("files.new"));
 
-        let e = message_event("src", "s", &[0xff, 0x00], None);
+        let e = message_event("src", "s", &[0xff, 0x00], None, None);
         assert!(e.id.starts_with("sha256:"));
         assert_eq!(e.meta["bodyEncoding"], json!("base64"));
     }

@@ -21,6 +21,7 @@ use super::health::Health;
 use super::source::{log_panic, log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
 use std::panic::AssertUnwindSafe;
 
+use crate::event::BodyReads;
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Process};
 use crate::sources::{MessageTasks, SourceContext, SourceError};
@@ -317,31 +318,38 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
     span.record("source", s.source.as_str());
     span.record("subject", message.subject.as_str());
     let _held = s.bytes.hold(message.payload.len()).await;
-    let read = match oversized(message.payload.len(), s.max_payload) {
+    let read = |reads: Option<&BodyReads>| match oversized(message.payload.len(), s.max_payload) {
         Some(reason) => Err(reason),
-        None => std::panic::catch_unwind(AssertUnwindSafe(|| jetstream_event(&s.source, &message)))
-            .unwrap_or_else(|p| {
-                Err(format!("reading the message panicked: {}", panic_message(&*p)).into())
-            })
-            .map_err(|e| e.to_string()),
+        None => std::panic::catch_unwind(AssertUnwindSafe(|| {
+            jetstream_event(&s.source, &message, reads)
+        }))
+        .unwrap_or_else(|p| {
+            Err(format!("reading the message panicked: {}", panic_message(&*p)).into())
+        })
+        .map_err(|e| e.to_string()),
     };
-    let (event, delivered) = match read {
+    // First with only what the sensors read of the body.
+    let reads = s.process.body_reads(&s.source);
+    let (event, delivered) = match read(reads.as_deref()) {
         Ok(e) => e,
-        Err(reason) => {
-            // Never blocks the stream: dead-lettered and terminated.
-            let reference = message
-                .info()
-                .map(|i| format!("{}:{}", i.stream, i.stream_sequence))
-                .unwrap_or_else(|_| message.subject.to_string());
-            s.process.poisoned(&s.source, &reference, &reason).await;
-            settle(&message, AckKind::Term, true).await;
-            return;
-        }
+        Err(reason) => return poisoned(&s, &message, &reason).await,
     };
     span.record("event_id", event.id.as_str());
-    let outcome = match s.process.settle_unmatched(&event) {
+    let settled = match &reads {
+        Some(kept) => s.process.settle_unmatched_reading(&event, kept),
+        None => s.process.settle_unmatched(&event),
+    };
+    let outcome = match settled {
         Some(outcome) => outcome,
         None => {
+            let event = match reads {
+                // Wanted: read whole to be processed.
+                Some(_) => match read(None) {
+                    Ok((whole, _)) => whole,
+                    Err(reason) => return poisoned(&s, &message, &reason).await,
+                },
+                None => event,
+            };
             with_progress(
                 &message,
                 s.progress_every,
@@ -380,6 +388,17 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
         }
     };
     settle(&message, kind, confirm).await;
+}
+
+/// A message that cannot become an event: dead-lettered and terminated, so
+/// that it never blocks the stream.
+async fn poisoned(s: &Settlement, message: &jetstream::Message, reason: &str) {
+    let reference = message
+        .info()
+        .map(|i| format!("{}:{}", i.stream, i.stream_sequence))
+        .unwrap_or_else(|_| message.subject.to_string());
+    s.process.poisoned(&s.source, &reference, reason).await;
+    settle(message, AckKind::Term, true).await;
 }
 
 /// Runs `work`, telling the server every `every` that the message is still
