@@ -31,13 +31,14 @@ pub trait Process: Send + Sync {
     /// [`settle_unmatched_reading`](Self::settle_unmatched_reading).
     fn body_reads(&self, source: &str) -> Option<Arc<BodyReads>>;
     /// [`settle_unmatched`](Self::settle_unmatched) for an event whose body
-    /// holds only what `kept` names (from [`body_reads`](Self::body_reads)):
+    /// holds only what `kept` names (from [`body_reads`](Self::body_reads);
+    /// `None`: the whole body, as `body_reads` says when it is needed):
     /// settled with the outcome and why-not the whole event would get;
     /// `None` if something matches it, or if the sensors loaded now read
     /// more than `kept` (reloaded meanwhile) — then the caller builds the
     /// whole event. Saves building the body of an event no sensor wants: a
     /// GitHub event type, branch or repository nobody listens for.
-    fn settle_unmatched_reading(&self, event: &Event, kept: &BodyReads) -> Option<Outcome>;
+    fn settle_unmatched_reading(&self, event: &Event, kept: Option<&BodyReads>) -> Option<Outcome>;
     /// Why the event matches or not and what it would submit; submits nothing.
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>);
     /// A message of `source` that cannot become an event at all (oversized,

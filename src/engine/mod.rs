@@ -282,9 +282,14 @@ impl Engine {
     }
 
     /// See [`Process::settle_unmatched_reading`].
-    pub fn settle_unmatched_reading(&self, event: &Event, kept: &BodyReads) -> Option<Outcome> {
+    pub fn settle_unmatched_reading(
+        &self,
+        event: &Event,
+        kept: Option<&BodyReads>,
+    ) -> Option<Outcome> {
         self.settle_if(event, |sensors| {
-            sensors.reads_within(&event.source, kept) && sensors.match_event(event).is_empty()
+            kept.is_none_or(|k| sensors.reads_within(&event.source, k))
+                && sensors.match_event(event).is_empty()
         })
     }
 
@@ -627,7 +632,7 @@ impl Process for Engine {
         Engine::body_reads(self, source)
     }
 
-    fn settle_unmatched_reading(&self, event: &Event, kept: &BodyReads) -> Option<Outcome> {
+    fn settle_unmatched_reading(&self, event: &Event, kept: Option<&BodyReads>) -> Option<Outcome> {
         Engine::settle_unmatched_reading(self, event, kept)
     }
 
@@ -836,19 +841,42 @@ spec:
             .collect();
         assert_eq!(listed, ["x"]);
 
+        // Read in part: settled only when what was kept covers what the
+        // sensors read (`body.kind` here); a body parsed for less (the
+        // sensors were reloaded meanwhile) is left to `process`.
+        let reads = settled.body_reads("src").expect("the sensor reads paths");
+        let other = ev("y", json!({"kind": "other", "big": [1, 2]}));
+        let part = Event {
+            body: reads.parse(other.body.to_string().as_bytes()).unwrap(),
+            ..(*other).clone()
+        };
+        assert_eq!(part.body, json!({"kind": "other"}));
+        assert!(settled
+            .settle_unmatched_reading(&part, Some(&BodyReads::default()))
+            .is_none());
+        let read_in_part = settled.settle_unmatched_reading(&part, Some(&reads));
+        let whole = processed.settle_unmatched(&other);
+        assert_eq!(
+            serde_json::to_value(read_in_part.expect("settled")).unwrap(),
+            serde_json::to_value(whole.expect("settled")).unwrap()
+        );
+
         let tick = ev("t", json!({"kind": "tick", "n": 1}));
         assert!(settled.settle_unmatched(&tick).is_none());
+        assert!(settled
+            .settle_unmatched_reading(&tick, Some(&reads))
+            .is_none());
         assert!(rec.objects.lock().unwrap().is_empty());
-        assert_eq!(settled.recent.events().len(), 1, "not recorded");
+        assert_eq!(settled.recent.events().len(), 2, "not recorded");
         assert!(settled
             .metrics()
-            .contains("tripline_events_total{source=\"src\"} 1"));
+            .contains("tripline_events_total{source=\"src\"} 2"));
         let out = settled.process(tick).await;
         assert_eq!(out.matched[0].status, Status::Created);
         assert_eq!(rec.objects.lock().unwrap().len(), 1);
         assert!(settled
             .metrics()
-            .contains("tripline_events_total{source=\"src\"} 2"));
+            .contains("tripline_events_total{source=\"src\"} 3"));
     }
 
     /// A sampled (broker) source's unmatched events are explained once per

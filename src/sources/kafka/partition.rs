@@ -55,11 +55,9 @@ impl WorkContext {
         // Only what the sensors read of the payload is built.
         let reads = self.process.body_reads(&self.source);
         envelope(self, m, reads.as_deref()).is_ok_and(|event| {
-            match &reads {
-                Some(kept) => self.process.settle_unmatched_reading(&event, kept),
-                None => self.process.settle_unmatched(&event),
-            }
-            .is_some()
+            (self.process)
+                .settle_unmatched_reading(&event, reads.as_deref())
+                .is_some()
         })
     }
 }

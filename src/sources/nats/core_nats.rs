@@ -177,11 +177,10 @@ async fn handle_core(
     // First with only what the sensors read of the body.
     let reads = process.body_reads(source);
     let first = read(reads.as_deref()).and_then(|event| {
-        let settled = match &reads {
-            Some(kept) => process.settle_unmatched_reading(&event, kept),
-            None => process.settle_unmatched(&event),
-        };
-        match (settled, &reads) {
+        match (
+            process.settle_unmatched_reading(&event, reads.as_deref()),
+            &reads,
+        ) {
             // Wanted: read whole to be processed.
             (None, Some(_)) => read(None).map(|whole| (whole, None)),
             (settled, _) => Ok((event, settled)),

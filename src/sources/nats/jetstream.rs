@@ -335,11 +335,7 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
         Err(reason) => return poisoned(&s, &message, &reason).await,
     };
     span.record("event_id", event.id.as_str());
-    let settled = match &reads {
-        Some(kept) => s.process.settle_unmatched_reading(&event, kept),
-        None => s.process.settle_unmatched(&event),
-    };
-    let outcome = match settled {
+    let outcome = match s.process.settle_unmatched_reading(&event, reads.as_deref()) {
         Some(outcome) => outcome,
         None => {
             let event = match reads {

@@ -13,8 +13,8 @@
 //!    first with only the parts of the body the sensors read
 //!    ([`Process::body_reads`]; the rest is checked, not built);
 //! 4. an event no sensor matches is settled there and then (no permit, no
-//!    task, no journal); any other is built whole and processed under the source's permit
-//!    (`limits.maxInFlight`) and the byte budget, in a task that owns both
+//!    task, no journal); any other is built whole and processed under the
+//!    source's permit (`limits.maxInFlight`) and the byte budget, in a task that owns both
 //!    for its whole life;
 //! 5. the reply: the outcome if it is final within `intake.replyDeadline`,
 //!    otherwise (slow or unavailable API, shutdown, no permit) the event is
@@ -356,7 +356,7 @@ async fn intake(
         .flatten()
     {
         if let Some(Ok(Parsed::Event(part))) = m.endpoint.parse_reading(headers, &bytes, &reads) {
-            let outcome = s.process.settle_unmatched_reading(&part, &reads);
+            let outcome = s.process.settle_unmatched_reading(&part, Some(&reads));
             wanted = outcome.is_none();
             if let Some(done) = settled(s, &part, outcome) {
                 return Ok(done);
