@@ -20,12 +20,21 @@ pub fn to_event(source: &str, m: &impl Message, reads: Option<&BodyReads>) -> Ev
         // A tombstone (null value).
         None => Value::Null,
     };
-    let id = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+    // Read once: librdkafka hands it out as a C string, checked each time.
+    let topic = m.topic();
+    // `<topic>/<partition>/<offset>`, written without the formatter (this
+    // runs for every message of a busy topic).
+    let mut id = String::with_capacity(topic.len() + 2 + 11 + 20);
+    id.push_str(topic);
+    id.push('/');
+    id.push_str(itoa::Buffer::new().format(m.partition()));
+    id.push('/');
+    id.push_str(itoa::Buffer::new().format(m.offset()));
     let timestamp = m.timestamp().to_millis().filter(|ms| *ms >= 0);
     let time = timestamp.map_or_else(now_rfc3339, |ms| rfc3339_from_unix_millis(ms as u64));
     let mut event = Event::at(source, id, time, body);
-    event.kind = m.topic().to_string();
-    event.subject = m.topic().to_string();
+    event.kind = topic.to_string();
+    event.subject = topic.to_string();
     if let Some(ms) = timestamp {
         meta.insert("timestamp".into(), json!(ms));
     }
@@ -38,7 +47,7 @@ pub fn to_event(source: &str, m: &impl Message, reads: Option<&BodyReads>) -> Ev
             event.headers.insert(h.key, value);
         }
     }
-    meta.insert("topic".into(), json!(m.topic()));
+    meta.insert("topic".into(), json!(topic));
     meta.insert("partition".into(), json!(m.partition()));
     meta.insert("offset".into(), json!(m.offset()));
     let key = match m.key() {
