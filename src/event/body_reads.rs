@@ -85,6 +85,46 @@ impl BodyReads {
     }
 }
 
+/// `value` with only `paths` in it (each the keys from its top): what
+/// [`BodyReads::parse`] builds of the same document, and what a CEL
+/// program that reads those paths is given. Along each path an object is copied
+/// key by key; where the path cannot go on (a key that is absent, or a
+/// value that is not an object) what is there is kept as it is, so that
+/// selecting the next field fails with the same error as on the whole.
+/// A value that is not an object is returned whole.
+pub fn prune(value: &Value, paths: &[Vec<String>]) -> Value {
+    match value {
+        Value::Object(whole) => prune_map(whole, paths),
+        other => other.clone(),
+    }
+}
+
+/// [`prune`] of an object.
+pub fn prune_map(whole: &Map<String, Value>, paths: &[Vec<String>]) -> Value {
+    let mut out = Map::new();
+    for path in paths {
+        let (mut src, mut dst) = (whole, &mut out);
+        for (i, seg) in path.iter().enumerate() {
+            let Some(next) = src.get(seg) else { break };
+            let last = i + 1 == path.len();
+            match next {
+                Value::Object(inner) if !last => {
+                    let slot = dst
+                        .entry(seg.clone())
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    let Value::Object(slot) = slot else { break };
+                    (src, dst) = (inner, slot);
+                }
+                other => {
+                    dst.insert(seg.clone(), other.clone());
+                    break;
+                }
+            }
+        }
+    }
+    Value::Object(out)
+}
+
 /// Builds the parts of a value that `.0` names.
 struct Kept<'r>(&'r BodyReads);
 
@@ -264,33 +304,12 @@ mod tests {
         r
     }
 
-    /// The reference: the whole value, pruned to `paths` the plain way.
+    /// The reference: the whole value, pruned to `paths`.
     fn pruned(whole: &Value, paths: &[&str]) -> Value {
-        let Value::Object(top) = whole else {
-            return whole.clone();
-        };
-        let mut out = Map::new();
-        for p in paths {
-            let keys: Vec<&str> = p.split('.').collect();
-            let (mut src, mut dst) = (top, &mut out);
-            for (i, k) in keys.iter().enumerate() {
-                let Some(v) = src.get(*k) else { break };
-                match v {
-                    Value::Object(inner) if i + 1 < keys.len() => {
-                        let slot = dst
-                            .entry(k.to_string())
-                            .or_insert_with(|| Value::Object(Map::new()));
-                        let Value::Object(slot) = slot else { break };
-                        (src, dst) = (inner, slot);
-                    }
-                    other => {
-                        dst.insert(k.to_string(), other.clone());
-                        break;
-                    }
-                }
-            }
-        }
-        Value::Object(out)
+        let paths: Vec<Vec<String>> = (paths.iter())
+            .map(|p| p.split('.').map(str::to_string).collect())
+            .collect();
+        prune(whole, &paths)
     }
 
     fn both(raw: &[u8], paths: &[&str]) -> (Result<Value, String>, Result<Value, String>) {
@@ -404,5 +423,27 @@ mod tests {
         assert!(r.add(&["a", "b", "z"]));
         assert_eq!(r, before);
         assert!(!r.add::<&str>(&[]), "the body itself cannot be a path");
+    }
+
+    #[test]
+    fn pruning_keeps_the_paths_and_what_makes_them_fail() {
+        let body = json!({"a": {"b": 1, "c": 2}, "s": "text", "list": [1], "big": {"x": 1}});
+        let p = |list: &[&str]| -> Vec<Vec<String>> {
+            list.iter()
+                .map(|p| p.split('.').map(str::to_string).collect())
+                .collect()
+        };
+        assert_eq!(prune(&body, &p(&["a.b"])), json!({"a": {"b": 1}}));
+        assert_eq!(prune(&body, &p(&["a"])), json!({"a": {"b": 1, "c": 2}}));
+        // Absent: the object on the way exists, the key does not.
+        assert_eq!(prune(&body, &p(&["a.zz.y"])), json!({"a": {}}));
+        assert_eq!(prune(&body, &p(&["nope.y"])), json!({}));
+        // Not an object on the way: kept as it is (the same type error).
+        assert_eq!(
+            prune(&body, &p(&["s.y", "list.y"])),
+            json!({"s": "text", "list": [1]})
+        );
+        // A body that is not an object is whole.
+        assert_eq!(prune(&json!("text"), &p(&["a"])), json!("text"));
     }
 }

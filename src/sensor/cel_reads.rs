@@ -9,12 +9,11 @@
 //! variable used any other way (`size(body)`, `headers['x']`, `type(body)`,
 //! passed to a function) is read whole. Reading more than needed is always
 //! safe; the copy keeps what makes an absent field or a wrong type fail
-//! the same way (see [`prune`]).
+//! the same way (see [`prune`](crate::event::body_reads::prune)).
 
 use std::collections::BTreeMap;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
-use serde_json::{Map, Value};
 
 use crate::event::ROOTS;
 
@@ -122,48 +121,9 @@ fn walk_entries(
     }
 }
 
-/// `value` with only `paths` in it. Along each path an object is copied
-/// key by key; where the path cannot go on (a key that is absent, or a
-/// value that is not an object) what is there is kept as it is, so that
-/// selecting the next field fails with the same error as on the whole.
-/// A value that is not an object is returned whole.
-pub fn prune(value: &Value, paths: &[Vec<String>]) -> Value {
-    match value {
-        Value::Object(whole) => prune_map(whole, paths),
-        other => other.clone(),
-    }
-}
-
-/// [`prune`] of an object.
-pub fn prune_map(whole: &Map<String, Value>, paths: &[Vec<String>]) -> Value {
-    let mut out = Map::new();
-    for path in paths {
-        let (mut src, mut dst) = (whole, &mut out);
-        for (i, seg) in path.iter().enumerate() {
-            let Some(next) = src.get(seg) else { break };
-            let last = i + 1 == path.len();
-            match next {
-                Value::Object(inner) if !last => {
-                    let slot = dst
-                        .entry(seg.clone())
-                        .or_insert_with(|| Value::Object(Map::new()));
-                    let Value::Object(slot) = slot else { break };
-                    (src, dst) = (inner, slot);
-                }
-                other => {
-                    dst.insert(seg.clone(), other.clone());
-                    break;
-                }
-            }
-        }
-    }
-    Value::Object(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn reads(expr: &str) -> BTreeMap<&'static str, Reads> {
         of(&cel::Program::compile(expr).unwrap())
@@ -212,27 +172,5 @@ mod tests {
                 whole => whole,
             }
         }
-    }
-
-    #[test]
-    fn pruning_keeps_the_paths_and_what_makes_them_fail() {
-        let body = json!({"a": {"b": 1, "c": 2}, "s": "text", "list": [1], "big": {"x": 1}});
-        let p = |list: &[&str]| -> Vec<Vec<String>> {
-            list.iter()
-                .map(|p| p.split('.').map(str::to_string).collect())
-                .collect()
-        };
-        assert_eq!(prune(&body, &p(&["a.b"])), json!({"a": {"b": 1}}));
-        assert_eq!(prune(&body, &p(&["a"])), json!({"a": {"b": 1, "c": 2}}));
-        // Absent: the object on the way exists, the key does not.
-        assert_eq!(prune(&body, &p(&["a.zz.y"])), json!({"a": {}}));
-        assert_eq!(prune(&body, &p(&["nope.y"])), json!({}));
-        // Not an object on the way: kept as it is (the same type error).
-        assert_eq!(
-            prune(&body, &p(&["s.y", "list.y"])),
-            json!({"s": "text", "list": [1]})
-        );
-        // A body that is not an object is whole.
-        assert_eq!(prune(&json!("text"), &p(&["a"])), json!("text"));
     }
 }

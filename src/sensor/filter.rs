@@ -16,9 +16,10 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::cel_reads::{prune, prune_map, Reads};
+use super::cel_reads::Reads;
 pub use super::trace::Trace;
 use super::window::TimeOfDay;
+use crate::event::body_reads::{prune, prune_map};
 use crate::event::{BodyReads, Event, ROOTS};
 
 /// A filter as written in a sensor file. Exactly one of: a combinator
