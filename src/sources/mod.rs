@@ -24,8 +24,9 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use tokio::task::JoinSet;
 
+use crate::event::{BodyReads, Event};
 use crate::limits::ByteBudget;
-use crate::outcome::Process;
+use crate::outcome::{Outcome, Process};
 use crate::readiness::ReadinessHandle;
 use crate::shutdown::Shutdown;
 
@@ -132,6 +133,43 @@ impl std::ops::DerefMut for MessageTasks {
     fn deref_mut(&mut self) -> &mut JoinSet<()> {
         &mut self.tasks
     }
+}
+
+/// A message as [`read_settling`] found it.
+pub enum FirstRead<T> {
+    /// Nothing wants it: settled, with this outcome (read in part).
+    Settled(T, Outcome),
+    /// Something wants it: read whole, to be processed.
+    Wanted(T),
+}
+
+impl<T> FirstRead<T> {
+    pub fn read(&self) -> &T {
+        match self {
+            FirstRead::Settled(read, _) | FirstRead::Wanted(read) => read,
+        }
+    }
+}
+
+/// Reads a message with `read`, at first building only what the sensors
+/// on `source` read of its body ([`Process::body_reads`]), and settles it
+/// then if nothing wants it ([`Process::settle_unmatched_reading`]);
+/// otherwise reads it whole. `event` picks the event out of a read.
+pub fn read_settling<T, E>(
+    process: &dyn Process,
+    source: &str,
+    read: impl Fn(Option<&BodyReads>) -> Result<T, E>,
+    event: fn(&T) -> &Event,
+) -> Result<FirstRead<T>, E> {
+    let reads = process.body_reads(source);
+    let first = read(reads.as_deref())?;
+    if let Some(outcome) = process.settle_unmatched_reading(event(&first), reads.as_deref()) {
+        return Ok(FirstRead::Settled(first, outcome));
+    }
+    Ok(FirstRead::Wanted(match reads {
+        Some(_) => read(None)?,
+        None => first,
+    }))
 }
 
 /// A running broker source (webhooks are routes on the HTTP server instead).

@@ -19,7 +19,7 @@ use std::panic::AssertUnwindSafe;
 use crate::event::BodyReads;
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Disposition, Process};
-use crate::sources::{MessageTasks, SourceContext, SourceError};
+use crate::sources::{read_settling, FirstRead, MessageTasks, SourceContext, SourceError};
 
 /// In-process retries of a message whose submission is unavailable.
 const CORE_RETRY_BASE: Duration = Duration::from_secs(1);
@@ -174,20 +174,8 @@ async fn handle_core(
         }))
         .map_err(|p| format!("reading the message panicked: {}", panic_message(&*p))),
     };
-    // First with only what the sensors read of the body.
-    let reads = process.body_reads(source);
-    let first = read(reads.as_deref()).and_then(|event| {
-        match (
-            process.settle_unmatched_reading(&event, reads.as_deref()),
-            &reads,
-        ) {
-            // Wanted: read whole to be processed.
-            (None, Some(_)) => read(None).map(|whole| (whole, None)),
-            (settled, _) => Ok((event, settled)),
-        }
-    });
-    let (event, mut settled) = match first {
-        Ok((e, settled)) => (Arc::new(e), Some(settled)),
+    let first = match read_settling(process.as_ref(), source, read, |e| e) {
+        Ok(first) => first,
         Err(reason) => {
             process
                 .poisoned(source, message.subject.as_str(), &reason)
@@ -195,17 +183,16 @@ async fn handle_core(
             return;
         }
     };
-    span.record("event_id", event.id.as_str());
+    span.record("event_id", first.read().id.as_str());
+    let (event, mut settled) = match first {
+        FirstRead::Settled(e, outcome) => (Arc::new(e), Some(outcome)),
+        FirstRead::Wanted(e) => (Arc::new(e), None),
+    };
     let mut attempt = 0;
     loop {
         let outcome = match settled.take() {
-            Some(Some(outcome)) => outcome,
-            // The first pass, found wanted above.
-            Some(None) => process.process(event.clone()).await,
-            None => match process.settle_unmatched(&event) {
-                Some(outcome) => outcome,
-                None => process.process(event.clone()).await,
-            },
+            Some(outcome) => outcome,
+            None => process.process(event.clone()).await,
         };
         if let Some(reply) = message.reply.clone() {
             let body = serde_json::to_vec(&outcome).unwrap_or_default();

@@ -24,7 +24,7 @@ use std::panic::AssertUnwindSafe;
 use crate::event::BodyReads;
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Process};
-use crate::sources::{MessageTasks, SourceContext, SourceError};
+use crate::sources::{read_settling, FirstRead, MessageTasks, SourceContext, SourceError};
 
 /// How long one JetStream pull request waits for messages before the server
 /// ends it (an idle source then simply pulls again).
@@ -328,30 +328,21 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
         })
         .map_err(|e| e.to_string()),
     };
-    // First with only what the sensors read of the body.
-    let reads = s.process.body_reads(&s.source);
-    let (event, delivered) = match read(reads.as_deref()) {
-        Ok(e) => e,
+    let first = match read_settling(s.process.as_ref(), &s.source, read, |(e, _)| e) {
+        Ok(first) => first,
         Err(reason) => return poisoned(&s, &message, &reason).await,
     };
-    span.record("event_id", event.id.as_str());
-    let outcome = match s.process.settle_unmatched_reading(&event, reads.as_deref()) {
-        Some(outcome) => outcome,
-        None => {
-            let event = match reads {
-                // Wanted: read whole to be processed.
-                Some(_) => match read(None) {
-                    Ok((whole, _)) => whole,
-                    Err(reason) => return poisoned(&s, &message, &reason).await,
-                },
-                None => event,
-            };
-            with_progress(
+    span.record("event_id", first.read().0.id.as_str());
+    let (outcome, delivered) = match first {
+        FirstRead::Settled((_, delivered), outcome) => (outcome, delivered),
+        FirstRead::Wanted((event, delivered)) => {
+            let outcome = with_progress(
                 &message,
                 s.progress_every,
                 s.process.process(Arc::new(event)),
             )
-            .await
+            .await;
+            (outcome, delivered)
         }
     };
     let settle_as = s.rules.settle(
