@@ -154,16 +154,18 @@ impl<T> FirstRead<T> {
 /// Reads a message with `read`, at first building only what the sensors
 /// on `source` read of its body ([`Process::body_reads`]), and settles it
 /// then if nothing wants it ([`Process::settle_unmatched_reading`]);
-/// otherwise reads it whole. `event` picks the event out of a read.
+/// otherwise reads it whole. `event` picks the event out of a read (`None`:
+/// there is none to settle, as for a GitHub ping).
 pub fn read_settling<T, E>(
     process: &dyn Process,
     source: &str,
     read: impl Fn(Option<&BodyReads>) -> Result<T, E>,
-    event: fn(&T) -> &Event,
+    event: fn(&T) -> Option<&Event>,
 ) -> Result<FirstRead<T>, E> {
     let reads = process.body_reads(source);
     let first = read(reads.as_deref())?;
-    if let Some(outcome) = process.settle_unmatched_reading(event(&first), reads.as_deref()) {
+    let settled = event(&first).and_then(|e| process.settle_unmatched_reading(e, reads.as_deref()));
+    if let Some(outcome) = settled {
         return Ok(FirstRead::Settled(first, outcome));
     }
     Ok(FirstRead::Wanted(match reads {

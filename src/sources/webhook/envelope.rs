@@ -110,25 +110,27 @@ impl Provider {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Parsed, BodyError> {
-        self.build(source, path, headers, body, None)
+        self.envelope_reading(source, path, headers, body, None)
     }
 
-    /// The event with only `reads` of its body built (the rest checked to
-    /// be well-formed: the same errors as [`envelope`](Self::envelope)),
-    /// plus what the envelope itself reads of it (GitHub's and GitLab's
-    /// subject, `idFrom`), so that id, type and subject are the whole
-    /// event's; `None` for CloudEvents, whose attributes are the body.
+    /// [`envelope`](Self::envelope) with only `reads` of the body built
+    /// (the rest checked to be well-formed: the same errors), plus what the
+    /// envelope itself reads of it (GitHub's and GitLab's subject,
+    /// `idFrom`), so that id, type and subject are the whole event's.
+    /// CloudEvents, whose attributes are the body, are always built whole.
     pub fn envelope_reading(
         &self,
         source: &str,
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-        reads: &BodyReads,
-    ) -> Option<Result<Parsed, BodyError>> {
-        let mut reads = reads.clone();
+        reads: Option<&BodyReads>,
+    ) -> Result<Parsed, BodyError> {
+        let Some(mut reads) = reads.cloned() else {
+            return self.build(source, path, headers, body, None);
+        };
         match self {
-            Provider::CloudEvents => return None,
+            Provider::CloudEvents => return self.build(source, path, headers, body, None),
             Provider::Github { .. } => reads.add(&["repository", "full_name"]),
             Provider::Gitlab => reads.add(&["project", "path_with_namespace"]),
             Provider::Http {
@@ -136,7 +138,7 @@ impl Provider {
             } => reads.add(p),
             Provider::Http { .. } => true,
         };
-        Some(self.build(source, path, headers, body, Some(&reads)))
+        self.build(source, path, headers, body, Some(&reads))
     }
 
     fn build(
@@ -420,9 +422,9 @@ mod tests {
         headers.insert("x-github-event", "push".parse().unwrap());
         headers.insert("x-github-delivery", "d-1".parse().unwrap());
         let github = Provider::Github { dedupe_body: false };
-        let (Ok(Parsed::Event(whole)), Some(Ok(Parsed::Event(part)))) = (
+        let (Ok(Parsed::Event(whole)), Ok(Parsed::Event(part))) = (
             github.envelope("gh", "/gh", &headers, body),
-            github.envelope_reading("gh", "/gh", &headers, body, &reads),
+            github.envelope_reading("gh", "/gh", &headers, body, Some(&reads)),
         ) else {
             panic!("both are events")
         };
@@ -434,12 +436,24 @@ mod tests {
         };
         assert_eq!(*part, expected);
         assert!(github
-            .envelope_reading("gh", "/gh", &headers, b"{", &reads)
-            .unwrap()
+            .envelope_reading("gh", "/gh", &headers, b"{", Some(&reads))
             .is_err());
-        assert!(Provider::CloudEvents
-            .envelope_reading("ce", "/ce", &headers, body, &reads)
-            .is_none());
+        // CloudEvents are built whole, whatever the reads.
+        let mut ce_headers = headers.clone();
+        for (k, v) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "c1"),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+        ] {
+            ce_headers.insert(k, v.parse().unwrap());
+        }
+        let Ok(Parsed::Event(ce)) =
+            Provider::CloudEvents.envelope_reading("ce", "/ce", &ce_headers, body, Some(&reads))
+        else {
+            panic!("a CloudEvent")
+        };
+        assert_eq!(ce.body["before"], "0");
         // The id a plain webhook takes from the body is read too.
         let plain = Provider::Http {
             id_header: None,
@@ -447,8 +461,8 @@ mod tests {
             type_header: None,
         };
         let body = br#"{"delivery": {"id": 42, "at": 1}, "ref": "x", "big": [1, 2, 3]}"#;
-        let Some(Ok(Parsed::Event(part))) =
-            plain.envelope_reading("h", "/h", &headers, body, &reads)
+        let Ok(Parsed::Event(part)) =
+            plain.envelope_reading("h", "/h", &headers, body, Some(&reads))
         else {
             panic!("an event")
         };

@@ -50,6 +50,7 @@ use crate::event::{BodyReads, Event};
 use crate::limits::{ByteBudget, BytesHeld, Limits};
 use crate::outcome::{Disposition, Outcome, Process};
 use crate::shutdown::Shutdown;
+use crate::sources::{read_settling, FirstRead};
 
 /// How much of an oversized body is read and discarded before the 413, so
 /// that a client sending it whole reads the answer.
@@ -81,14 +82,14 @@ impl Endpoint {
             .envelope(&self.name, &self.path, headers, body)
     }
 
-    /// The event with only `reads` of its body built, if this kind can
-    /// make one (see [`Provider::envelope_reading`]).
+    /// [`parse`](Self::parse) with only `reads` of the body built (see
+    /// [`Provider::envelope_reading`]).
     fn parse_reading(
         &self,
         headers: &HeaderMap,
         body: &[u8],
-        reads: &BodyReads,
-    ) -> Option<Result<Parsed, BodyError>> {
+        reads: Option<&BodyReads>,
+    ) -> Result<Parsed, BodyError> {
         self.provider
             .envelope_reading(&self.name, &self.path, headers, body, reads)
     }
@@ -306,13 +307,13 @@ async fn read_body(s: &Shared, headers: &HeaderMap, body: Body) -> Result<bytes:
 enum Intook {
     /// Parsed, with room held for it in the byte budget.
     Parsed(Parsed, Option<BytesHeld>),
-    /// An event nothing wants, settled ([`settled`]).
+    /// An event nothing wants, settled ([`read_settling`]).
     Settled(Outcome),
 }
 
 /// Reads a verified request; with `settle`, an event nothing wants is
-/// settled — from the parts of its body the sensors read when they say
-/// what those are (the rest checked, not built), else once parsed.
+/// settled from the parts of its body the sensors read ([`read_settling`]:
+/// the rest is checked, not built) and any other is read whole.
 async fn intake(
     s: &Shared,
     m: &Mounted,
@@ -348,42 +349,32 @@ async fn intake(
         .auth
         .verify(headers, &bytes)
         .map_err(unauthorized)?;
-    // Read in part and not settled: something wants it (or the sensors
-    // were reloaded meanwhile: then processing settles it, the slow way).
-    let mut wanted = false;
-    if let Some(reads) = settle
-        .then(|| s.process.body_reads(&m.endpoint.name))
-        .flatten()
-    {
-        if let Some(Ok(Parsed::Event(part))) = m.endpoint.parse_reading(headers, &bytes, &reads) {
-            let outcome = s.process.settle_unmatched_reading(&part, Some(&reads));
-            wanted = outcome.is_none();
-            if let Some(done) = settled(s, &part, outcome) {
-                return Ok(done);
-            }
-        }
+    let read = |reads: Option<&BodyReads>| m.endpoint.parse_reading(headers, &bytes, reads);
+    let first = match settle {
+        true => read_settling(s.process.as_ref(), &m.endpoint.name, read, |p| match p {
+            Parsed::Event(e) => Some(e),
+            Parsed::Ping => None,
+        }),
+        false => read(None).map(FirstRead::Wanted),
     }
-    let parsed = m.endpoint.parse(headers, &bytes).map_err(|e| match e {
+    .map_err(|e| match e {
         BodyError::Malformed(msg) => refuse(StatusCode::BAD_REQUEST, json!({"error": msg})),
         BodyError::Unsupported(msg) => {
             refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": msg}))
         }
     })?;
-    if let (true, false, Parsed::Event(event)) = (settle, wanted, &parsed) {
-        if let Some(done) = settled(s, event, s.process.settle_unmatched(event)) {
-            return Ok(done);
+    match first {
+        // Nothing wants it: answered now, with no permit, task or journal
+        // entry — also while the permits are taken or shutdown has begun;
+        // a queued copy of the same delivery is dropped.
+        FirstRead::Settled(parsed, outcome) => {
+            if let Parsed::Event(event) = &parsed {
+                s.journal.settled(event);
+            }
+            Ok(Intook::Settled(outcome))
         }
+        FirstRead::Wanted(parsed) => Ok(Intook::Parsed(parsed, s.bytes.try_hold(bytes.len()))),
     }
-    Ok(Intook::Parsed(parsed, s.bytes.try_hold(bytes.len())))
-}
-
-/// An event nothing wants, settled (`outcome`): answered now, with no
-/// permit, task or journal entry — also while the permits are taken or
-/// shutdown has begun; a queued copy of the same delivery is dropped.
-fn settled(s: &Shared, event: &Event, outcome: Option<Outcome>) -> Option<Intook> {
-    let outcome = outcome?;
-    s.journal.settled(event);
-    Some(Intook::Settled(outcome))
 }
 
 #[instrument(skip_all, fields(source = %name))]
