@@ -155,14 +155,16 @@ impl<T> FirstRead<T> {
 /// on `source` read of its body ([`Process::body_reads`]), and settles it
 /// then if nothing wants it ([`Process::settle_unmatched_reading`]);
 /// otherwise reads it whole. `event` picks the event out of a read (`None`:
-/// there is none to settle, as for a GitHub ping).
+/// there is none to settle, as for a GitHub ping). Without `in_part` (a
+/// kind of message that cannot be read in part) it is read whole once.
 pub fn read_settling<T, E>(
     process: &dyn Process,
     source: &str,
+    in_part: bool,
     read: impl Fn(Option<&BodyReads>) -> Result<T, E>,
     event: fn(&T) -> Option<&Event>,
 ) -> Result<FirstRead<T>, E> {
-    let reads = process.body_reads(source);
+    let reads = process.body_reads(source).filter(|_| in_part);
     let first = read(reads.as_deref())?;
     let settled = event(&first).and_then(|e| process.settle_unmatched_reading(e, reads.as_deref()));
     if let Some(outcome) = settled {

@@ -174,7 +174,7 @@ async fn handle_core(
         }))
         .map_err(|p| format!("reading the message panicked: {}", panic_message(&*p))),
     };
-    let first = match read_settling(process.as_ref(), source, read, |e| Some(e)) {
+    let first = match read_settling(process.as_ref(), source, true, read, |e| Some(e)) {
         Ok(first) => first,
         Err(reason) => {
             process

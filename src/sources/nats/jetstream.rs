@@ -328,7 +328,7 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
         })
         .map_err(|e| e.to_string()),
     };
-    let first = match read_settling(s.process.as_ref(), &s.source, read, |(e, _)| Some(e)) {
+    let first = match read_settling(s.process.as_ref(), &s.source, true, read, |(e, _)| Some(e)) {
         Ok(first) => first,
         Err(reason) => return poisoned(&s, &message, &reason).await,
     };

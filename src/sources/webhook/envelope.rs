@@ -113,6 +113,12 @@ impl Provider {
         self.envelope_reading(source, path, headers, body, None)
     }
 
+    /// Whether [`envelope_reading`](Self::envelope_reading) can build an
+    /// event with part of its body: all but CloudEvents.
+    pub fn in_part(&self) -> bool {
+        !matches!(self, Provider::CloudEvents)
+    }
+
     /// [`envelope`](Self::envelope) with only `reads` of the body built
     /// (the rest checked to be well-formed: the same errors), plus what the
     /// envelope itself reads of it (GitHub's and GitLab's subject,
@@ -438,6 +444,7 @@ mod tests {
         assert!(github
             .envelope_reading("gh", "/gh", &headers, b"{", Some(&reads))
             .is_err());
+        assert!(github.in_part() && !Provider::CloudEvents.in_part());
         // CloudEvents are built whole, whatever the reads.
         let mut ce_headers = headers.clone();
         for (k, v) in [

@@ -351,10 +351,16 @@ async fn intake(
         .map_err(unauthorized)?;
     let read = |reads: Option<&BodyReads>| m.endpoint.parse_reading(headers, &bytes, reads);
     let first = match settle {
-        true => read_settling(s.process.as_ref(), &m.endpoint.name, read, |p| match p {
-            Parsed::Event(e) => Some(e),
-            Parsed::Ping => None,
-        }),
+        true => read_settling(
+            s.process.as_ref(),
+            &m.endpoint.name,
+            m.endpoint.provider.in_part(),
+            read,
+            |p| match p {
+                Parsed::Event(e) => Some(e),
+                Parsed::Ping => None,
+            },
+        ),
         false => read(None).map(FirstRead::Wanted),
     }
     .map_err(|e| match e {
