@@ -203,7 +203,10 @@ async fn a_delivery_nothing_wants_is_answered_at_once_while_every_permit_is_take
         &[("GH_SECRET", SECRET)],
     )
     .await;
-    api.fail_next(2, Fault::Hang(Duration::from_secs(3)));
+    // The two pushes below hold both permits with creates that hang; the
+    // third hang is for the push queued later, so that the journal worker
+    // (which needs no permit) cannot finish it before the journal is read.
+    api.fail_next(3, Fault::Hang(Duration::from_secs(3)));
     let client = reqwest::Client::new();
     let hanging: Vec<_> = (0..2)
         .map(|n| {
