@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-pub mod body_reads;
-pub use body_reads::BodyReads;
+pub mod reads;
+pub use reads::{BodyReads, EventReads};
 
 /// One event, whatever carried it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -300,15 +300,15 @@ pub fn parse_payload(raw: &[u8], meta: &mut Map<String, Value>) -> Value {
     parse_payload_reading(raw, meta, None)
 }
 
-/// [`parse_payload`], building of a JSON payload only what `reads` names
+/// [`parse_payload`], building of a JSON payload only the body paths `reads` names
 /// (all of it for `None`); anything else comes out the same.
 pub fn parse_payload_reading(
     raw: &[u8],
     meta: &mut Map<String, Value>,
-    reads: Option<&BodyReads>,
+    reads: Option<&EventReads>,
 ) -> Value {
     let json = match reads {
-        Some(r) => r.parse(raw),
+        Some(r) => r.body.parse(raw),
         None => serde_json::from_slice::<Value>(raw),
     };
     if let Ok(v) = json {

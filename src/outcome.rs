@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::event::{BodyReads, Event};
+use crate::event::{Event, EventReads};
 use crate::sensor::{Explanation, Miss, Rendered};
 
 /// What a source hands its events to.
@@ -25,20 +25,21 @@ pub trait Process: Send + Sync {
     /// topic's traffic) needs no task, no queue and no permit. Never panics
     /// (a panic inside answers `None`: `process` then deals with it).
     fn settle_unmatched(&self, event: &Event) -> Option<Outcome>;
-    /// What the sensors on `source` read of an event's body; `None` when
-    /// some read all of it. An event whose body was parsed keeping just
-    /// that ([`BodyReads::parse`]) can be given to
+    /// What the sensors on `source` read of an event; `None` when some read
+    /// all of its body. An event built with just that (its body parsed with
+    /// [`BodyReads::parse`](crate::event::BodyReads::parse)) can be given to
     /// [`settle_unmatched_reading`](Self::settle_unmatched_reading).
-    fn body_reads(&self, source: &str) -> Option<Arc<BodyReads>>;
-    /// [`settle_unmatched`](Self::settle_unmatched) for an event whose body
-    /// holds only what `kept` names (from [`body_reads`](Self::body_reads);
-    /// `None`: the whole body, as `body_reads` says when it is needed):
+    fn reads(&self, source: &str) -> Option<Arc<EventReads>>;
+    /// [`settle_unmatched`](Self::settle_unmatched) for an event that holds
+    /// only what `kept` names (from [`reads`](Self::reads); `None`: the
+    /// whole event, as `reads` says when it is needed):
     /// settled with the outcome and why-not the whole event would get;
     /// `None` if something matches it, or if the sensors loaded now read
     /// more than `kept` (reloaded meanwhile) — then the caller builds the
     /// whole event. Saves building the body of an event no sensor wants: a
     /// GitHub event type, branch or repository nobody listens for.
-    fn settle_unmatched_reading(&self, event: &Event, kept: Option<&BodyReads>) -> Option<Outcome>;
+    fn settle_unmatched_reading(&self, event: &Event, kept: Option<&EventReads>)
+        -> Option<Outcome>;
     /// Why the event matches or not and what it would submit; submits nothing.
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>);
     /// A message of `source` that cannot become an event at all (oversized,

@@ -36,7 +36,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use tracing::{error, info, instrument, warn, Instrument};
 
-use crate::event::{BodyReads, Event};
+use crate::event::{Event, EventReads};
 pub use crate::metrics::Stats;
 use crate::outcome::{panic_message, Outcome, Process, Status, TriggerOutcome, WHY_NOT_LIMIT};
 use crate::readiness::ReadinessHandle;
@@ -276,16 +276,16 @@ impl Engine {
         self.settle_if(event, |sensors| sensors.match_event(event).is_empty())
     }
 
-    /// See [`Process::body_reads`].
-    pub fn body_reads(&self, source: &str) -> Option<Arc<BodyReads>> {
-        self.loaded().sensors.body_reads(source)
+    /// See [`Process::reads`].
+    pub fn reads(&self, source: &str) -> Option<Arc<EventReads>> {
+        self.loaded().sensors.reads(source)
     }
 
     /// See [`Process::settle_unmatched_reading`].
     pub fn settle_unmatched_reading(
         &self,
         event: &Event,
-        kept: Option<&BodyReads>,
+        kept: Option<&EventReads>,
     ) -> Option<Outcome> {
         self.settle_if(event, |sensors| {
             kept.is_none_or(|k| sensors.reads_within(&event.source, k))
@@ -628,11 +628,15 @@ impl Process for Engine {
         Engine::settle_unmatched(self, event)
     }
 
-    fn body_reads(&self, source: &str) -> Option<Arc<BodyReads>> {
-        Engine::body_reads(self, source)
+    fn reads(&self, source: &str) -> Option<Arc<EventReads>> {
+        Engine::reads(self, source)
     }
 
-    fn settle_unmatched_reading(&self, event: &Event, kept: Option<&BodyReads>) -> Option<Outcome> {
+    fn settle_unmatched_reading(
+        &self,
+        event: &Event,
+        kept: Option<&EventReads>,
+    ) -> Option<Outcome> {
         Engine::settle_unmatched_reading(self, event, kept)
     }
 
@@ -844,15 +848,15 @@ spec:
         // Read in part: settled only when what was kept covers what the
         // sensors read (`body.kind` here); a body parsed for less (the
         // sensors were reloaded meanwhile) is left to `process`.
-        let reads = settled.body_reads("src").expect("the sensor reads paths");
+        let reads = settled.reads("src").expect("the sensor reads paths");
         let other = ev("y", json!({"kind": "other", "big": [1, 2]}));
         let part = Event {
-            body: reads.parse(other.body.to_string().as_bytes()).unwrap(),
+            body: reads.body.parse(other.body.to_string().as_bytes()).unwrap(),
             ..(*other).clone()
         };
         assert_eq!(part.body, json!({"kind": "other"}));
         assert!(settled
-            .settle_unmatched_reading(&part, Some(&BodyReads::default()))
+            .settle_unmatched_reading(&part, Some(&EventReads::default()))
             .is_none());
         let read_in_part = settled.settle_unmatched_reading(&part, Some(&reads));
         let whole = processed.settle_unmatched(&other);

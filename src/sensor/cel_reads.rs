@@ -9,7 +9,7 @@
 //! variable used any other way (`size(body)`, `headers['x']`, `type(body)`,
 //! passed to a function) is read whole. Reading more than needed is always
 //! safe; the copy keeps what makes an absent field or a wrong type fail
-//! the same way (see [`prune`](crate::event::body_reads::prune)).
+//! the same way (see [`prune`](crate::event::reads::prune)).
 
 use std::collections::BTreeMap;
 

@@ -19,8 +19,8 @@ use serde_json::Value;
 use super::cel_reads::Reads;
 pub use super::trace::Trace;
 use super::window::TimeOfDay;
-use crate::event::body_reads::{prune, prune_map};
-use crate::event::{BodyReads, Event, ROOTS};
+use crate::event::reads::{prune, prune_map};
+use crate::event::{Event, EventReads, ROOTS};
 
 /// A filter as written in a sensor file. Exactly one of: a combinator
 /// (`all`, `any`, `not`), a CEL `expr`, or a `path` with one operator.
@@ -439,25 +439,23 @@ impl Filter {
         }
     }
 
-    /// Adds the body paths this filter reads to `reads` (see
-    /// [`BodyReads`]); `false` when it reads the body whole — a `body` path
+    /// Adds what this filter reads of an event to `reads` (see
+    /// [`EventReads`]); `false` when it reads the body whole — a `body` path
     /// itself, a CEL program using `body` other than by field chains, or an
-    /// Argo dependency's filters (data paths, scripts, transforms).
-    pub fn body_reads(&self, reads: &mut BodyReads) -> bool {
+    /// Argo dependency's filters (data paths, scripts, transforms: they are
+    /// given the whole event).
+    pub fn reads(&self, reads: &mut EventReads) -> bool {
+        const WHOLE: &[&str] = &[];
         match self {
             Filter::Argo(_) => false,
-            Filter::All(list) | Filter::Any(list) => list.iter().all(|f| f.body_reads(reads)),
-            Filter::Not(f) => f.body_reads(reads),
-            Filter::TimeOfDay(_) => true,
-            Filter::Expr { reads: read, .. } => read.iter().all(|(root, r)| match (*root, r) {
-                ("body", Reads::Whole) => false,
-                ("body", Reads::Paths(paths)) => paths.iter().all(|p| reads.add(p)),
-                _ => true,
+            Filter::All(list) | Filter::Any(list) => list.iter().all(|f| f.reads(reads)),
+            Filter::Not(f) => f.reads(reads),
+            Filter::TimeOfDay(_) => reads.add_root("time", WHOLE),
+            Filter::Expr { reads: read, .. } => read.iter().all(|(root, r)| match r {
+                Reads::Whole => reads.add_root(root, WHOLE),
+                Reads::Paths(paths) => paths.iter().all(|p| reads.add_root(root, p)),
             }),
-            Filter::Path { segments, .. } => match segments.split_first() {
-                Some((root, under)) if root == "body" => reads.add(under),
-                _ => true,
-            },
+            Filter::Path { segments, .. } => reads.add(segments),
         }
     }
 

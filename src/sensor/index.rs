@@ -8,7 +8,7 @@
 //! filter still decides; the index only skips dependencies that cannot match.
 //!
 //! It also knows what the filters on a source read of a body
-//! ([`SourceIndex::body_reads`]), so that a source can build only that
+//! ([`SourceIndex::reads`]), so that a source can build only that
 //! much of an event to find that nothing wants it.
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Sensor;
-use crate::event::{BodyReads, Event};
+use crate::event::{Event, EventReads};
 
 /// `(sensor index, dependency index)`.
 pub type Candidate = (usize, usize);
@@ -31,8 +31,8 @@ pub struct SourceIndex {
     /// Per indexed path: value → the dependencies requiring it.
     keyed: Vec<(Vec<String>, ByValue)>,
     rest: Vec<Candidate>,
-    /// What the filters here read of a body; `None`: all of it.
-    body_reads: Option<Arc<BodyReads>>,
+    /// What the filters here read of an event; `None`: all of its body.
+    reads: Option<Arc<EventReads>>,
 }
 
 impl SourceIndex {
@@ -63,24 +63,22 @@ impl SourceIndex {
                 None => rest.push(*c),
             }
         }
-        let mut body_reads = BodyReads::default();
-        let partial = all
-            .iter()
-            .filter_map(filter)
-            .all(|f| f.body_reads(&mut body_reads));
+        let mut reads = EventReads::default();
+        let partial = all.iter().filter_map(filter).all(|f| f.reads(&mut reads));
         SourceIndex {
             all,
             keyed: keyed.into_iter().collect(),
             rest,
-            body_reads: partial.then(|| Arc::new(body_reads)),
+            reads: partial.then(|| Arc::new(reads)),
         }
     }
 
-    /// What the filters on this source read of an event's body, `None`
-    /// when some read all of it. An event whose body holds at least that
-    /// ([`BodyReads::parse`]) is matched and explained as the whole event.
-    pub fn body_reads(&self) -> Option<&Arc<BodyReads>> {
-        self.body_reads.as_ref()
+    /// What the filters on this source read of an event, `None` when some
+    /// read all of its body. An event holding at least that (its body
+    /// parsed with [`crate::event::BodyReads::parse`]) is matched and
+    /// explained as the whole event.
+    pub fn reads(&self) -> Option<&Arc<EventReads>> {
+        self.reads.as_ref()
     }
 
     /// The dependencies `event` may match, sorted (grouped by sensor).
@@ -136,9 +134,10 @@ mod tests {
         (dir, set)
     }
 
-    /// An event whose body holds only what the filters on its source read
-    /// (parsed with [`crate::event::BodyReads`]) matches the same sensors
-    /// and gets the same why-not as the whole event, whatever the body.
+    /// An event holding only what the filters on its source read (its body
+    /// parsed with [`crate::event::BodyReads`]; headers, `meta` and `time`
+    /// left out when no filter reads them) matches the same sensors and
+    /// gets the same why-not as the whole event, whatever the body.
     #[test]
     fn an_event_with_only_the_read_body_matches_and_explains_as_the_whole() {
         let sets: &[&[&str]] = &[
@@ -154,6 +153,11 @@ mod tests {
                 "{any: [{path: body.repo, contains: x}, {path: body.n, in: [1, 2]}]}",
             ],
             &["{path: body.n, exists: false}"],
+            &[
+                "{all: [{path: meta.topic, equals: jobs}, {path: body.n, gt: 3}]}",
+                "{expr: \"meta.partition == 3 || time.startsWith('2025')\"}",
+                "{all: [{timeOfDay: {start: '00:00:00', stop: '12:00:00'}}, {path: body.name, exists: true}]}",
+            ],
         ];
         let bodies = [
             r#"{}"#,
@@ -170,7 +174,7 @@ mod tests {
         let mut matched = 0;
         for filters in sets {
             let (_d, set) = set_of(filters);
-            let reads = set.body_reads("src").expect("these filters read paths");
+            let reads = set.reads("src").expect("these filters read paths");
             for kind in [
                 None,
                 Some("push"),
@@ -182,10 +186,24 @@ mod tests {
                     let mut whole = Event::new("src", b"", serde_json::from_str(raw).unwrap());
                     if let Some(k) = kind {
                         whole.headers.insert("x-kind", k);
+                        whole
+                            .meta
+                            .insert("topic".into(), json!(k.replace("push", "jobs")));
+                        whole.meta.insert("partition".into(), json!(k.len()));
+                        whole.time = format!("202{}-01-01T0{}:00:00Z", k.len(), k.len());
                     }
                     let mut part = whole.clone();
-                    part.body = reads.parse(raw.as_bytes()).unwrap();
+                    part.body = reads.body.parse(raw.as_bytes()).unwrap();
                     pruned += usize::from(part.body != whole.body);
+                    if !reads.headers {
+                        part.headers = Default::default();
+                    }
+                    if !reads.meta {
+                        part.meta.clear();
+                    }
+                    if !reads.time {
+                        part.time.clear();
+                    }
                     assert!(set.reads_within("src", &reads));
                     let sensors = |e: &Event| -> Vec<usize> {
                         set.match_event(e).iter().map(|m| m.sensor).collect()
@@ -220,25 +238,54 @@ mod tests {
             &["{expr: \"body['n'] == 1\"}"],
         ] {
             let (_d, set) = set_of(filters);
-            assert!(set.body_reads("src").is_none(), "{filters:?}");
+            assert!(set.reads("src").is_none(), "{filters:?}");
         }
         let (_d, set) =
             set_of(&["{all: [{path: body.a.b, exists: true}, {expr: 'body.a.c > 1'}]}"]);
-        let mut expected = crate::event::BodyReads::default();
-        expected.add(&["a", "b"]);
-        expected.add(&["a", "c"]);
-        assert_eq!(set.body_reads("src").as_deref(), Some(&expected));
+        let mut expected = crate::event::EventReads::default();
+        expected.add(&["body", "a", "b"]);
+        expected.add(&["body", "a", "c"]);
+        assert_eq!(set.reads("src").as_deref(), Some(&expected));
+        // What is read of the rest of the envelope, root by root.
+        let roots = |filters: &[&str]| {
+            let (_d, set) = set_of(filters);
+            let r = set.reads("src").expect("paths");
+            (r.headers, r.meta, r.time)
+        };
+        assert_eq!(roots(sets[0]), (true, false, false));
+        assert_eq!(roots(sets[1]), (false, false, false));
         assert_eq!(
-            set.body_reads("elsewhere").as_deref(),
-            Some(&Default::default())
+            roots(&["{expr: 'meta.partition > 1'}"]),
+            (false, true, false)
         );
+        assert_eq!(
+            roots(&["{expr: 'size(headers) > 1'}"]),
+            (true, false, false)
+        );
+        assert_eq!(
+            roots(&["{path: time, prefix: '2026'}"]),
+            (false, false, true)
+        );
+        assert_eq!(
+            roots(&["{timeOfDay: {start: '09:00:00', stop: '17:00:00'}}"]),
+            (false, false, true)
+        );
+        assert_eq!(set.reads("elsewhere").as_deref(), Some(&Default::default()));
         // Parsed for fewer paths than the filters read (the sensors were
         // reloaded meanwhile): not to be settled from it.
-        let mut less = crate::event::BodyReads::default();
-        less.add(&["a", "b"]);
+        let mut less = crate::event::EventReads::default();
+        less.add(&["body", "a", "b"]);
         assert!(!set.reads_within("src", &less));
         assert!(set.reads_within("src", &expected));
         assert!(set.reads_within("elsewhere", &less));
+        let (_d, set) = set_of(&["{path: meta.topic, equals: jobs}"]);
+        assert!(
+            !set.reads_within("src", &Default::default()),
+            "meta is read"
+        );
+        let mut with_meta = crate::event::EventReads::default();
+        with_meta.add(&["meta"]);
+        assert!(set.reads_within("src", &with_meta));
     }
 
     /// The index never changes the answer: compare with checking every

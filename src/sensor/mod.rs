@@ -37,7 +37,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::backoff::RetryPolicy;
-use crate::event::{BodyReads, Event};
+use crate::event::{Event, EventReads};
 pub use catalog::{ArgoSource, SourceCatalog};
 use condition::Condition;
 use filter::{EvalCtx, Filter, Trace};
@@ -325,23 +325,24 @@ impl SensorSet {
         out
     }
 
-    /// What the filters on `source` read of an event's body
-    /// ([`index::SourceIndex::body_reads`]); `None` when some read all of
-    /// it. A source no sensor uses reads nothing of it.
-    pub fn body_reads(&self, source: &str) -> Option<Arc<BodyReads>> {
+    /// What the filters on `source` read of an event
+    /// ([`index::SourceIndex::reads`]); `None` when some read all of its
+    /// body. A source no sensor uses reads nothing of it.
+    pub fn reads(&self, source: &str) -> Option<Arc<EventReads>> {
         match self.by_source.get(source) {
-            Some(index) => index.body_reads().cloned(),
+            Some(index) => index.reads().cloned(),
             None => Some(Arc::default()),
         }
     }
 
-    /// Whether an event of `source` whose body was parsed keeping `kept`
-    /// ([`BodyReads::parse`]) is matched and explained here exactly as the
-    /// whole event: the filters on the source read no more than `kept`.
-    pub fn reads_within(&self, source: &str, kept: &BodyReads) -> bool {
+    /// Whether an event of `source` built with only what `kept` names (its
+    /// body parsed with [`crate::event::BodyReads::parse`]) is matched and
+    /// explained here exactly as the whole event: the filters on the source
+    /// read no more than `kept`.
+    pub fn reads_within(&self, source: &str, kept: &EventReads) -> bool {
         self.by_source
             .get(source)
-            .is_none_or(|i| i.body_reads().is_some_and(|r| kept.covers(r)))
+            .is_none_or(|i| i.reads().is_some_and(|r| kept.covers(r)))
     }
 
     /// For an event that fired nothing: why, in one line per dependency on

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use tokio::task::JoinSet;
 
-use crate::event::{BodyReads, Event};
+use crate::event::{Event, EventReads};
 use crate::limits::ByteBudget;
 use crate::outcome::{Outcome, Process};
 use crate::readiness::ReadinessHandle;
@@ -152,7 +152,7 @@ impl<T> FirstRead<T> {
 }
 
 /// Reads a message with `read`, at first building only what the sensors
-/// on `source` read of its body ([`Process::body_reads`]), and settles it
+/// on `source` read of its body ([`Process::reads`]), and settles it
 /// then if nothing wants it ([`Process::settle_unmatched_reading`]);
 /// otherwise reads it whole. `event` picks the event out of a read (`None`:
 /// there is none to settle, as for a GitHub ping). Without `in_part` (a
@@ -161,10 +161,10 @@ pub fn read_settling<T, E>(
     process: &dyn Process,
     source: &str,
     in_part: bool,
-    read: impl Fn(Option<&BodyReads>) -> Result<T, E>,
+    read: impl Fn(Option<&EventReads>) -> Result<T, E>,
     event: fn(&T) -> Option<&Event>,
 ) -> Result<FirstRead<T>, E> {
-    let reads = process.body_reads(source).filter(|_| in_part);
+    let reads = process.reads(source).filter(|_| in_part);
     let first = read(reads.as_deref())?;
     let settled = event(&first).and_then(|e| process.settle_unmatched_reading(e, reads.as_deref()));
     if let Some(outcome) = settled {

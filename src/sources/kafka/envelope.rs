@@ -5,15 +5,18 @@ use rdkafka::message::{Headers, Message};
 use serde_json::{json, Map, Value};
 
 use crate::event::{
-    now_rfc3339, parse_payload_reading, rfc3339_from_unix_millis, BodyReads, Event,
+    now_rfc3339, parse_payload_reading, rfc3339_from_unix_millis, Event, EventReads,
 };
 use crate::redact::is_credential_header;
 
 /// The envelope of a Kafka message: id `<topic>/<partition>/<offset>`,
 /// `type` and `subject` the topic, `time` the message timestamp, Kafka headers
 /// as headers, and `meta` with topic, partition, offset, key and timestamp.
-/// Of a JSON payload, only what `reads` names is built (all of it for `None`).
-pub fn to_event(source: &str, m: &impl Message, reads: Option<&BodyReads>) -> Event {
+/// With `reads` (`None`: everything), only what it names is built: of a JSON
+/// payload those paths, and headers, `meta` and `time` only if read —
+/// except `meta.timestamp`, which is part of the event's identity.
+pub fn to_event(source: &str, m: &impl Message, reads: Option<&EventReads>) -> Event {
+    let read = |root: fn(&EventReads) -> bool| reads.is_none_or(root);
     let mut meta = Map::new();
     let body = match m.payload() {
         Some(raw) => parse_payload_reading(raw, &mut meta, reads),
@@ -31,14 +34,18 @@ pub fn to_event(source: &str, m: &impl Message, reads: Option<&BodyReads>) -> Ev
     id.push('/');
     id.push_str(itoa::Buffer::new().format(m.offset()));
     let timestamp = m.timestamp().to_millis().filter(|ms| *ms >= 0);
-    let time = timestamp.map_or_else(now_rfc3339, |ms| rfc3339_from_unix_millis(ms as u64));
+    let time = match timestamp {
+        _ if !read(|r| r.time) => String::new(),
+        Some(ms) => rfc3339_from_unix_millis(ms as u64),
+        None => now_rfc3339(),
+    };
     let mut event = Event::at(source, id, time, body);
     event.kind = topic.to_string();
     event.subject = topic.to_string();
     if let Some(ms) = timestamp {
         meta.insert("timestamp".into(), json!(ms));
     }
-    if let Some(headers) = m.headers() {
+    if let Some(headers) = m.headers().filter(|_| read(|r| r.headers)) {
         for h in headers.iter() {
             if is_credential_header(h.key) {
                 continue;
@@ -47,20 +54,22 @@ pub fn to_event(source: &str, m: &impl Message, reads: Option<&BodyReads>) -> Ev
             event.headers.insert(h.key, value);
         }
     }
-    meta.insert("topic".into(), json!(topic));
-    meta.insert("partition".into(), json!(m.partition()));
-    meta.insert("offset".into(), json!(m.offset()));
-    let key = match m.key() {
-        None => Value::Null,
-        Some(k) => match std::str::from_utf8(k) {
-            Ok(s) => json!(s),
-            Err(_) => {
-                meta.insert("keyEncoding".into(), json!("base64"));
-                json!(base64::engine::general_purpose::STANDARD.encode(k))
-            }
-        },
-    };
-    meta.insert("key".into(), key);
+    if read(|r| r.meta) {
+        meta.insert("topic".into(), json!(topic));
+        meta.insert("partition".into(), json!(m.partition()));
+        meta.insert("offset".into(), json!(m.offset()));
+        let key = match m.key() {
+            None => Value::Null,
+            Some(k) => match std::str::from_utf8(k) {
+                Ok(s) => json!(s),
+                Err(_) => {
+                    meta.insert("keyEncoding".into(), json!("base64"));
+                    json!(base64::engine::general_purpose::STANDARD.encode(k))
+                }
+            },
+        };
+        meta.insert("key".into(), key);
+    }
     event.meta = meta;
     event
 }
@@ -92,6 +101,31 @@ mod tests {
             Some(headers),
         );
         let e = to_event("queue", &m, None);
+        // Built for filters that read only the body: no headers, no time,
+        // of `meta` only the timestamp (the identity needs it).
+        let part = to_event("queue", &m, Some(&EventReads::default()));
+        assert_eq!(part.identity(), e.identity());
+        let expected = Event {
+            body: json!({}),
+            headers: Default::default(),
+            time: String::new(),
+            meta: Map::from_iter([("timestamp".to_string(), json!(1_764_000_000_123_i64))]),
+            ..e.clone()
+        };
+        assert_eq!(part, expected);
+        // What is read is built as in the whole event.
+        let mut reads = EventReads::default();
+        for root in [&["body", "n"][..], &["headers"], &["meta"], &["time"]] {
+            reads.add(root);
+        }
+        let part = to_event("queue", &m, Some(&reads));
+        assert_eq!(
+            part,
+            Event {
+                body: json!({"n": 3}),
+                ..e.clone()
+            }
+        );
         assert_eq!(e.id, "jobs/2/41");
         assert_eq!(e.source, "queue");
         assert_eq!(e.kind, "jobs");

@@ -13,7 +13,7 @@ use tracing::{debug, debug_span, error, info, warn, Instrument};
 use super::envelope::to_event;
 use super::watermark::{size, Progress};
 use crate::backoff::{exponential, jittered};
-use crate::event::{BodyReads, Event};
+use crate::event::{Event, EventReads};
 use crate::limits::ByteBudget;
 use std::panic::AssertUnwindSafe;
 
@@ -53,7 +53,7 @@ impl WorkContext {
             return false;
         }
         // Only what the sensors read of the payload is built.
-        let reads = self.process.body_reads(&self.source);
+        let reads = self.process.reads(&self.source);
         envelope(self, m, reads.as_deref()).is_ok_and(|event| {
             (self.process)
                 .settle_unmatched_reading(&event, reads.as_deref())
@@ -137,7 +137,7 @@ fn task_failed(error: &dyn std::fmt::Display) {
 fn envelope(
     work: &WorkContext,
     message: &impl Message,
-    reads: Option<&BodyReads>,
+    reads: Option<&EventReads>,
 ) -> Result<Event, String> {
     let bytes = message.payload().map_or(0, <[u8]>::len);
     if let Some(reason) = oversized(bytes, work.max_payload) {

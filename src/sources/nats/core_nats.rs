@@ -16,7 +16,7 @@ use super::source::{log_panic, log_task_end, retry_backoff, sleep_or_shutdown, N
 use crate::backoff::exponential;
 use std::panic::AssertUnwindSafe;
 
-use crate::event::BodyReads;
+use crate::event::EventReads;
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Disposition, Process};
 use crate::sources::{read_settling, FirstRead, MessageTasks, SourceContext, SourceError};
@@ -161,7 +161,7 @@ async fn handle_core(
     let span = Span::current();
     span.record("source", source.as_str());
     span.record("subject", message.subject.as_str());
-    let read = |reads: Option<&BodyReads>| match oversized(message.payload.len(), *max_payload) {
+    let read = |reads: Option<&EventReads>| match oversized(message.payload.len(), *max_payload) {
         Some(reason) => Err(reason),
         None => std::panic::catch_unwind(AssertUnwindSafe(|| {
             message_event(

@@ -21,7 +21,7 @@ use super::health::Health;
 use super::source::{log_panic, log_task_end, retry_backoff, sleep_or_shutdown, NatsSource};
 use std::panic::AssertUnwindSafe;
 
-use crate::event::BodyReads;
+use crate::event::EventReads;
 use crate::limits::ByteBudget;
 use crate::outcome::{oversized, panic_message, Process};
 use crate::sources::{read_settling, FirstRead, MessageTasks, SourceContext, SourceError};
@@ -318,7 +318,7 @@ async fn handle_jetstream(s: Arc<Settlement>, message: jetstream::Message) {
     span.record("source", s.source.as_str());
     span.record("subject", message.subject.as_str());
     let _held = s.bytes.hold(message.payload.len()).await;
-    let read = |reads: Option<&BodyReads>| match oversized(message.payload.len(), s.max_payload) {
+    let read = |reads: Option<&EventReads>| match oversized(message.payload.len(), s.max_payload) {
         Some(reason) => Err(reason),
         None => std::panic::catch_unwind(AssertUnwindSafe(|| {
             jetstream_event(&s.source, &message, reads)

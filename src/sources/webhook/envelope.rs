@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::auth::header_str;
-use crate::event::{body_hash, parse_payload_reading, BodyReads, Event};
+use crate::event::{body_hash, parse_payload_reading, Event, EventReads};
 use crate::redact::is_credential_header;
 
 /// How a webhook kind turns a verified request into an event.
@@ -61,11 +61,11 @@ fn decode_body(
     ct: &str,
     body: &[u8],
     meta: &mut Map<String, Value>,
-    reads: Option<&BodyReads>,
+    reads: Option<&EventReads>,
 ) -> Result<Value, BodyError> {
     let json = |b: &[u8]| {
         match reads {
-            Some(r) => r.parse(b),
+            Some(r) => r.body.parse(b),
             None => serde_json::from_slice::<Value>(b),
         }
         .map_err(|e| BodyError::Malformed(format!("invalid JSON: {e}")))
@@ -130,18 +130,18 @@ impl Provider {
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-        reads: Option<&BodyReads>,
+        reads: Option<&EventReads>,
     ) -> Result<Parsed, BodyError> {
         let Some(mut reads) = reads.cloned() else {
             return self.build(source, path, headers, body, None);
         };
         match self {
             Provider::CloudEvents => return self.build(source, path, headers, body, None),
-            Provider::Github { .. } => reads.add(&["repository", "full_name"]),
-            Provider::Gitlab => reads.add(&["project", "path_with_namespace"]),
+            Provider::Github { .. } => reads.body.add(&["repository", "full_name"]),
+            Provider::Gitlab => reads.body.add(&["project", "path_with_namespace"]),
             Provider::Http {
                 id_from: Some(p), ..
-            } => reads.add(p),
+            } => reads.body.add(p),
             Provider::Http { .. } => true,
         };
         self.build(source, path, headers, body, Some(&reads))
@@ -153,7 +153,7 @@ impl Provider {
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-        reads: Option<&BodyReads>,
+        reads: Option<&EventReads>,
     ) -> Result<Parsed, BodyError> {
         let ct = content_type(headers);
         let mut meta = Map::new();
@@ -391,8 +391,8 @@ mod tests {
     /// body pruned to the paths read and what the envelope reads itself.
     #[test]
     fn an_envelope_reading_paths_is_the_envelope_with_a_pruned_body() {
-        let mut reads = BodyReads::default();
-        reads.add(&["ref"]);
+        let mut reads = EventReads::default();
+        reads.add(&["body", "ref"]);
         let cases: [(&str, &[u8]); 10] = [
             ("application/json", b"{\"a\":1}"),
             ("application/json", b"{\n\"a\": }"),

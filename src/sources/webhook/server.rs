@@ -11,7 +11,7 @@
 //!    body under a bounded pre-authentication budget (`limits.maxPreAuth`);
 //! 3. the signature over the body (401), the envelope (400/415) — built at
 //!    first with only the parts of the body the sensors read
-//!    ([`Process::body_reads`]; the rest is checked, not built);
+//!    ([`Process::reads`]; the rest is checked, not built);
 //! 4. an event no sensor matches is settled there and then (no permit, no
 //!    task, no journal); any other is built whole and processed under the
 //!    source's permit (`limits.maxInFlight`) and the byte budget, in a task that owns both
@@ -46,7 +46,7 @@ use tracing::{error, info, instrument, warn};
 use super::auth::{header_str, Auth};
 use super::envelope::{BodyError, Parsed, Provider};
 use super::journal::Journal;
-use crate::event::{BodyReads, Event};
+use crate::event::{Event, EventReads};
 use crate::limits::{ByteBudget, BytesHeld, Limits};
 use crate::outcome::{Disposition, Outcome, Process};
 use crate::shutdown::Shutdown;
@@ -88,7 +88,7 @@ impl Endpoint {
         &self,
         headers: &HeaderMap,
         body: &[u8],
-        reads: Option<&BodyReads>,
+        reads: Option<&EventReads>,
     ) -> Result<Parsed, BodyError> {
         self.provider
             .envelope_reading(&self.name, &self.path, headers, body, reads)
@@ -349,7 +349,7 @@ async fn intake(
         .auth
         .verify(headers, &bytes)
         .map_err(unauthorized)?;
-    let read = |reads: Option<&BodyReads>| m.endpoint.parse_reading(headers, &bytes, reads);
+    let read = |reads: Option<&EventReads>| m.endpoint.parse_reading(headers, &bytes, reads);
     let first = match settle {
         true => read_settling(
             s.process.as_ref(),

@@ -1,4 +1,9 @@
-//! What of a JSON body the filters read, and parsing only that.
+//! What of an event the filters read, and parsing only that of a JSON body.
+//!
+//! [`EventReads`] says it for a whole event: the body's paths
+//! ([`BodyReads`]) and whether `headers`, `meta` or `time` are read at all —
+//! a broker's envelope need not copy headers, fill `meta` or format a time
+//! to find that nothing wants a message.
 //!
 //! A source's filters usually read a few paths of an event's body
 //! (`body.ref`, `body.repository.full_name`), and most events on a busy
@@ -19,6 +24,52 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+
+/// What the filters on a source read of an event: paths of its body, and
+/// whether they read its `headers`, its `meta` or its `time` at all. The
+/// envelope's other fields (`id`, `source`, `type`, `subject`) are always
+/// built. An event built with only this much (see each source's envelope)
+/// is matched and explained as the whole one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventReads {
+    pub body: BodyReads,
+    pub headers: bool,
+    pub meta: bool,
+    pub time: bool,
+}
+
+impl EventReads {
+    /// Notes that `path` (from the envelope's top: `body.ref`, `meta`) is
+    /// read. `false` when that is the whole body (or the whole envelope):
+    /// then no `EventReads` can say so.
+    pub fn add<S: AsRef<str>>(&mut self, path: &[S]) -> bool {
+        match path.split_first() {
+            None => false,
+            Some((root, under)) => self.add_root(root.as_ref(), under),
+        }
+    }
+
+    /// Notes that `under` is read of the envelope's `root` (all of it when
+    /// empty); `false` when that is the whole body.
+    pub fn add_root<S: AsRef<str>>(&mut self, root: &str, under: &[S]) -> bool {
+        match root {
+            "body" => return self.body.add(under),
+            "headers" => self.headers = true,
+            "meta" => self.meta = true,
+            "time" => self.time = true,
+            _ => {}
+        }
+        true
+    }
+
+    /// Whether an event built with `self` holds everything `other` reads.
+    pub fn covers(&self, other: &EventReads) -> bool {
+        self.body.covers(&other.body)
+            && (self.headers || !other.headers)
+            && (self.meta || !other.meta)
+            && (self.time || !other.time)
+    }
+}
 
 /// A set of paths into a JSON body (each one the keys from its top), with
 /// none under another (`a` covers `a.b`). Empty: nothing is built; the
