@@ -133,15 +133,15 @@ impl Engine {
         *self.sampled.write().unwrap_or_else(|e| e.into_inner()) = sampled;
     }
 
-    /// Whether to work out why `event` matched nothing.
-    fn explains(&self, event: &Event) -> bool {
+    /// Whether to work out why `event` matched nothing (`now` about now).
+    fn explains(&self, event: &Event, now: Instant) -> bool {
         if tracing::enabled!(tracing::Level::DEBUG) {
             return true;
         }
         let sampled = self.sampled.read().unwrap_or_else(|e| e.into_inner());
         sampled
             .get(&event.source)
-            .is_none_or(|t| t.hit(Instant::now()).is_some())
+            .is_none_or(|t| t.hit(now).is_some())
     }
 
     /// With the retry budget of `limits.retryBudget`.
@@ -308,7 +308,7 @@ impl Engine {
             }
             let series = self.stats.source(&event.source);
             series.events.inc();
-            let outcome = self.unmatched(&loaded, event, &series);
+            let outcome = self.unmatched(&loaded, event, &series, started);
             self.finished(event, &series, started, &outcome);
             Some(outcome)
         }));
@@ -316,15 +316,17 @@ impl Engine {
     }
 
     /// What an event that fired nothing is told: why not (unless sampled
-    /// out, see [`Engine::explain_sampled`]); counted as unmatched.
+    /// out, see [`Engine::explain_sampled`]; `now` about now); counted as
+    /// unmatched.
     fn unmatched(
         &self,
         loaded: &Loaded,
         event: &Event,
         series: &crate::metrics::SourceSeries,
+        now: Instant,
     ) -> Outcome {
         series.unmatched.inc();
-        let (why_not, unexplained) = if self.explains(event) {
+        let (why_not, unexplained) = if self.explains(event, now) {
             let why = loaded.sensors.why_not(event, WHY_NOT_LIMIT);
             tracing::debug!(event_id = %event.id, why_not = ?why, "matched no sensor");
             (why, false)
@@ -340,7 +342,7 @@ impl Engine {
     }
 
     /// The bookkeeping every outcome ends with: the retry budget, the
-    /// latency histogram, the status page.
+    /// latency histogram, the status page — with one clock read.
     fn finished(
         &self,
         event: &Event,
@@ -348,14 +350,15 @@ impl Engine {
         started: Instant,
         outcome: &Outcome,
     ) {
+        let now = Instant::now();
         match outcome.disposition() {
-            crate::outcome::Disposition::Retry => {
-                self.budget.spend(&event.identity(), Instant::now())
-            }
+            crate::outcome::Disposition::Retry => self.budget.spend(&event.identity(), now),
             _ => self.budget.settle(|| event.identity()),
         }
-        series.seconds.observe(started.elapsed().as_secs_f64());
-        self.recent.record(event, outcome);
+        series
+            .seconds
+            .observe(now.saturating_duration_since(started).as_secs_f64());
+        self.recent.record(event, outcome, now);
     }
 
     async fn process_inner(
@@ -371,7 +374,7 @@ impl Engine {
             .offer(&loaded.sensors, &matches, event)
             .await;
         if steps.is_empty() {
-            return self.unmatched(&loaded, event, series);
+            return self.unmatched(&loaded, event, series, Instant::now());
         }
         series.matched.inc();
         let loaded = &*loaded;

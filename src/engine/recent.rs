@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -28,11 +29,25 @@ pub struct Seen {
     pub outcome: Outcome,
 }
 
-#[derive(Default)]
 pub struct Recent {
     events: Mutex<VecDeque<Seen>>,
     /// Source → `(minute, events)`, oldest first.
     per_minute: Mutex<BTreeMap<String, VecDeque<(u64, u64)>>>,
+    /// A wall-clock reading (Unix milliseconds) and the instant it was
+    /// taken: an event's time is worked out from the instant its
+    /// processing finished, which the engine reads anyway — no second
+    /// clock read per event.
+    epoch: (Instant, u64),
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            events: Mutex::default(),
+            per_minute: Mutex::default(),
+            epoch: (Instant::now(), crate::event::now_unix_millis()),
+        }
+    }
 }
 
 impl Recent {
@@ -41,8 +56,8 @@ impl Recent {
     /// source's, see `Engine::explain_sampled`): such a row would say
     /// nothing, and at 100 000 events a second would push the explained
     /// ones off the list within a millisecond.
-    pub fn record(&self, event: &Event, outcome: &Outcome) {
-        let ms = crate::event::now_unix_millis();
+    pub fn record(&self, event: &Event, outcome: &Outcome, at: Instant) {
+        let ms = self.unix_millis(at);
         if !outcome.unexplained {
             let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
             if events.len() == RECENT_EVENTS {
@@ -81,9 +96,15 @@ impl Recent {
             .collect()
     }
 
+    /// `at` in Unix milliseconds.
+    fn unix_millis(&self, at: Instant) -> u64 {
+        let (instant, ms) = self.epoch;
+        ms + at.saturating_duration_since(instant).as_millis() as u64
+    }
+
     /// Source → events per minute, averaged over the last five minutes.
     pub fn rates(&self) -> BTreeMap<String, f64> {
-        let minute = crate::event::now_unix_millis() / 60_000;
+        let minute = self.unix_millis(Instant::now()) / 60_000;
         let per = self.per_minute.lock().unwrap_or_else(|e| e.into_inner());
         per.iter()
             .map(|(source, buckets)| {
@@ -113,7 +134,7 @@ mod tests {
                 why_not: Vec::new(),
                 unexplained: false,
             };
-            r.record(&e, &outcome);
+            r.record(&e, &outcome, Instant::now());
         }
         let events = r.events();
         assert_eq!(events.len(), RECENT_EVENTS);
@@ -121,5 +142,14 @@ mod tests {
         assert_eq!(events[0].outcome.event_id, newest.id);
         let rate = r.rates()["hook"];
         assert!((rate - 55.0 / 5.0).abs() < 1e-9, "{rate}");
+
+        // Counts older than five minutes are dropped; the listed time is
+        // the wall clock of the instant given.
+        let later = Instant::now() + std::time::Duration::from_secs(6 * 60);
+        r.record(&newest, &events[0].outcome, later);
+        assert_eq!(r.rates()["hook"], 1.0 / 5.0);
+        let at_ms = r.events()[0].at_ms;
+        let expected = crate::event::now_unix_millis() + 6 * 60_000;
+        assert!(at_ms.abs_diff(expected) < 1_000, "{at_ms} {expected}");
     }
 }
