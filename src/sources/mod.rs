@@ -1,4 +1,4 @@
-//! Sources produce [`Event`](crate::event::Event)s and own acknowledgement:
+//! Sources produce [`Event`]s and own acknowledgement:
 //! a webhook answers the request, JetStream acks/naks, Kafka commits. A source
 //! never acknowledges before [`Process::process`] returned a final outcome for
 //! the event, and it knows only that contract, never the engine behind it.

@@ -1,7 +1,7 @@
 //! The outbox: each object becomes one YAML file, written atomically (temp
 //! file, a hard link that fails if the name is taken) and made durable
 //! before the submission is answered — with a group commit: the writes
-//! queued meanwhile share one flush (see [`Committer`]). No cluster needed;
+//! queued meanwhile share one flush (see `Committer`). No cluster needed;
 //! `tripline serve` on a fresh machine writes here.
 //!
 //! An object's coordinates are checked before its file name is built (see

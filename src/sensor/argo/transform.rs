@@ -173,9 +173,9 @@ impl Jq {
     }
 
     /// Upstream's `applyJQTransform`: the first output, which must be an
-    /// object. Runs on a thread of its own with [`JQ_DEADLINE`]: past it
+    /// object. Runs on a thread of its own with `JQ_DEADLINE`: past it
     /// the transform fails (the event does not satisfy the dependency) and
-    /// the evaluation is left to finish, counted in [`JQ_OVERDUE`].
+    /// the evaluation is left to finish, counted in `JQ_OVERDUE`.
     pub fn run(&self, data: &Value) -> Result<Value, TransformError> {
         use std::sync::atomic::Ordering;
         if !data.is_object() {

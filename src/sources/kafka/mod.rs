@@ -1,4 +1,4 @@
-//! Kafka: a consumer-group member that turns each message into an [`Event`]
+//! Kafka: a consumer-group member that turns each message into an [`Event`](crate::event::Event)
 //! and commits offsets only behind messages whose outcome is final.
 //!
 //! ```yaml
