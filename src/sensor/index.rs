@@ -252,24 +252,19 @@ mod tests {
             let r = set.reads("src").expect("paths");
             (r.headers, r.meta, r.time)
         };
-        assert_eq!(roots(sets[0]), (true, false, false));
-        assert_eq!(roots(sets[1]), (false, false, false));
-        assert_eq!(
-            roots(&["{expr: 'meta.partition > 1'}"]),
-            (false, true, false)
-        );
-        assert_eq!(
-            roots(&["{expr: 'size(headers) > 1'}"]),
-            (true, false, false)
-        );
-        assert_eq!(
-            roots(&["{path: time, prefix: '2026'}"]),
-            (false, false, true)
-        );
-        assert_eq!(
-            roots(&["{timeOfDay: {start: '09:00:00', stop: '17:00:00'}}"]),
-            (false, false, true)
-        );
+        for (filters, read) in [
+            (sets[0], (true, false, false)),
+            (sets[1], (false, false, false)),
+            (&["{expr: 'meta.partition > 1'}"][..], (false, true, false)),
+            (&["{expr: 'size(headers) > 1'}"], (true, false, false)),
+            (&["{path: time, prefix: '2026'}"], (false, false, true)),
+            (
+                &["{timeOfDay: {start: '09:00:00', stop: '17:00:00'}}"],
+                (false, false, true),
+            ),
+        ] {
+            assert_eq!(roots(filters), read, "{filters:?}");
+        }
         assert_eq!(set.reads("elsewhere").as_deref(), Some(&Default::default()));
         // Parsed for fewer paths than the filters read (the sensors were
         // reloaded meanwhile): not to be settled from it.
