@@ -85,12 +85,14 @@ impl SourceIndex {
     pub fn candidates(&self, event: &Event) -> Vec<Candidate> {
         let mut out = self.rest.clone();
         for (path, by_value) in &self.keyed {
-            let key = event.lookup(path).and_then(|v| match v.as_ref() {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+            let Some(v) = event.lookup(path) else { continue };
+            // A string is looked up as it is (no copy per event).
+            let found = match v.as_ref() {
+                Value::String(s) => by_value.get(s.as_str()),
+                Value::Number(_) | Value::Bool(_) => by_value.get(&v.to_string()),
                 _ => None,
-            });
-            if let Some(found) = key.and_then(|k| by_value.get(&k)) {
+            };
+            if let Some(found) = found {
                 out.extend_from_slice(found);
             }
         }
