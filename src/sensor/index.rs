@@ -85,7 +85,9 @@ impl SourceIndex {
     pub fn candidates(&self, event: &Event) -> Vec<Candidate> {
         let mut out = self.rest.clone();
         for (path, by_value) in &self.keyed {
-            let Some(v) = event.lookup(path) else { continue };
+            let Some(v) = event.lookup(path) else {
+                continue;
+            };
             // A string is looked up as it is (no copy per event).
             let found = match v.as_ref() {
                 Value::String(s) => by_value.get(s.as_str()),

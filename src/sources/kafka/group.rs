@@ -82,13 +82,18 @@ fn list(tps: &[TopicPartition]) -> String {
 
 impl GroupContext {
     /// Settles a message nothing wants at once; hands any other to its
-    /// partition's task.
-    pub(super) fn dispatch(&self, consumer: &BaseConsumer<GroupContext>, m: &BorrowedMessage<'_>) {
+    /// partition's task. `true` if that paused the partition (its queue is
+    /// full).
+    pub(super) fn dispatch(
+        &self,
+        consumer: &BaseConsumer<GroupContext>,
+        m: &BorrowedMessage<'_>,
+    ) -> bool {
         let tp = (m.topic().to_string(), m.partition());
         let mut parts = lock(&self.partitions);
         let Some(a) = parts.get_mut(&tp) else {
             debug!(topic = %tp.0, partition = tp.1, offset = m.offset(), "message for a partition not assigned here; skipped");
-            return;
+            return false;
         };
         {
             let s = a.progress.lock();
@@ -97,7 +102,7 @@ impl GroupContext {
             }
             if s.marks.in_flight(m.offset()) {
                 debug!(topic = %tp.0, partition = tp.1, offset = m.offset(), "offset already in flight; skipped");
-                return;
+                return false;
             }
         }
         // Outside the progress lock (tasks finishing take it); only this
@@ -110,7 +115,7 @@ impl GroupContext {
                 // Final: the commit moves past it once everything before
                 // it is final too.
                 s.marks.finished(m.offset());
-                return;
+                return false;
             }
             s.queued += 1;
             s.queued_bytes += size(m);
@@ -125,12 +130,14 @@ impl GroupContext {
                 Ok(()) => {
                     a.paused = true;
                     debug!(topic = %tp.0, partition = tp.1, queued, "partition paused: its queue is full");
+                    return true;
                 }
                 Err(e) => {
                     warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot pause partition")
                 }
             }
         }
+        false
     }
 
     pub(super) fn any_paused(&self) -> bool {

@@ -24,6 +24,8 @@ use crate::sources::{Source, SourceContext, SourceError};
 /// and when some partition is paused (so it resumes it promptly).
 const POLL: Duration = Duration::from_millis(100);
 const POLL_PAUSED: Duration = Duration::from_millis(10);
+/// Messages dispatched between two rounds of the consumer loop's chores.
+const CHORES_EVERY: u32 = 64;
 
 /// A running Kafka source (see the module documentation).
 pub struct KafkaSource {
@@ -124,20 +126,34 @@ impl KafkaSource {
         info!(topics = ?topics, brokers = %self.config.brokers.join(","), "subscribed");
 
         let mut last_commit = Instant::now();
+        // The chores between polls (resuming drained partitions, the
+        // periodic commit, the health recheck) take locks and read the
+        // clock: done after every [`CHORES_EVERY`] messages, and whenever
+        // a poll brings none, not after each message of a busy topic.
+        let (mut paused, mut since_chores) = (false, CHORES_EVERY);
         while !shutdown.is_cancelled() {
             let ctx = consumer.context();
-            let timeout = if ctx.any_paused() { POLL_PAUSED } else { POLL };
-            match consumer.poll(timeout) {
-                Some(Ok(m)) => ctx.dispatch(&consumer, &m),
-                Some(Err(e)) => ctx.consumer_error(e),
-                None => {}
+            if since_chores >= CHORES_EVERY {
+                since_chores = 0;
+                ctx.resume_drained(&consumer);
+                if last_commit.elapsed() >= self.config.commit_interval {
+                    ctx.commit_assigned(&consumer, CommitMode::Async);
+                    last_commit = Instant::now();
+                }
+                ctx.recheck_health(&consumer);
+                paused = ctx.any_paused();
             }
-            ctx.resume_drained(&consumer);
-            if last_commit.elapsed() >= self.config.commit_interval {
-                ctx.commit_assigned(&consumer, CommitMode::Async);
-                last_commit = Instant::now();
+            match consumer.poll(if paused { POLL_PAUSED } else { POLL }) {
+                Some(Ok(m)) => {
+                    paused |= ctx.dispatch(&consumer, &m);
+                    since_chores += 1;
+                }
+                Some(Err(e)) => {
+                    ctx.consumer_error(e);
+                    since_chores = CHORES_EVERY;
+                }
+                None => since_chores = CHORES_EVERY,
             }
-            ctx.recheck_health(&consumer);
         }
 
         // Shutdown: no new work, finish what runs, commit, leave the group.
