@@ -21,38 +21,69 @@ pub(super) fn jetstream_event(
     reads: Option<&EventReads>,
 ) -> Result<(Event, i64), async_nats::Error> {
     let info = message.info()?;
-    let published = info
-        .published
-        .unix_timestamp_nanos()
-        .clamp(0, i128::from(u64::MAX)) as u64;
-    let time = match reads.is_none_or(|r| r.time) {
-        true => rfc3339_from_unix_millis(published / 1_000_000),
-        false => String::new(),
+    let position = Position {
+        stream: info.stream,
+        consumer: info.consumer,
+        stream_sequence: info.stream_sequence,
+        consumer_sequence: info.consumer_sequence,
+        delivered: info.delivered,
+        pending: info.pending,
+        published_ms: (info.published.unix_timestamp_nanos() / 1_000_000)
+            .clamp(0, i128::from(u64::MAX)) as u64,
     };
-    let mut event = envelope(
+    let event = positioned_event(
         source,
         message.subject.as_str(),
         &message.payload,
         message.headers.as_ref(),
-        Some((format!("{}:{}", info.stream, info.stream_sequence), time)),
+        &position,
         reads,
     );
-    event
-        .meta
-        .insert("published".into(), json!(published / 1_000_000));
+    Ok((event, info.delivered))
+}
+
+/// Where a JetStream message sits and how it was delivered (from its reply
+/// subject).
+struct Position<'a> {
+    stream: &'a str,
+    consumer: &'a str,
+    stream_sequence: u64,
+    consumer_sequence: u64,
+    delivered: i64,
+    pending: u64,
+    published_ms: u64,
+}
+
+/// [`jetstream_event`] once the position is read: id `<stream>:<sequence>`,
+/// time the publication, the position in `meta`.
+fn positioned_event(
+    source: &str,
+    subject: &str,
+    payload: &[u8],
+    headers: Option<&HeaderMap>,
+    p: &Position,
+    reads: Option<&EventReads>,
+) -> Event {
+    let time = match reads.is_none_or(|r| r.time) {
+        true => rfc3339_from_unix_millis(p.published_ms),
+        false => String::new(),
+    };
+    let id = format!("{}:{}", p.stream, p.stream_sequence);
+    let mut event = envelope(source, subject, payload, headers, Some((id, time)), reads);
+    event.meta.insert("published".into(), json!(p.published_ms));
     if reads.is_none_or(|r| r.meta) {
         for (k, v) in [
-            ("stream", json!(info.stream)),
-            ("consumer", json!(info.consumer)),
-            ("streamSequence", json!(info.stream_sequence)),
-            ("consumerSequence", json!(info.consumer_sequence)),
-            ("delivered", json!(info.delivered)),
-            ("pending", json!(info.pending)),
+            ("stream", json!(p.stream)),
+            ("consumer", json!(p.consumer)),
+            ("streamSequence", json!(p.stream_sequence)),
+            ("consumerSequence", json!(p.consumer_sequence)),
+            ("delivered", json!(p.delivered)),
+            ("pending", json!(p.pending)),
         ] {
             event.meta.insert(k.into(), v);
         }
     }
-    Ok((event, info.delivered))
+    event
 }
 
 /// The envelope every NATS message shares: `type` and `subject` are the
@@ -155,5 +186,67 @@ mod tests {
         let e = message_event("src", "s", &[0xff, 0x00], None, None);
         assert!(e.id.starts_with("sha256:"));
         assert_eq!(e.meta["bodyEncoding"], json!("base64"));
+    }
+
+    #[test]
+    fn jetstream_envelope_whole_and_in_part() {
+        let mut h = HeaderMap::new();
+        h.insert("X-Trace", "t");
+        let p = Position {
+            stream: "S",
+            consumer: "c",
+            stream_sequence: 42,
+            consumer_sequence: 7,
+            delivered: 2,
+            pending: 5,
+            published_ms: 1_764_000_000_123,
+        };
+        let body = br#"{"key":"a.csv","size":3}"#;
+        let e = positioned_event("src", "files.new", body, Some(&h), &p, None);
+        assert_eq!((e.id.as_str(), e.kind.as_str()), ("S:42", "files.new"));
+        assert_eq!(e.time, "2025-11-24T16:00:00.123Z");
+        assert_eq!(e.headers.get("x-trace"), Some("t"));
+        assert_eq!(
+            e.meta,
+            Map::from_iter(
+                [
+                    ("subject", json!("files.new")),
+                    ("stream", json!("S")),
+                    ("consumer", json!("c")),
+                    ("streamSequence", json!(42)),
+                    ("consumerSequence", json!(7)),
+                    ("delivered", json!(2)),
+                    ("pending", json!(5)),
+                    ("published", json!(1_764_000_000_123_u64)),
+                ]
+                .map(|(k, v)| (k.to_string(), v))
+            )
+        );
+        // For filters reading only `body.key`: no headers, no time, of `meta`
+        // only `published` (the identity needs it) — and the same identity.
+        let mut reads = EventReads::default();
+        reads.add(&["body", "key"]);
+        let part = positioned_event("src", "files.new", body, Some(&h), &p, Some(&reads));
+        assert_eq!(part.identity(), e.identity());
+        let expected = Event {
+            body: json!({"key": "a.csv"}),
+            headers: Default::default(),
+            time: String::new(),
+            meta: Map::from_iter([("published".to_string(), json!(1_764_000_000_123_u64))]),
+            ..e.clone()
+        };
+        assert_eq!(part, expected);
+        // Reading every root: the whole event with the body pruned.
+        for root in [&["headers"][..], &["meta"], &["time"]] {
+            reads.add(root);
+        }
+        let part = positioned_event("src", "files.new", body, Some(&h), &p, Some(&reads));
+        assert_eq!(
+            part,
+            Event {
+                body: json!({"key": "a.csv"}),
+                ..e
+            }
+        );
     }
 }
