@@ -99,7 +99,8 @@ pub struct SourceSeries {
 /// Everything `/metrics` serves.
 pub struct Stats {
     registry: Registry,
-    by_source: std::sync::RwLock<std::collections::HashMap<String, Arc<SourceSeries>>>,
+    /// Keyed by source name (configuration): `hashbrown`'s fast hash.
+    by_source: std::sync::RwLock<hashbrown::HashMap<String, Arc<SourceSeries>>>,
     /// Events received, per source.
     pub events: Family<SourceLabel, Counter>,
     /// Events that matched at least one dependency, per source.

@@ -102,7 +102,8 @@ pub struct Engine {
     pub recent: recent::Recent,
     /// Sources whose unmatched events are explained only once per
     /// [`EXPLAIN_EVERY`] (Kafka, NATS); every other event is explained.
-    sampled: RwLock<HashMap<String, Throttle>>,
+    /// Keyed by source name (configuration): `hashbrown`'s fast hash.
+    sampled: RwLock<hashbrown::HashMap<String, Throttle>>,
 }
 
 impl Engine {
@@ -119,7 +120,7 @@ impl Engine {
             unavailable_log: Throttle::new(LOG_WINDOW),
             stats,
             recent: recent::Recent::default(),
-            sampled: RwLock::new(HashMap::new()),
+            sampled: RwLock::default(),
         }
     }
 

@@ -136,7 +136,10 @@ pub struct ArgoParam {
 /// listening on it.
 pub struct SensorSet {
     pub sensors: Vec<Sensor>,
-    by_source: HashMap<String, index::SourceIndex>,
+    /// Keyed by source name (configuration, not event data), so hashed
+    /// with `hashbrown`'s fast default rather than SipHash: looked up a few
+    /// times per event.
+    by_source: hashbrown::HashMap<String, index::SourceIndex>,
     pub templates: Templates,
     /// What loading noticed but accepted (`file: document N: field: …`):
     /// unknown fields of Argo sensors, ignored Argo documents.

@@ -3,7 +3,7 @@
 //! state they act on — dispatching messages to partition tasks, pausing full
 //! partitions, committing watermarks, and readiness.
 
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -30,6 +30,28 @@ pub const REVOKE_GRACE: Duration = Duration::from_secs(10);
 const HEALTH_RECHECK: Duration = Duration::from_secs(5);
 
 pub(super) type TopicPartition = (String, i32);
+
+/// The partitions assigned here. A `hashbrown` map, so that a message's
+/// partition is looked up by its borrowed topic name ([`PartitionOf`]).
+pub(super) type Partitions = hashbrown::HashMap<TopicPartition, Assigned>;
+
+/// A [`TopicPartition`] key borrowed from a message: hashes and compares as
+/// the owned key does.
+struct PartitionOf<'a>(&'a str, i32);
+
+impl Hash for PartitionOf<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `(String, i32)` hashes: the string, then the number.
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<TopicPartition> for PartitionOf<'_> {
+    fn equivalent(&self, key: &TopicPartition) -> bool {
+        self.1 == key.1 && self.0 == key.0
+    }
+}
 
 /// A partition assigned to this member.
 pub(super) struct Assigned {
@@ -62,7 +84,7 @@ pub(super) struct GroupContext {
     /// Messages of a partition waiting before it is paused (`maxQueued`).
     pub(super) max_queued: usize,
     pub(super) runtime: tokio::runtime::Handle,
-    pub(super) partitions: Mutex<HashMap<TopicPartition, Assigned>>,
+    pub(super) partitions: Mutex<Partitions>,
     pub(super) health: Mutex<Health>,
     /// What `/readyz` says about this source.
     pub(super) readiness: BrokerHealth,
@@ -89,34 +111,43 @@ impl GroupContext {
         consumer: &BaseConsumer<GroupContext>,
         m: &BorrowedMessage<'_>,
     ) -> bool {
-        let tp = (m.topic().to_string(), m.partition());
+        let (topic, partition) = (m.topic(), m.partition());
         let mut parts = lock(&self.partitions);
-        let Some(a) = parts.get_mut(&tp) else {
-            debug!(topic = %tp.0, partition = tp.1, offset = m.offset(), "message for a partition not assigned here; skipped");
+        let Some(a) = parts.get_mut(&PartitionOf(topic, partition)) else {
+            debug!(
+                topic,
+                partition,
+                offset = m.offset(),
+                "message for a partition not assigned here; skipped"
+            );
             return false;
         };
         {
             let s = a.progress.lock();
             if s.marks.is_rewind(m.offset()) {
-                warn!(topic = %tp.0, partition = tp.1, offset = m.offset(), "offsets went back (reset, or the topic was re-created): processing again from here");
+                warn!(topic, partition, offset = m.offset(), "offsets went back (reset, or the topic was re-created): processing again from here");
             }
             if s.marks.in_flight(m.offset()) {
-                debug!(topic = %tp.0, partition = tp.1, offset = m.offset(), "offset already in flight; skipped");
+                debug!(
+                    topic,
+                    partition,
+                    offset = m.offset(),
+                    "offset already in flight; skipped"
+                );
                 return false;
             }
         }
         // Outside the progress lock (tasks finishing take it); only this
         // thread dispatches, so nothing comes between.
-        let settled = self.work.settle_at_once(m);
+        if self.work.settle_at_once(m) {
+            // Final: the commit moves past it once everything before it is
+            // final too.
+            a.progress.lock().marks.passed(m.offset());
+            return false;
+        }
         let (queued, full) = {
             let mut s = a.progress.lock();
             s.marks.dispatched(m.offset());
-            if settled {
-                // Final: the commit moves past it once everything before
-                // it is final too.
-                s.marks.finished(m.offset());
-                return false;
-            }
             s.queued += 1;
             s.queued_bytes += size(m);
             (s.queued, s.full(self.max_queued))
@@ -125,15 +156,18 @@ impl GroupContext {
         let _ = a.queue.send(m.detach());
         if full && !a.paused {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&tp.0, tp.1);
+            tpl.add_partition(topic, partition);
             match consumer.pause(&tpl) {
                 Ok(()) => {
                     a.paused = true;
-                    debug!(topic = %tp.0, partition = tp.1, queued, "partition paused: its queue is full");
+                    debug!(
+                        topic,
+                        partition, queued, "partition paused: its queue is full"
+                    );
                     return true;
                 }
                 Err(e) => {
-                    warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot pause partition")
+                    warn!(topic, partition, error = %e, "cannot pause partition")
                 }
             }
         }
@@ -460,5 +494,35 @@ impl ConsumerContext for GroupContext {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_partition_finds_its_owned_key() {
+        let mut map: hashbrown::HashMap<TopicPartition, u32> = hashbrown::HashMap::new();
+        for (i, topic) in ["jobs", "jobs-2", "", "données"].iter().enumerate() {
+            for partition in 0..40 {
+                map.insert(
+                    (topic.to_string(), partition),
+                    i as u32 * 100 + partition as u32,
+                );
+            }
+        }
+        for (i, topic) in ["jobs", "jobs-2", "", "données"].iter().enumerate() {
+            for partition in 0..40 {
+                assert_eq!(
+                    map.get(&PartitionOf(topic, partition)),
+                    Some(&(i as u32 * 100 + partition as u32)),
+                    "{topic}/{partition}"
+                );
+            }
+        }
+        assert_eq!(map.get(&PartitionOf("jobs", 40)), None);
+        assert_eq!(map.get(&PartitionOf("job", 1)), None);
+        assert_eq!(map.get(&PartitionOf("jobs-3", 1)), None);
     }
 }

@@ -2,7 +2,6 @@
 //! dispatches, commits and handles rebalances, and on shutdown drains,
 //! commits and leaves the group.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -97,7 +96,7 @@ impl KafkaSource {
             }),
             max_queued: self.config.max_queued,
             runtime,
-            partitions: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(super::group::Partitions::new()),
             health: Mutex::new(Health::default()),
             readiness: BrokerHealth::new(
                 cx.readiness.clone(),

@@ -58,6 +58,15 @@ impl Watermark {
         self.next.is_some_and(|n| offset < n) && !self.pending.contains(&offset)
     }
 
+    /// Records a message that was final as it was dispatched (settled on
+    /// the consumer thread): [`Watermark::dispatched`] then
+    /// [`Watermark::finished`], without adding it to the pending set. The
+    /// caller has checked that it is not [`Watermark::in_flight`].
+    pub fn passed(&mut self, offset: i64) {
+        debug_assert!(!self.pending.contains(&offset));
+        self.next = Some(offset + 1);
+    }
+
     /// Records a final outcome.
     pub fn finished(&mut self, offset: i64) {
         self.pending.remove(&offset);
@@ -215,6 +224,43 @@ mod tests {
         assert!(w.dispatched(4));
         w.finished(4);
         assert_eq!(w.commit_point(), Some(5));
+    }
+
+    #[test]
+    fn passing_is_dispatching_and_finishing() {
+        // The same sequence of dispatches and outcomes, once with `passed`
+        // for the messages final at dispatch and once the long way: the
+        // same commit points and rewinds after every step.
+        let steps: &[(i64, bool)] = &[
+            (10, true),
+            (11, false),
+            (12, true),
+            (13, true),
+            (20, false),
+            (21, true),
+            (3, true), // a rewind
+            (4, false),
+            (5, true),
+        ];
+        let (mut short, mut long) = (Watermark::default(), Watermark::default());
+        for &(offset, final_at_once) in steps {
+            assert_eq!(short.is_rewind(offset), long.is_rewind(offset), "{offset}");
+            if final_at_once {
+                short.passed(offset);
+                assert!(long.dispatched(offset));
+                long.finished(offset);
+            } else {
+                assert!(short.dispatched(offset));
+                assert!(long.dispatched(offset));
+            }
+            assert_eq!(short.commit_point(), long.commit_point(), "after {offset}");
+            assert_eq!(short.pending(), long.pending());
+        }
+        assert_eq!(short.commit_point(), Some(4), "4 is still pending");
+        short.finished(4);
+        short.finished(11);
+        short.finished(20);
+        assert_eq!(short.commit_point(), Some(6));
     }
 
     #[test]
