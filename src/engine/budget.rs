@@ -6,6 +6,7 @@
 //! not spend it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ struct Spent {
 pub struct RetryBudget {
     spec: BudgetSpec,
     events: Mutex<HashMap<String, Spent>>,
+    /// Some event is tracked (`events` is not empty), readable without the
+    /// lock: almost always `false`, and every settled event asks.
+    tracking: AtomicBool,
 }
 
 impl RetryBudget {
@@ -31,6 +35,7 @@ impl RetryBudget {
         RetryBudget {
             spec,
             events: Mutex::new(HashMap::new()),
+            tracking: AtomicBool::new(false),
         }
     }
 
@@ -75,15 +80,22 @@ impl RetryBudget {
             attempts: 0,
         });
         s.attempts = s.attempts.saturating_add(1);
+        self.tracking.store(true, Ordering::Release);
     }
 
     /// The event's outcome is final: forget it (`key` called only while
     /// some event is retrying).
     pub fn settle(&self, key: impl FnOnce() -> String) {
+        // A `spend` running at the same time is for an outcome that is not
+        // final, so it cannot be this event's: missing it is harmless.
+        if !self.tracking.load(Ordering::Acquire) {
+            return;
+        }
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if !events.is_empty() {
             events.remove(&key());
         }
+        self.tracking.store(!events.is_empty(), Ordering::Release);
     }
 
     /// Events waiting for a retry (for the `tripline_events_retrying` gauge).
@@ -127,6 +139,25 @@ mod tests {
             !b.last_chance(|| "e".into(), t),
             "a settled event starts afresh"
         );
+    }
+
+    #[test]
+    fn settling_asks_for_the_key_only_while_something_is_tracked() {
+        let b = RetryBudget::new(BudgetSpec::default());
+        let t = Instant::now();
+        b.settle(|| panic!("nothing tracked: no key built"));
+        b.spend("a", t);
+        b.spend("b", t);
+        b.settle(|| "a".into());
+        assert_eq!(b.retrying(), 1);
+        assert_eq!(b.spent("b", t).0, 1, "b still tracked");
+        b.settle(|| "b".into());
+        assert_eq!(b.retrying(), 0);
+        b.settle(|| panic!("all settled: no key built"));
+        // And tracked again after that.
+        b.spend("c", t);
+        b.settle(|| "c".into());
+        assert_eq!(b.retrying(), 0);
     }
 
     #[test]

@@ -31,8 +31,10 @@ pub struct Seen {
 
 pub struct Recent {
     events: Mutex<VecDeque<Seen>>,
-    /// Source → `(minute, events)`, oldest first.
-    per_minute: Mutex<BTreeMap<String, VecDeque<(u64, u64)>>>,
+    /// Source → `(minute, events)`, oldest first. Looked up by a borrowed
+    /// name for every event (`hashbrown`'s `entry_ref`: one lookup, no
+    /// copy); sorted when the page asks.
+    per_minute: Mutex<hashbrown::HashMap<String, VecDeque<(u64, u64)>>>,
     /// A wall-clock reading (Unix milliseconds) and the instant it was
     /// taken: an event's time is worked out from the instant its
     /// processing finished, which the engine reads anyway — no second
@@ -72,11 +74,7 @@ impl Recent {
         }
         let minute = ms / 60_000;
         let mut per = self.per_minute.lock().unwrap_or_else(|e| e.into_inner());
-        // Looked up before inserting: no copy of the name per event.
-        if !per.contains_key(&event.source) {
-            per.insert(event.source.clone(), VecDeque::new());
-        }
-        let buckets = per.get_mut(&event.source).expect("just ensured");
+        let buckets = per.entry_ref(event.source.as_str()).or_default();
         match buckets.back_mut() {
             Some((m, n)) if *m == minute => *n += 1,
             _ => buckets.push_back((minute, 1)),
