@@ -40,6 +40,22 @@ pub trait Process: Send + Sync {
     /// GitHub event type, branch or repository nobody listens for.
     fn settle_unmatched_reading(&self, event: &Event, kept: Option<&EventReads>)
         -> Option<Outcome>;
+    /// [`reads`](Self::reads), `build` and
+    /// [`settle_unmatched_reading`](Self::settle_unmatched_reading) in one,
+    /// under one snapshot of the sensors (so nothing can be reloaded in
+    /// between, and the sensors are looked up once): `build` makes the event
+    /// of `source` from what its sensors read (`None`: all of it), or says
+    /// there is none (`None`). For a source whose event is its message
+    /// (Kafka), on the path every message of a busy topic takes.
+    fn settle_unmatched_built(
+        &self,
+        source: &str,
+        build: &mut dyn FnMut(Option<&EventReads>) -> Option<Event>,
+    ) -> Option<Outcome> {
+        let reads = self.reads(source);
+        let event = build(reads.as_deref())?;
+        self.settle_unmatched_reading(&event, reads.as_deref())
+    }
     /// Why the event matches or not and what it would submit; submits nothing.
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>);
     /// A message of `source` that cannot become an event at all (oversized,

@@ -294,6 +294,22 @@ impl Engine {
         })
     }
 
+    /// See [`Process::settle_unmatched_built`].
+    pub fn settle_unmatched_built(
+        &self,
+        source: &str,
+        build: &mut dyn FnMut(Option<&EventReads>) -> Option<Event>,
+    ) -> Option<Outcome> {
+        let started = Instant::now();
+        let loaded = self.loaded();
+        let event = build(loaded.sensors.reads_borrowed(source))?;
+        debug_assert_eq!(event.source, source);
+        // Built for these very sensors: what they read was kept.
+        self.settle_with(&loaded, &event, started, |sensors| {
+            sensors.match_event(&event).is_empty()
+        })
+    }
+
     /// Settles `event` as unmatched if `unmatched` says so of the sensors
     /// loaded now (one snapshot for the decision and the why-not).
     fn settle_if(
@@ -302,14 +318,25 @@ impl Engine {
         unmatched: impl FnOnce(&SensorSet) -> bool,
     ) -> Option<Outcome> {
         let started = Instant::now();
-        let loaded = self.loaded();
+        self.settle_with(&self.loaded(), event, started, unmatched)
+    }
+
+    /// [`Engine::settle_if`] with the snapshot `loaded`; `started` when
+    /// the event reached the engine.
+    fn settle_with(
+        &self,
+        loaded: &Loaded,
+        event: &Event,
+        started: Instant,
+        unmatched: impl FnOnce(&SensorSet) -> bool,
+    ) -> Option<Outcome> {
         let settled = std::panic::catch_unwind(AssertUnwindSafe(|| {
             if !unmatched(&loaded.sensors) {
                 return None;
             }
             let series = self.stats.source(&event.source);
             series.events.inc();
-            let outcome = self.unmatched(&loaded, event, &series, started);
+            let outcome = self.unmatched(loaded, event, &series, started);
             self.finished(event, &series, started, &outcome);
             Some(outcome)
         }));
@@ -644,6 +671,14 @@ impl Process for Engine {
         Engine::settle_unmatched_reading(self, event, kept)
     }
 
+    fn settle_unmatched_built(
+        &self,
+        source: &str,
+        build: &mut dyn FnMut(Option<&EventReads>) -> Option<Event>,
+    ) -> Option<Outcome> {
+        Engine::settle_unmatched_built(self, source, build)
+    }
+
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>) {
         Engine::explain(self, event)
     }
@@ -869,22 +904,47 @@ spec:
             serde_json::to_value(whole.expect("settled")).unwrap()
         );
 
+        // Built and settled under one snapshot: the builder is handed what
+        // the sensors read, and the outcome is the whole event's.
+        let z = ev("z", json!({"kind": "other", "big": [3]}));
+        let mut handed = Vec::new();
+        let built = settled.settle_unmatched_built("src", &mut |r| {
+            handed.push(r.cloned());
+            Some(Event {
+                body: r?.body.parse(z.body.to_string().as_bytes()).ok()?,
+                ..(*z).clone()
+            })
+        });
+        assert_eq!(handed, [Some((*reads).clone())]);
+        assert_eq!(
+            serde_json::to_value(built.expect("settled")).unwrap(),
+            serde_json::to_value(processed.settle_unmatched(&z).expect("settled")).unwrap()
+        );
+        // Nothing built: nothing settled, nothing counted.
+        assert!(settled
+            .settle_unmatched_built("src", &mut |_| None)
+            .is_none());
+        assert_eq!(settled.recent.events().len(), 3);
+
         let tick = ev("t", json!({"kind": "tick", "n": 1}));
         assert!(settled.settle_unmatched(&tick).is_none());
         assert!(settled
             .settle_unmatched_reading(&tick, Some(&reads))
             .is_none());
+        assert!(settled
+            .settle_unmatched_built("src", &mut |_| Some((*tick).clone()))
+            .is_none());
         assert!(rec.objects.lock().unwrap().is_empty());
-        assert_eq!(settled.recent.events().len(), 2, "not recorded");
+        assert_eq!(settled.recent.events().len(), 3, "not recorded");
         assert!(settled
             .metrics()
-            .contains("tripline_events_total{source=\"src\"} 2"));
+            .contains("tripline_events_total{source=\"src\"} 3"));
         let out = settled.process(tick).await;
         assert_eq!(out.matched[0].status, Status::Created);
         assert_eq!(rec.objects.lock().unwrap().len(), 1);
         assert!(settled
             .metrics()
-            .contains("tripline_events_total{source=\"src\"} 3"));
+            .contains("tripline_events_total{source=\"src\"} 4"));
     }
 
     /// A sampled (broker) source's unmatched events are explained once per

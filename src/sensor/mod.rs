@@ -338,6 +338,17 @@ impl SensorSet {
         }
     }
 
+    /// [`SensorSet::reads`], borrowed from this set (no reference count
+    /// taken per event).
+    pub fn reads_borrowed(&self, source: &str) -> Option<&EventReads> {
+        static NOTHING: std::sync::LazyLock<EventReads> =
+            std::sync::LazyLock::new(EventReads::default);
+        match self.by_source.get(source) {
+            Some(index) => index.reads().map(|r| &**r),
+            None => Some(&NOTHING),
+        }
+    }
+
     /// Whether an event of `source` built with only what `kept` names (its
     /// body parsed with [`crate::event::BodyReads::parse`]) is matched and
     /// explained here exactly as the whole event: the filters on the source

@@ -53,12 +53,9 @@ impl WorkContext {
             return false;
         }
         // Only what the sensors read of the payload is built.
-        let reads = self.process.reads(&self.source);
-        envelope(self, m, reads.as_deref()).is_ok_and(|event| {
-            (self.process)
-                .settle_unmatched_reading(&event, reads.as_deref())
-                .is_some()
-        })
+        self.process
+            .settle_unmatched_built(&self.source, &mut |reads| envelope(self, m, reads).ok())
+            .is_some()
     }
 }
 
