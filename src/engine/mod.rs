@@ -231,7 +231,7 @@ impl Engine {
         series.events.inc();
         let started = Instant::now();
         let _in_flight = crate::metrics::InFlight::enter(&self.stats.in_flight);
-        let last_chance = self.budget.last_chance(|| event.identity(), Instant::now());
+        let last_chance = self.budget.last_chance(|| event.identity(), started);
         let processed = AssertUnwindSafe(self.process_inner(&event, &series, last_chance))
             .catch_unwind()
             .await;

@@ -129,10 +129,14 @@ impl KafkaSource {
         // periodic commit, the health recheck) take locks and read the
         // clock: done after every [`CHORES_EVERY`] messages, and whenever
         // a poll brings none, not after each message of a busy topic.
+        // The shutdown check (a lock inside the token) is one of them.
         let (mut paused, mut since_chores) = (false, CHORES_EVERY);
-        while !shutdown.is_cancelled() {
+        loop {
             let ctx = consumer.context();
             if since_chores >= CHORES_EVERY {
+                if shutdown.is_cancelled() {
+                    break;
+                }
                 since_chores = 0;
                 ctx.resume_drained(&consumer);
                 if last_commit.elapsed() >= self.config.commit_interval {
