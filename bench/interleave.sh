@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Compares two builds of tripline on one broker bench, in turn, so that the
+# machine's drift (±10 % between runs here) falls on both sides alike — how
+# the "interleaved runs" in docs/performance.md were measured.
+#
+#   cargo build --release && cp target/release/tripline /tmp/tripline.before
+#   # ...change, then:
+#   cargo build --release && cp target/release/tripline /tmp/tripline.after
+#   cargo bench --bench kafka_throughput --no-run
+#   bash bench/interleave.sh /tmp/tripline.before /tmp/tripline.after kafka_throughput 6
+#
+# The bench starts `target/release/tripline`, so each binary is copied there
+# in turn (the after one is left in place). Only the no-match case runs
+# (TRIPLINE_BENCH_NO_MATCH_ONLY); TRIPLINE_BENCH_MESSAGES defaults to 100000.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+before=$1 after=$2 bench=$3 rounds=${4:-4}
+exe=$(ls -t target/release/deps/"$bench"-* 2>/dev/null | grep -v '\.d$' | head -1)
+[ -x "$exe" ] || { echo "no bench binary for $bench: run cargo bench --bench $bench --no-run" >&2; exit 2; }
+declare -A sum
+for i in $(seq 1 "$rounds"); do
+  for side in before after; do
+    bin=$before; [ "$side" = after ] && bin=$after
+    cp "$bin" target/release/tripline
+    line=$(TRIPLINE_BENCH_NO_MATCH_ONLY=1 TRIPLINE_BENCH_MESSAGES=${TRIPLINE_BENCH_MESSAGES:-100000} \
+      "$exe" --bench 2>&1 | grep -E "no match|nothing matches" | head -1)
+    rate=$(grep -oE '[0-9]+ msg/s' <<<"$line" | head -1 | cut -d' ' -f1)
+    echo "round $i $side: $line"
+    sum[$side]=$(( ${sum[$side]:-0} + rate ))
+  done
+done
+cp "$after" target/release/tripline
+echo "means: before $(( sum[before] / rounds )) msg/s, after $(( sum[after] / rounds )) msg/s"
