@@ -80,27 +80,9 @@ fn raw_consumer(bootstrap: &str, n: usize) -> f64 {
     n as f64 / secs
 }
 
-const SENSOR: &str = r#"
-apiVersion: tripline.dev/v1alpha1
-kind: Sensor
-metadata: {name: bench}
-spec:
-  dependencies:
-    - name: file
-      source: queue
-      filters: {all: [{path: body.bucket, equals: raw}, {path: body.size, gt: 0}]}
-  triggers:
-    - name: record
-      workflow:
-        manifest:
-          apiVersion: v1
-          kind: ConfigMap
-          data: {bucket: "", key: "", event: ""}
-      parameters:
-        - {name: bucket, value: "{{body.bucket}}", dest: data.bucket}
-        - {name: key, value: "{{body.key}}", dest: data.key}
-        - {name: event, value: "{{id}}", dest: data.event}
-"#;
+#[path = "shared/kafka.rs"]
+mod workload;
+use workload::{message, sensor_matching_nothing, SENSOR};
 
 /// What tripline does with each message.
 #[derive(Clone, Copy, PartialEq)]
@@ -131,7 +113,7 @@ impl Work {
 /// second (first message processed to last).
 async fn tripline(bootstrap: &str, n: usize, work: Work, max_in_flight: usize) -> f64 {
     let sensor = match work {
-        Work::NoMatch => SENSOR.replace("equals: raw", "equals: elsewhere"),
+        Work::NoMatch => sensor_matching_nothing(),
         Work::Outbox => SENSOR.to_string(),
     };
     let group = format!("tripline-bench-{}-{max_in_flight}", work.id());
@@ -194,12 +176,7 @@ fn main() {
     let mut broker = rt.block_on(Kafka::start(&[(TOPIC, PARTITIONS)]));
     let bootstrap = broker.bootstrap();
     let t = Instant::now();
-    rt.block_on(kafka_produce_many(&bootstrap, TOPIC, n, |i| {
-        format!(
-            r#"{{"n":{i},"bucket":"raw","key":"2026/11/24/part-{i}.csv","size":{}}}"#,
-            1000 + i
-        )
-    }));
+    rt.block_on(kafka_produce_many(&bootstrap, TOPIC, n, message));
     println!(
         "produced {n} messages to {TOPIC} ({PARTITIONS} partitions) in {:.1}s",
         t.elapsed().as_secs_f64()

@@ -20,6 +20,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tripline::event::Event;
 use tripline::sensor::{load, SensorSet};
 
+#[path = "shared/kafka.rs"]
+mod kafka_workload;
+
 const SOURCES: usize = 10;
 
 /// Counts allocations (and reallocations) made through the system allocator.
@@ -261,7 +264,7 @@ spec:
 /// envelope built with only what the sensors read, matched, and counted by
 /// the engine (`Process::settle_unmatched_built`) — everything the Kafka
 /// no-match path does per message but librdkafka's poll. The message and
-/// sensor are the Kafka throughput bench's. Without the broker's noise, this
+/// sensor are the Kafka throughput bench's (`shared/kafka.rs`). Without the broker's noise, this
 /// is the figure to watch when trimming that path — tripline's part of it:
 /// the message is an `OwnedMessage`, so librdkafka's own costs (such as
 /// parsing headers out of a `BorrowedMessage` on each `headers()` call) are
@@ -276,26 +279,7 @@ fn kafka_no_match(c: &mut Criterion) {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sensor.yaml");
-    std::fs::write(
-        &file,
-        r#"
-apiVersion: tripline.dev/v1alpha1
-kind: Sensor
-metadata: {name: bench}
-spec:
-  dependencies:
-    - name: file
-      source: queue
-      filters: {all: [{path: body.bucket, equals: raw}, {path: body.size, gt: 0}]}
-  triggers:
-    - name: record
-      workflow:
-        manifest: {apiVersion: v1, kind: ConfigMap, data: {bucket: ""}}
-      parameters:
-        - {name: bucket, value: "{{body.bucket}}", dest: data.bucket}
-"#,
-    )
-    .unwrap();
+    std::fs::write(&file, kafka_workload::sensor_matching_nothing()).unwrap();
     let names: tripline::sensor::SourceCatalog = ["queue"].into_iter().collect();
     let set = load(&[file], &names).unwrap();
     let outbox = Outbox::new(&dir.path().join("outbox"), "default").unwrap();
@@ -308,7 +292,7 @@ spec:
     // now and then, not each.
     engine.explain_sampled(["queue".to_string()]);
     let m = OwnedMessage::new(
-        Some(br#"{"bucket":"archive","key":"data/file-000042.csv","size":1024}"#.to_vec()),
+        Some(kafka_workload::message(42).into_bytes()),
         None,
         "jobs".into(),
         Timestamp::CreateTime(1_764_000_000_000),
