@@ -332,19 +332,20 @@ impl SensorSet {
     /// ([`index::SourceIndex::reads`]); `None` when some read all of its
     /// body. A source no sensor uses reads nothing of it.
     pub fn reads(&self, source: &str) -> Option<Arc<EventReads>> {
-        match self.by_source.get(source) {
-            Some(index) => index.reads().cloned(),
-            None => Some(Arc::default()),
-        }
+        self.shared_reads(source).cloned()
     }
 
     /// [`SensorSet::reads`], borrowed from this set (no reference count
     /// taken per event).
     pub fn reads_borrowed(&self, source: &str) -> Option<&EventReads> {
-        static NOTHING: std::sync::LazyLock<EventReads> =
-            std::sync::LazyLock::new(EventReads::default);
+        self.shared_reads(source).map(|r| &**r)
+    }
+
+    fn shared_reads(&self, source: &str) -> Option<&Arc<EventReads>> {
+        static NOTHING: std::sync::LazyLock<Arc<EventReads>> =
+            std::sync::LazyLock::new(Arc::default);
         match self.by_source.get(source) {
-            Some(index) => index.reads().map(|r| &**r),
+            Some(index) => index.reads(),
             None => Some(&NOTHING),
         }
     }
