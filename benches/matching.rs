@@ -303,7 +303,7 @@ fn kafka_no_match(c: &mut Criterion) {
     let settle = || {
         let settled =
             engine.settle_unmatched_built("queue", &mut |reads| Some(to_event("queue", &m, reads)));
-        assert!(settled.is_some(), "nothing matches: settled");
+        assert!(settled, "nothing matches: settled");
     };
     allocations("kafka/no-match settle (read in part)", settle);
     allocations("kafka/envelope whole", || {

@@ -46,15 +46,19 @@ pub trait Process: Send + Sync {
     /// between, and the sensors are looked up once): `build` makes the event
     /// of `source` from what its sensors read (`None`: all of it), or says
     /// there is none (`None`). For a source whose event is its message
-    /// (Kafka), on the path every message of a busy topic takes.
+    /// (Kafka), on the path every message of a busy topic takes: `true` if
+    /// settled (the outcome itself is not handed back; the status page
+    /// keeps it when it is explained).
     fn settle_unmatched_built(
         &self,
         source: &str,
         build: &mut dyn FnMut(Option<&EventReads>) -> Option<Event>,
-    ) -> Option<Outcome> {
+    ) -> bool {
         let reads = self.reads(source);
-        let event = build(reads.as_deref())?;
-        self.settle_unmatched_reading(&event, reads.as_deref())
+        build(reads.as_deref()).is_some_and(|event| {
+            self.settle_unmatched_reading(&event, reads.as_deref())
+                .is_some()
+        })
     }
     /// Why the event matches or not and what it would submit; submits nothing.
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>);

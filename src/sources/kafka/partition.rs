@@ -55,7 +55,6 @@ impl WorkContext {
         // Only what the sensors read of the payload is built.
         self.process
             .settle_unmatched_built(&self.source, &mut |reads| envelope(self, m, reads).ok())
-            .is_some()
     }
 }
 
