@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Compares two builds of tripline on one broker bench, in turn, so that the
 # machine's drift (±10 % between runs here) falls on both sides alike — how
-# the "interleaved runs" in docs/performance.md were measured.
+# the "interleaved runs" in docs/performance.md were measured. The order
+# alternates by round (use an even number of rounds): the run going second
+# in a pair was measured 5–15 % slower on the seventh round's machine.
 #
 #   cargo build --release && cp target/release/tripline /tmp/tripline.before
 #   # ...change, then:
@@ -19,7 +21,11 @@ exe=$(ls -t target/release/deps/"$bench"-* 2>/dev/null | grep -v '\.d$' | head -
 [ -x "$exe" ] || { echo "no bench binary for $bench: run cargo bench --bench $bench --no-run" >&2; exit 2; }
 declare -A sum
 for i in $(seq 1 "$rounds"); do
-  for side in before after; do
+  # The second run of a pair tends to be slower here (the broker's state
+  # after the first): odd rounds run before → after, even rounds after →
+  # before, so neither side always goes second.
+  order="before after"; [ $((i % 2)) -eq 0 ] && order="after before"
+  for side in $order; do
     bin=$before; [ "$side" = after ] && bin=$after
     cp "$bin" target/release/tripline
     line=$(TRIPLINE_BENCH_NO_MATCH_ONLY=1 TRIPLINE_BENCH_MESSAGES=${TRIPLINE_BENCH_MESSAGES:-100000} \
