@@ -35,10 +35,11 @@ const TOPIC: &str = "bench";
 const PARTITIONS: i32 = 3;
 const PATIENCE: Duration = Duration::from_secs(300);
 
-/// The limit: consume everything and commit, nothing else. Returns the
-/// rate in messages per second (first message to final commit).
-fn raw_consumer(bootstrap: &str, n: usize) -> f64 {
-    let consumer: BaseConsumer = kafka_consumer_config(bootstrap, "raw-bench")
+/// The limit: consume everything and commit, nothing else, as consumer
+/// group `group`. Returns the rate in messages per second (first message
+/// to final commit).
+fn raw_consumer(bootstrap: &str, n: usize, group: &str) -> f64 {
+    let consumer: BaseConsumer = kafka_consumer_config(bootstrap, group)
         .set("enable.auto.offset.store", "false")
         // As tripline sets it: librdkafka's default (1 s) idles a consumer
         // whose queue passed `queued.min.messages` (100 000 per partition)
@@ -187,7 +188,10 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let raw = raw_consumer(&bootstrap, n);
+    // The peer runs before tripline and, around the no-match run, after it
+    // too; ratios are against the mean (the run going second in a pair was
+    // measured 5–15 % slower on one machine: docs/performance.md).
+    let mut raw = raw_consumer(&bootstrap, n, "raw-bench");
     println!("raw rdkafka consumer (consume + commit)          {raw:>9.0} msg/s");
     // TRIPLINE_BENCH_NO_MATCH_ONLY=1: only the no-match run (for profiling it).
     let runs: &[(Work, usize)] = if std::env::var_os("TRIPLINE_BENCH_NO_MATCH_ONLY").is_some() {
@@ -199,6 +203,12 @@ fn main() {
     };
     for (work, max_in_flight) in runs {
         let rate = rt.block_on(tripline(&bootstrap, n, *work, *max_in_flight));
+        if *work == Work::NoMatch {
+            let after = raw_consumer(&bootstrap, n, "raw-bench-after");
+            println!("raw rdkafka consumer, again after tripline      {after:>9.0} msg/s");
+            raw = (raw + after) / 2.0;
+            println!("raw rdkafka consumer, mean of the two            {raw:>9.0} msg/s");
+        }
         println!(
             "tripline {:<24} maxInFlight {max_in_flight}:  {rate:>9.0} msg/s = {:.2} % of raw",
             work.describe(),

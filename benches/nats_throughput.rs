@@ -49,11 +49,12 @@ async fn publish(js: &jetstream::Context, n: usize) {
     }
 }
 
-/// The limit: fetch batches of 64 and ack each message, nothing else.
-async fn raw_consumer(stream: &stream::Stream, n: usize) -> f64 {
+/// The limit: fetch batches of 64 and ack each message, nothing else, as
+/// the durable consumer `durable`.
+async fn raw_consumer(stream: &stream::Stream, n: usize, durable: &str) -> f64 {
     let consumer = stream
         .create_consumer(pull::Config {
-            durable_name: Some("raw".into()),
+            durable_name: Some(durable.into()),
             ..Default::default()
         })
         .await
@@ -70,7 +71,7 @@ async fn raw_consumer(stream: &stream::Stream, n: usize) -> f64 {
     }
     // Every ack confirmed by the server before the clock stops.
     loop {
-        let info = stream.consumer_info("raw").await.unwrap();
+        let info = stream.consumer_info(durable).await.unwrap();
         if info.ack_floor.stream_sequence >= n as u64 {
             break;
         }
@@ -157,12 +158,18 @@ async fn main() {
         .unwrap();
     publish(&js, n).await;
 
-    let raw = raw_consumer(&stream, n).await;
+    // The peer is measured before and after tripline's no-match run and the
+    // ratio taken against the mean: the run going second in a pair was
+    // measured 5–15 % slower on one machine (docs/performance.md).
+    let raw_before = raw_consumer(&stream, n, "raw").await;
 
     let miss = start_tripline(&url, "tripline-miss", &sensor(false));
     let miss_rate = tripline_rate(&stream, "tripline-miss", n).await;
     assert_eq!(outbox_files(&miss), 0, "nothing matches");
     drop(miss);
+
+    let raw_after = raw_consumer(&stream, n, "raw-after").await;
+    let raw = (raw_before + raw_after) / 2.0;
 
     // TRIPLINE_BENCH_NO_MATCH_ONLY=1: only the no-match run (for profiling
     // it, or comparing two builds of it).
@@ -178,7 +185,9 @@ async fn main() {
     };
 
     println!("JetStream, file storage, {n} messages (~60 bytes), one nats-server:");
-    println!("  raw async-nats consumer (fetch 64 + ack)     {raw:>9.0} msg/s");
+    println!(
+        "  raw async-nats consumer (fetch 64 + ack)     {raw:>9.0} msg/s  (before {raw_before:.0}, after {raw_after:.0})"
+    );
     println!(
         "  tripline, nothing matches (fetch, envelope,  {miss_rate:>9.0} msg/s  ({:.2} of raw)",
         miss_rate / raw
