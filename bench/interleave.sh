@@ -3,7 +3,8 @@
 # machine's drift (±10 % between runs here) falls on both sides alike — how
 # the "interleaved runs" in docs/performance.md were measured. The order
 # alternates by round (use an even number of rounds): the run going second
-# in a pair was measured 5–15 % slower on the seventh round's machine.
+# in a pair was measured 5–15 % slower in some sets of runs on the seventh
+# round's machine (not in others).
 #
 #   cargo build --release && cp target/release/tripline /tmp/tripline.before
 #   # ...change, then:

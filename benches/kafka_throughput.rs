@@ -190,7 +190,7 @@ fn main() {
 
     // The peer runs before tripline and, around the no-match run, after it
     // too; ratios are against the mean (the run going second in a pair was
-    // measured 5–15 % slower on one machine: docs/performance.md).
+    // measured 5–15 % slower in some sets of runs: docs/performance.md).
     let mut raw = raw_consumer(&bootstrap, n, "raw-bench");
     println!("raw rdkafka consumer (consume + commit)          {raw:>9.0} msg/s");
     // TRIPLINE_BENCH_NO_MATCH_ONLY=1: only the no-match run (for profiling it).

@@ -160,7 +160,7 @@ async fn main() {
 
     // The peer is measured before and after tripline's no-match run and the
     // ratio taken against the mean: the run going second in a pair was
-    // measured 5–15 % slower on one machine (docs/performance.md).
+    // measured 5–15 % slower in some sets of runs (docs/performance.md).
     let raw_before = raw_consumer(&stream, n, "raw").await;
 
     let miss = start_tripline(&url, "tripline-miss", &sensor(false));
