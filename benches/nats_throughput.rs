@@ -161,6 +161,10 @@ async fn main() {
     // The peer is measured before and after tripline's no-match run and the
     // ratio taken against the mean: the run going second in a pair was
     // measured 5–15 % slower in some sets of runs (docs/performance.md).
+    // A first read of the stream, not counted: whoever reads it first pays
+    // for its files being read cold (the second raw run was the faster in 6
+    // of 9 runs without it).
+    let warm_up = raw_consumer(&stream, n, "warm-up").await;
     let raw_before = raw_consumer(&stream, n, "raw").await;
 
     let miss = start_tripline(&url, "tripline-miss", &sensor(false));
@@ -186,7 +190,7 @@ async fn main() {
 
     println!("JetStream, file storage, {n} messages (~60 bytes), one nats-server:");
     println!(
-        "  raw async-nats consumer (fetch 64 + ack)     {raw:>9.0} msg/s  (before {raw_before:.0}, after {raw_after:.0})"
+        "  raw async-nats consumer (fetch 64 + ack)     {raw:>9.0} msg/s  (before {raw_before:.0}, after {raw_after:.0}; a first, uncounted read {warm_up:.0})"
     );
     println!(
         "  tripline, nothing matches (fetch, envelope,  {miss_rate:>9.0} msg/s  ({:.2} of raw)",
