@@ -1,6 +1,7 @@
 //! Signed-webhook throughput of the real binary, against peers measured in
-//! the same run: a minimal axum server that only verifies the GitHub HMAC
-//! and answers 200 — the floor cost of any receiver that checks signatures —
+//! the same run: a minimal axum server (this bench itself, started again as
+//! a process of its own) that only verifies the GitHub HMAC and answers 200
+//! — the floor cost of any receiver that checks signatures —
 //! and adnanh/webhook (Debian's `webhook`, installed by
 //! `scripts/install-deps.sh`; skipped with a note when absent) with a hook
 //! that checks the same signature, event and branch and runs `/bin/true`
@@ -111,6 +112,22 @@ async fn peer(port: u16) {
     axum::serve(l, app).await.unwrap();
 }
 
+/// The axum peer's process; stopped (by PID) when dropped.
+struct PeerProcess(std::process::Child);
+
+impl PeerProcess {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// adnanh/webhook on `port`, with the hook the bench's requests satisfy
 /// (push to main, signed) or not (other events); `None` when not installed.
 fn adnanh(port: u16, dir: &std::path::Path) -> Option<std::process::Child> {
@@ -206,8 +223,16 @@ async fn main() {
     to_dev["ref"] = "refs/heads/dev".into();
     let to_dev = Arc::new(serde_json::to_vec(&to_dev).unwrap());
 
+    // The peer in a process of its own, as tripline and adnanh are: served
+    // from the load generator's own runtime it measured ~76 000 req/s in some
+    // runs and ~38 000 in others, depending on where its tasks landed.
     let peer_port = free_port();
-    tokio::spawn(peer(peer_port));
+    let mut peer_process = PeerProcess(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .env("TRIPLINE_BENCH_PEER_ONLY", peer_port.to_string())
+            .spawn()
+            .expect("the peer process"),
+    );
     let t = start_tripline().await;
     wait_up(&format!("http://127.0.0.1:{peer_port}/")).await;
 
@@ -268,6 +293,7 @@ async fn main() {
         )
         .unwrap();
     }
+    peer_process.stop();
     let written = std::fs::read_dir(t.dir.path().join("outbox"))
         .map(|d| d.count())
         .unwrap_or(0);
