@@ -213,7 +213,7 @@ async fn main() {
     let url = t.url("/events/events");
     // Warm-up both sides (connections, discovery).
     raw_kube(&api, n / 10, "warm").await;
-    let raw = raw_kube(&api, n, "raw").await;
+    let raw_before = raw_kube(&api, n, "raw").await;
     through_tripline(&url, n / 10, 10_000_000).await;
     let ours = through_tripline(&url, n, 0).await;
     let latencies = paced(&url, 1_000, seconds, 20_000_000).await;
@@ -221,7 +221,6 @@ async fn main() {
     let from_kafka = through_kafka(&kubeconfig, n).await;
     // The raw loop again, now that the double holds every object so far:
     // ratios are against the mean of the two.
-    let raw_before = raw;
     let raw_after = raw_kube(&api, n, "raw-after").await;
     let raw = (raw_before + raw_after) / 2.0;
     let created = api.objects("configmaps").len();

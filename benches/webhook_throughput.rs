@@ -115,16 +115,10 @@ async fn peer(port: u16) {
 /// The axum peer's process; stopped (by PID) when dropped.
 struct PeerProcess(std::process::Child);
 
-impl PeerProcess {
-    fn stop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 impl Drop for PeerProcess {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -210,8 +204,9 @@ async fn wait_up(url: &str) {
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 20_000 } else { 200 };
-    // TRIPLINE_BENCH_PEER_ONLY=<port>: serve only the axum peer, for an
-    // outside load generator (`wrk`, see docs/performance.md).
+    // TRIPLINE_BENCH_PEER_ONLY=<port>: serve only the axum peer — how this
+    // bench starts its peer process, and for an outside load generator
+    // (`wrk`, see docs/performance.md).
     if let Some(port) = std::env::var("TRIPLINE_BENCH_PEER_ONLY")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -227,7 +222,7 @@ async fn main() {
     // from the load generator's own runtime it measured ~76 000 req/s in some
     // runs and ~38 000 in others, depending on where its tasks landed.
     let peer_port = free_port();
-    let mut peer_process = PeerProcess(
+    let _peer = PeerProcess(
         std::process::Command::new(std::env::current_exe().unwrap())
             .env("TRIPLINE_BENCH_PEER_ONLY", peer_port.to_string())
             .spawn()
@@ -250,7 +245,7 @@ async fn main() {
     let miss_rps = load(&url, n, "issues", body.clone()).await;
     let branch_rps = load(&url, n, "push", to_dev.clone()).await;
     // The peer again after tripline's mismatch runs, ratios against the
-    // mean: its figure swings up to 2x between runs on a 2-core machine.
+    // mean (as the broker and kube benches measure their peers).
     let peer_after = load(&peer_url, n, "push", body.clone()).await;
     let peer_rps = (peer_before + peer_after) / 2.0;
     let hit_rps = load(&url, n, "push", body.clone()).await;
@@ -293,7 +288,6 @@ async fn main() {
         )
         .unwrap();
     }
-    peer_process.stop();
     let written = std::fs::read_dir(t.dir.path().join("outbox"))
         .map(|d| d.count())
         .unwrap_or(0);
