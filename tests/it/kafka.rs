@@ -844,3 +844,122 @@ async fn compressed_batches_are_read_with_every_codec() {
     wait_committed(&kafka, "g-packed", "packed", 40).await;
     assert_eq!(t.terminate(), Some(0), "{}", t.log());
 }
+
+/// Renders what a message carries besides its payload, for the test below.
+const ENVELOPE_SENSOR: &str = r#"
+apiVersion: tripline.dev/v1alpha1
+kind: Sensor
+metadata: {name: kafka-envelope}
+spec:
+  dependencies:
+    - {name: msg, source: queue, filters: {path: headers.trace, exists: true}}
+  triggers:
+    - name: cm
+      workflow:
+        manifest: {apiVersion: v1, kind: ConfigMap, data: {}}
+      parameters:
+        - {name: trace, value: "{{headers.trace}}", dest: data.trace}
+        - {name: auth, value: "{{default headers.authorization \"dropped\"}}", dest: data.auth}
+        - {name: ts, value: "{{meta.timestamp}}", dest: data.timestamp}
+        - {name: time, value: "{{time}}", dest: data.time}
+        - {name: key, value: "{{meta.key}}", dest: data.key}
+        - {name: enc, value: "{{default meta.keyEncoding \"utf-8\"}}", dest: data.keyEncoding}
+        - {name: type, value: "{{type}}", dest: data.type}
+        - {name: body, value: "{{json body}}", dest: data.body}
+"#;
+
+/// What librdkafka hands over besides the payload — headers, key (text or
+/// binary), timestamp, a tombstone's null value — reaches the sensor as the
+/// envelope documents it, read from the broker in batches (`fetch.rs`); a
+/// message the filter rejects on a header is settled and committed.
+#[tokio::test]
+async fn headers_keys_timestamps_and_tombstones_reach_the_object() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+
+    let kafka = Kafka::start(&[("env", 1)]).await;
+    let mut t = Tripline::start(
+        &outbox_config(&kafka, "env", "g-env", "outbox/"),
+        &[("env.yaml", ENVELOPE_SENSOR)],
+        &[],
+    )
+    .await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let headers = |trace: Option<&str>| {
+        let h = OwnedHeaders::new().insert(Header {
+            key: "Authorization",
+            value: Some("Bearer secret"),
+        });
+        match trace {
+            Some(v) => h.insert(Header {
+                key: "trace",
+                value: Some(v),
+            }),
+            None => h,
+        }
+    };
+    async fn send(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> i64 {
+        let sent = producer.send(record, Duration::from_secs(10)).await;
+        sent.map(|d| d.offset).expect("delivered")
+    }
+    let text = send(
+        &producer,
+        FutureRecord::to("env")
+            .key(&b"k-1"[..])
+            .payload(&br#"{"n":1}"#[..])
+            .timestamp(1_764_000_000_123)
+            .headers(headers(Some("abc"))),
+    )
+    .await;
+    let rejected = send(
+        &producer,
+        FutureRecord::to("env")
+            .payload(&br#"{"n":2}"#[..])
+            .headers(headers(None)),
+    )
+    .await;
+    let tomb = send(
+        &producer,
+        FutureRecord::to("env")
+            .key(&[0xfe_u8][..])
+            .timestamp(1_764_000_000_456)
+            .headers(headers(Some("gone"))),
+    )
+    .await;
+
+    let expected = BTreeSet::from([format!("env/0/{text}"), format!("env/0/{tomb}")]);
+    wait_outbox(&t.dir.path().join("outbox"), &expected).await;
+    let objects: Vec<Value> = t.outbox().into_iter().map(|(_, o)| o).collect();
+    let data = |trace: &str| {
+        objects
+            .iter()
+            .find(|o| o["data"]["trace"] == trace)
+            .map(|o| o["data"].clone())
+            .unwrap_or_else(|| panic!("no object for trace {trace}: {objects:?}"))
+    };
+    assert_eq!(
+        data("abc"),
+        json!({
+            "trace": "abc", "auth": "dropped", "timestamp": "1764000000123",
+            "time": "2025-11-24T16:00:00.123Z", "key": "k-1", "keyEncoding": "utf-8",
+            "type": "env", "body": "{\"n\":1}"
+        })
+    );
+    assert_eq!(
+        data("gone"),
+        json!({
+            "trace": "gone", "auth": "dropped", "timestamp": "1764000000456",
+            "time": "2025-11-24T16:00:00.456Z", "key": "/g==", "keyEncoding": "base64",
+            "type": "env", "body": "null"
+        })
+    );
+    // All three committed, the rejected one (between the others) too.
+    assert!(rejected > text && rejected < tomb);
+    wait_committed(&kafka, "g-env", "env", tomb + 1).await;
+    assert_eq!(t.terminate(), Some(0), "{}", t.log());
+}

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use super::fetch::{Fetched, Forward};
 use super::partition::{run_partition, WorkContext};
 use super::watermark::{size, Progress};
 use crate::readiness::BrokerHealth;
@@ -91,6 +92,28 @@ pub(super) struct GroupContext {
     /// Set once the consumer is closing: revokes then wait no more.
     pub(super) closing: AtomicBool,
     pub(super) span: tracing::Span,
+    /// Where assigned partitions' messages are forwarded (the consumer
+    /// thread reads them from there in batches).
+    pub(super) forward: Arc<Forward>,
+}
+
+/// A message on the consumer thread, copied for its partition's task.
+pub(super) trait Detach: Message {
+    fn detach(&self) -> OwnedMessage;
+}
+
+impl Detach for Fetched<'_> {
+    fn detach(&self) -> OwnedMessage {
+        Fetched::detach(self)
+    }
+}
+
+/// Polled from the consumer queue: only a partition whose messages were
+/// somehow not forwarded to the fetch queue.
+impl Detach for BorrowedMessage<'_> {
+    fn detach(&self) -> OwnedMessage {
+        BorrowedMessage::detach(self)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,11 +129,7 @@ impl GroupContext {
     /// Settles a message nothing wants at once; hands any other to its
     /// partition's task. `true` if that paused the partition (its queue is
     /// full).
-    pub(super) fn dispatch(
-        &self,
-        consumer: &BaseConsumer<GroupContext>,
-        m: &BorrowedMessage<'_>,
-    ) -> bool {
+    pub(super) fn dispatch(&self, consumer: &BaseConsumer<GroupContext>, m: &impl Detach) -> bool {
         let (topic, partition) = (m.topic(), m.partition());
         let mut parts = lock(&self.partitions);
         let Some(a) = parts.get_mut(&PartitionOf(topic, partition)) else {
@@ -460,7 +479,8 @@ impl ConsumerContext for GroupContext {
         let _entered = self.span.enter();
         match rebalance {
             Rebalance::Revoke(tpl) => self.revoke(consumer, tpl),
-            Rebalance::Assign(_) => {}
+            // Before librdkafka starts fetching them.
+            Rebalance::Assign(tpl) => self.forward.partitions(consumer, tpl),
             Rebalance::Error(e) => {
                 error!(error = %e, "rebalance failed");
                 lock(&self.health).error = Some(format!("rebalance failed: {e}"));

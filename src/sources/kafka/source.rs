@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, info_span, warn};
 
 use super::config::KafkaConfig;
+use super::fetch::{self, FetchQueue, Forward};
 use super::group::{GroupContext, Health};
 use super::partition::WorkContext;
 use crate::limits::Limits;
@@ -25,6 +26,8 @@ const POLL: Duration = Duration::from_millis(100);
 const POLL_PAUSED: Duration = Duration::from_millis(10);
 /// Messages dispatched between two rounds of the consumer loop's chores.
 const CHORES_EVERY: u32 = 64;
+/// Consumer-queue events served between two batches at most.
+const EVENTS_AT_ONCE: usize = 16;
 
 /// A running Kafka source (see the module documentation).
 pub struct KafkaSource {
@@ -78,6 +81,7 @@ impl KafkaSource {
         let name = self.config.name.clone();
         let span = info_span!("kafka", source = %name, group = %self.config.group_id);
         let _entered = span.enter();
+        let forward = Arc::new(Forward::default());
         let ctx = GroupContext {
             group: self.config.group_id.clone(),
             literal_topics: (self.config.topics.iter())
@@ -112,12 +116,15 @@ impl KafkaSource {
             ),
             closing: AtomicBool::new(false),
             span: span.clone(),
+            forward: forward.clone(),
         };
         ctx.publish_readiness();
-        let consumer: BaseConsumer<GroupContext> = self
+        let mut consumer: BaseConsumer<GroupContext> = self
             .client
             .create_with_context(ctx)
             .map_err(|e| self.failed(format!("cannot create the consumer: {e}")))?;
+        let fetch = FetchQueue::open(&mut consumer, forward)
+            .ok_or_else(|| self.failed("librdkafka cannot create a queue".into()))?;
         let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -125,16 +132,17 @@ impl KafkaSource {
         info!(topics = ?topics, brokers = %self.config.brokers.join(","), "subscribed");
 
         let mut last_commit = Instant::now();
-        // The chores between polls (resuming drained partitions, the
+        // The chores between batches (resuming drained partitions, the
         // periodic commit, the health recheck) take locks and read the
         // clock: done after every [`CHORES_EVERY`] messages, and whenever
-        // a poll brings none, not after each message of a busy topic.
+        // a wait brings none, not after each batch of a busy topic.
         // The shutdown check (a lock inside the token) is one of them.
         let (mut paused, mut since_chores) = (false, CHORES_EVERY);
-        // While polls bring messages the next one does not wait: librdkafka
-        // then skips its clock read for the deadline (~4 % of this thread
-        // on a busy topic). A poll that brings none makes the next wait.
+        // While batches bring messages the next one does not wait (and
+        // librdkafka skips its clock read for the deadline). A batch that
+        // brings none makes the next one wait.
         let mut busy = false;
+        let mut batch = Vec::with_capacity(fetch::BATCH);
         loop {
             let ctx = consumer.context();
             if since_chores >= CHORES_EVERY {
@@ -150,23 +158,41 @@ impl KafkaSource {
                 ctx.recheck_health(&consumer);
                 paused = ctx.any_paused();
             }
+            // Rebalances, commit results and errors, served here (their
+            // callbacks run on this thread). Polled only when there are
+            // some: a poll of an empty queue reads the clock three times.
+            for _ in 0..EVENTS_AT_ONCE {
+                if !fetch.events_waiting() {
+                    break;
+                }
+                match consumer.poll(Duration::ZERO) {
+                    Some(Ok(m)) => paused |= ctx.dispatch(&consumer, &m),
+                    Some(Err(e)) => ctx.consumer_error(e),
+                    None => {}
+                }
+                since_chores = CHORES_EVERY;
+            }
             let wait = match (busy, paused) {
                 (true, _) => Duration::ZERO,
                 (false, true) => POLL_PAUSED,
                 (false, false) => POLL,
             };
-            busy = false;
-            match consumer.poll(wait) {
-                Some(Ok(m)) => {
-                    paused |= ctx.dispatch(&consumer, &m);
-                    since_chores += 1;
-                    busy = true;
+            fetch.fill(wait, &mut batch);
+            busy = !batch.is_empty();
+            if !busy {
+                since_chores = CHORES_EVERY;
+            }
+            for m in batch.drain(..) {
+                match m.error() {
+                    Some(e) => {
+                        ctx.consumer_error(e);
+                        since_chores = CHORES_EVERY;
+                    }
+                    None => {
+                        paused |= ctx.dispatch(&consumer, &m);
+                        since_chores += 1;
+                    }
                 }
-                Some(Err(e)) => {
-                    ctx.consumer_error(e);
-                    since_chores = CHORES_EVERY;
-                }
-                None => since_chores = CHORES_EVERY,
             }
         }
 
@@ -195,8 +221,11 @@ impl KafkaSource {
         }
         ctx.commit_assigned(&consumer, CommitMode::Sync);
         ctx.closing.store(true, Ordering::SeqCst);
+        // The fetch queue goes first (it must not outlive the consumer).
         // Dropping the consumer closes it: the final revoke runs our callback,
         // then LeaveGroup is sent.
+        drop(batch);
+        drop(fetch);
         drop(consumer);
         cx.readiness.set(false, "stopped");
         info!("consumer closed, left the group");
