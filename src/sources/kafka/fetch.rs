@@ -71,8 +71,11 @@ impl Forward {
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
     ) {
-        let to = self.get();
-        let Some(to) = *to else { return };
+        // Not held during the calls below: the wake-up takes this lock
+        // inside librdkafka's consumer-queue lock, so holding it while
+        // librdkafka takes queue locks could deadlock. The queue cannot go
+        // meanwhile: it is dropped on this same thread.
+        let Some(to) = *self.get() else { return };
         let rk = consumer.client().native_ptr();
         for e in tpl.elements() {
             let Ok(topic) = CString::new(e.topic()) else {
@@ -90,7 +93,8 @@ impl Forward {
         }
     }
 
-    /// Makes a wait on the fetch queue return now.
+    /// Makes a wait on the fetch queue return now. Runs on librdkafka's
+    /// threads, under the consumer queue's lock.
     fn wake(&self) {
         if let Some(q) = *self.get() {
             // SAFETY: the handle is alive while it is in the lock.
