@@ -870,7 +870,7 @@ spec:
 
 /// What librdkafka hands over besides the payload — headers, key (text or
 /// binary), timestamp, a tombstone's null value — reaches the sensor as the
-/// envelope documents it, read from the broker in batches (`fetch.rs`); a
+/// envelope documents it, read from the broker in batches (`batch.rs`); a
 /// message the filter rejects on a header is settled and committed.
 #[tokio::test]
 async fn headers_keys_timestamps_and_tombstones_reach_the_object() {

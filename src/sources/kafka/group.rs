@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::fetch::{Fetched, Forward};
+use super::batch::{Fetched, Forward};
 use super::partition::{run_partition, WorkContext};
 use super::watermark::{size, Progress};
 use crate::readiness::BrokerHealth;

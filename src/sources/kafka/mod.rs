@@ -57,7 +57,7 @@
 //! librdkafka runs its callbacks (rebalance, commit results, logs) on the
 //! thread that polls the consumer. Here that is a dedicated OS thread
 //! (`source.rs`): it reads the assigned partitions' messages in batches from
-//! a queue of its own ([`fetch`]), polls the consumer queue for the
+//! a queue of its own ([`batch`]), polls the consumer queue for the
 //! callbacks between batches, settles on the spot each message no sensor
 //! matches (read and matched there, final at once), dispatches the others
 //! to their partition's task on the tokio runtime, commits, and handles
@@ -69,16 +69,16 @@
 //! # Layout
 //!
 //! * [`config`] — `type: kafka` as users write it, and the librdkafka settings.
-//! * [`source`] — the consumer thread: poll, dispatch, commit, shut down.
-//! * [`fetch`] — assigned partitions' messages, read in batches.
+//! * [`source`] — the consumer thread: read, dispatch, commit, shut down.
+//! * [`batch`] — assigned partitions' messages, read in batches.
 //! * [`group`] — librdkafka's callbacks: rebalances, commits, readiness.
 //! * [`partition`] — one partition's task: process, retry until final.
 //! * [`watermark`] — what may be committed (pure, unit-tested).
 //! * [`envelope`] — message → event.
 
+pub mod batch;
 pub mod config;
 pub mod envelope;
-pub mod fetch;
 pub mod group;
 pub mod partition;
 pub mod source;

@@ -12,8 +12,8 @@ use rdkafka::ClientConfig;
 use tokio::sync::Semaphore;
 use tracing::{info, info_span, warn};
 
+use super::batch::{self, FetchQueue, Forward};
 use super::config::KafkaConfig;
-use super::fetch::{self, FetchQueue, Forward};
 use super::group::{GroupContext, Health};
 use super::partition::WorkContext;
 use crate::limits::Limits;
@@ -142,7 +142,7 @@ impl KafkaSource {
         // librdkafka skips its clock read for the deadline). A batch that
         // brings none makes the next one wait.
         let mut busy = false;
-        let mut batch = Vec::with_capacity(fetch::BATCH);
+        let mut batch = Vec::with_capacity(batch::BATCH);
         loop {
             let ctx = consumer.context();
             if since_chores >= CHORES_EVERY {
