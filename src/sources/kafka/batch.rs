@@ -52,9 +52,9 @@ struct QueuePtr(NonNull<rd::rd_kafka_queue_t>);
 // SAFETY: librdkafka queue handles may be used from any thread.
 unsafe impl Send for QueuePtr {}
 
-/// The fetch queue as the rebalance callback and the wake-up see it: `None`
-/// once it is destroyed (they run on librdkafka's threads, maybe while the
-/// consumer thread drops it).
+/// The fetch queue as the rebalance callback (on the consumer thread) and
+/// the wake-up (on librdkafka's threads, maybe while the consumer thread
+/// drops the queue) see it: `None` once it is destroyed.
 #[derive(Default)]
 pub(super) struct Forward(Mutex<Option<QueuePtr>>);
 
