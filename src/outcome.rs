@@ -48,12 +48,16 @@ pub trait Process: Send + Sync {
     /// there is none (`None`). For a source whose event is its message
     /// (Kafka), on the path every message of a busy topic takes: `true` if
     /// settled (the outcome itself is not handed back; the status page
-    /// keeps it when it is explained).
+    /// keeps it when it is explained). `taken`: when the source took the
+    /// message (its batch) from the broker's client — the event's latency
+    /// counts from there, and the engine need not read the clock for it.
     fn settle_unmatched_built(
         &self,
         source: &str,
+        taken: std::time::Instant,
         build: &mut dyn FnMut(Option<&EventReads>) -> Option<Event>,
     ) -> bool {
+        let _ = taken; // the default settles as the reading path does
         let reads = self.reads(source);
         build(reads.as_deref()).is_some_and(|event| {
             self.settle_unmatched_reading(&event, reads.as_deref())

@@ -308,9 +308,9 @@ impl Engine {
     pub fn settle_unmatched_built(
         &self,
         source: &str,
+        taken: Instant,
         build: &mut dyn FnMut(Option<&EventReads>) -> Option<Event>,
     ) -> bool {
-        let started = Instant::now();
         let loaded = self.loaded();
         let Some(event) = build(loaded.sensors.reads_borrowed(source)) else {
             return false;
@@ -318,7 +318,7 @@ impl Engine {
         debug_assert_eq!(event.source, source);
         // Built for these very sensors: what they read was kept. The
         // caller only asks whether it was settled.
-        let settled = self.settle_with(&loaded, &event, started, Keep::Recorded, |sensors| {
+        let settled = self.settle_with(&loaded, &event, taken, Keep::Recorded, |sensors| {
             sensors.match_event(&event).is_empty()
         });
         settled.is_some()
@@ -696,9 +696,10 @@ impl Process for Engine {
     fn settle_unmatched_built(
         &self,
         source: &str,
+        taken: Instant,
         build: &mut dyn FnMut(Option<&EventReads>) -> Option<Event>,
     ) -> bool {
-        Engine::settle_unmatched_built(self, source, build)
+        Engine::settle_unmatched_built(self, source, taken, build)
     }
 
     fn explain(&self, event: &Event) -> (Explanation, Vec<Rendered>) {
@@ -930,7 +931,7 @@ spec:
         // the sensors read, and the outcome is the whole event's.
         let z = ev("z", json!({"kind": "other", "big": [3]}));
         let mut handed = Vec::new();
-        let built = settled.settle_unmatched_built("src", &mut |r| {
+        let built = settled.settle_unmatched_built("src", Instant::now(), &mut |r| {
             handed.push(r.cloned());
             Some(Event {
                 body: r?.body.parse(z.body.to_string().as_bytes()).ok()?,
@@ -945,7 +946,7 @@ spec:
             serde_json::to_value(processed.settle_unmatched(&z).expect("settled")).unwrap()
         );
         // Nothing built: nothing settled, nothing counted.
-        assert!(!settled.settle_unmatched_built("src", &mut |_| None));
+        assert!(!settled.settle_unmatched_built("src", Instant::now(), &mut |_| None));
         assert_eq!(settled.recent.events().len(), 3);
 
         let tick = ev("t", json!({"kind": "tick", "n": 1}));
@@ -953,7 +954,9 @@ spec:
         assert!(settled
             .settle_unmatched_reading(&tick, Some(&reads))
             .is_none());
-        assert!(!settled.settle_unmatched_built("src", &mut |_| Some((*tick).clone())));
+        assert!(
+            !settled.settle_unmatched_built("src", Instant::now(), &mut |_| Some((*tick).clone()))
+        );
         assert!(rec.objects.lock().unwrap().is_empty());
         assert_eq!(settled.recent.events().len(), 3, "not recorded");
         assert!(settled

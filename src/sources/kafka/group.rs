@@ -129,7 +129,12 @@ impl GroupContext {
     /// Settles a message nothing wants at once; hands any other to its
     /// partition's task. `true` if that paused the partition (its queue is
     /// full).
-    pub(super) fn dispatch(&self, consumer: &BaseConsumer<GroupContext>, m: &impl Detach) -> bool {
+    pub(super) fn dispatch(
+        &self,
+        consumer: &BaseConsumer<GroupContext>,
+        m: &impl Detach,
+        taken: Instant,
+    ) -> bool {
         let (topic, partition) = (m.topic(), m.partition());
         let mut parts = lock(&self.partitions);
         let Some(a) = parts.get_mut(&PartitionOf(topic, partition)) else {
@@ -158,7 +163,7 @@ impl GroupContext {
         }
         // Outside the progress lock (tasks finishing take it); only this
         // thread dispatches, so nothing comes between.
-        if self.work.settle_at_once(m) {
+        if self.work.settle_at_once(m, taken) {
             // Final: the commit moves past it once everything before it is
             // final too.
             a.progress.lock().marks.passed(m.offset());

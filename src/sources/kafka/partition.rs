@@ -3,7 +3,7 @@
 //! outcome is final, holding the partition's commit point meanwhile.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::{mpsc, Semaphore};
@@ -47,14 +47,17 @@ impl WorkContext {
     /// engine) and needs no task. Most of a busy topic's messages are
     /// such; handing each to a task cost more than reading it. Anything
     /// else — a match, an oversized or unreadable message — is `false`
-    /// and goes to the partition's task (which reads it again).
-    pub(super) fn settle_at_once(&self, m: &impl Message) -> bool {
+    /// and goes to the partition's task (which reads it again). `taken`:
+    /// when the consumer thread took it (its batch) from librdkafka.
+    pub(super) fn settle_at_once(&self, m: &impl Message, taken: Instant) -> bool {
         if m.payload().map_or(0, <[u8]>::len) > SETTLE_AT_ONCE_BYTES.min(self.max_payload) {
             return false;
         }
         // Only what the sensors read of the payload is built.
         self.process
-            .settle_unmatched_built(&self.source, &mut |reads| envelope(self, m, reads).ok())
+            .settle_unmatched_built(&self.source, taken, &mut |reads| {
+                envelope(self, m, reads).ok()
+            })
     }
 }
 

@@ -166,7 +166,7 @@ impl KafkaSource {
                     break;
                 }
                 match consumer.poll(Duration::ZERO) {
-                    Some(Ok(m)) => paused |= ctx.dispatch(&consumer, &m),
+                    Some(Ok(m)) => paused |= ctx.dispatch(&consumer, &m, Instant::now()),
                     Some(Err(e)) => ctx.consumer_error(e),
                     None => {}
                 }
@@ -182,6 +182,8 @@ impl KafkaSource {
             if !busy {
                 since_chores = CHORES_EVERY;
             }
+            // One clock read per batch: where its events' latency starts.
+            let taken = Instant::now();
             for m in batch.drain(..) {
                 match m.error() {
                     Some(e) => {
@@ -189,7 +191,7 @@ impl KafkaSource {
                         since_chores = CHORES_EVERY;
                     }
                     None => {
-                        paused |= ctx.dispatch(&consumer, &m);
+                        paused |= ctx.dispatch(&consumer, &m, taken);
                         since_chores += 1;
                     }
                 }
