@@ -112,7 +112,8 @@ async fn peer(port: u16) {
     axum::serve(l, app).await.unwrap();
 }
 
-/// The axum peer's process; stopped (by PID) when dropped.
+/// A peer's process (the axum peer, adnanh/webhook); stopped (by PID) when
+/// dropped, also when the bench panics.
 struct PeerProcess(std::process::Child);
 
 impl Drop for PeerProcess {
@@ -124,7 +125,7 @@ impl Drop for PeerProcess {
 
 /// adnanh/webhook on `port`, with the hook the bench's requests satisfy
 /// (push to main, signed) or not (other events); `None` when not installed.
-fn adnanh(port: u16, dir: &std::path::Path) -> Option<std::process::Child> {
+fn adnanh(port: u16, dir: &std::path::Path) -> Option<PeerProcess> {
     let hooks = dir.join("hooks.json");
     std::fs::write(
         &hooks,
@@ -151,12 +152,15 @@ fn adnanh(port: u16, dir: &std::path::Path) -> Option<std::process::Child> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()
+        .map(PeerProcess)
 }
 
 /// Waits until adnanh/webhook's `/bin/true` children are gone: it answers
 /// before they run, and a backlog of forks would slow what is measured next.
-async fn settle(child: Option<&std::process::Child>) {
-    let Some(child) = child else { return };
+async fn settle(adnanh: Option<&PeerProcess>) {
+    let Some(PeerProcess(child)) = adnanh else {
+        return;
+    };
     for _ in 0..200 {
         let busy = std::fs::read_dir(format!("/proc/{}/task", child.id()))
             .into_iter()
@@ -235,7 +239,7 @@ async fn main() {
     let url = t.url("/webhooks/github");
     let adnanh_port = free_port();
     let scratch = tempfile::tempdir().unwrap();
-    let mut adnanh = adnanh(adnanh_port, scratch.path());
+    let adnanh = adnanh(adnanh_port, scratch.path());
     let adnanh_url = format!("http://127.0.0.1:{adnanh_port}/hooks/github");
     if adnanh.is_some() {
         wait_up(&format!("http://127.0.0.1:{adnanh_port}/")).await;
@@ -292,10 +296,7 @@ async fn main() {
         .map(|d| d.count())
         .unwrap_or(0);
     drop(t);
-    if let Some(child) = adnanh.as_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(adnanh);
     assert_eq!(written, n + extra, "one Workflow per delivery");
 
     println!(
