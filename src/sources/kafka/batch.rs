@@ -231,8 +231,39 @@ impl Fetched<'_> {
             self.timestamp(),
             self.partition(),
             self.offset(),
-            self.headers().cloned(),
+            // Copied once: out of librdkafka, or from the copy a filter
+            // that read them already made.
+            match self.headers.get() {
+                Some(copied) => copied.clone(),
+                None => self.copy_headers(),
+            },
         )
+    }
+
+    /// The message's headers, copied out of librdkafka.
+    fn copy_headers(&self) -> Option<OwnedHeaders> {
+        let mut native = ptr::null_mut();
+        // SAFETY: a live message; its headers live as long.
+        let found = unsafe { rd::rd_kafka_message_headers(self.ptr.as_ptr(), &mut native) };
+        if found != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return None;
+        }
+        let mut headers = OwnedHeaders::new();
+        for i in 0.. {
+            let (mut name, mut value, mut size) = (ptr::null::<c_char>(), ptr::null::<c_void>(), 0);
+            // SAFETY: `native` is the message's header list; the name and
+            // value live as long as it.
+            let err =
+                unsafe { rd::rd_kafka_header_get_all(native, i, &mut name, &mut value, &mut size) };
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                break;
+            }
+            // SAFETY: as above.
+            let key = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+            let value = unsafe { bytes(value, size) };
+            headers = headers.insert(Header { key: &key, value });
+        }
+        Some(headers)
     }
 }
 
@@ -300,33 +331,6 @@ impl Message for Fetched<'_> {
     }
 
     fn headers(&self) -> Option<&OwnedHeaders> {
-        self.headers
-            .get_or_init(|| {
-                let mut native = ptr::null_mut();
-                // SAFETY: a live message; its headers live as long.
-                let found = unsafe { rd::rd_kafka_message_headers(self.ptr.as_ptr(), &mut native) };
-                if found != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                    return None;
-                }
-                let mut headers = OwnedHeaders::new();
-                for i in 0.. {
-                    let (mut name, mut value, mut size) =
-                        (ptr::null::<c_char>(), ptr::null::<c_void>(), 0);
-                    // SAFETY: `native` is the message's header list; the
-                    // name and value live as long as it.
-                    let err = unsafe {
-                        rd::rd_kafka_header_get_all(native, i, &mut name, &mut value, &mut size)
-                    };
-                    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                        break;
-                    }
-                    // SAFETY: as above.
-                    let key = unsafe { CStr::from_ptr(name) }.to_string_lossy();
-                    let value = unsafe { bytes(value, size) };
-                    headers = headers.insert(Header { key: &key, value });
-                }
-                Some(headers)
-            })
-            .as_ref()
+        self.headers.get_or_init(|| self.copy_headers()).as_ref()
     }
 }
