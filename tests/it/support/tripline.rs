@@ -51,8 +51,8 @@ impl Tripline {
     /// `TRIPLINE_LOG` is `info,tripline=debug` unless `env` sets it; the log
     /// goes to `<dir>/tripline.log` ([`Tripline::log`]).
     pub async fn start(config: &str, sensors: &[(&str, &str)], env: &[(&str, &str)]) -> Tripline {
-        let mut t = Self::launch(config, sensors, env);
-        t.wait_ready().await;
+        let mut t = Self::prepare(config, sensors, env);
+        t.spawn().await;
         t
     }
 
@@ -61,6 +61,13 @@ impl Tripline {
     /// event, which can come before `/readyz` is polled. [`Tripline::try_metric`]
     /// answers `None` until the process listens.
     pub fn launch(config: &str, sensors: &[(&str, &str)], env: &[(&str, &str)]) -> Tripline {
+        let mut t = Self::prepare(config, sensors, env);
+        t.spawn_process();
+        t
+    }
+
+    /// The temp dir of [`Tripline::start`], written; not started yet.
+    fn prepare(config: &str, sensors: &[(&str, &str)], env: &[(&str, &str)]) -> Tripline {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("sensors")).unwrap();
         for (name, text) in sensors {
@@ -72,9 +79,7 @@ impl Tripline {
             config.replace("{dir}", &dir.path().display().to_string()),
         )
         .unwrap();
-        let mut t = Self::new(dir, config_path, env, &[]);
-        t.spawn_process();
-        t
+        Self::new(dir, config_path, env, &[])
     }
 
     /// Starts `tripline serve --config <config>` with extra args (the dir is
@@ -107,9 +112,22 @@ impl Tripline {
         }
     }
 
+    /// Starts the process and waits for `/readyz`. The ports were free when
+    /// picked, not reserved: should another process take one first (tripline
+    /// then exits with "Address already in use"), new ones are picked and it
+    /// starts again, up to three times.
     async fn spawn(&mut self) {
-        self.spawn_process();
-        self.wait_ready().await;
+        for attempt in 1..=3 {
+            self.spawn_process();
+            match self.wait_ready().await {
+                Ok(()) => return,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    self.port = free_port();
+                    self.admin_port = free_port();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
     }
 
     fn spawn_process(&mut self) {
@@ -137,7 +155,8 @@ impl Tripline {
         self.child = Some(child);
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits for `/readyz`; `Err` with the log if the process exited first.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self
@@ -145,14 +164,15 @@ impl Tripline {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
+                self.child = None;
+                return Err(format!(
                     "tripline exited with {status} before becoming ready:\n{}",
                     self.log()
-                );
+                ));
             }
             if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
                 if r.status().is_success() {
-                    return;
+                    return Ok(());
                 }
             }
             assert!(
@@ -300,7 +320,8 @@ impl Tripline {
         }
     }
 
-    /// Starts again with the same config, dir and port.
+    /// Starts again with the same config, dir and ports (new ports only if
+    /// another process took one meanwhile, see `spawn`).
     pub async fn restart(&mut self) {
         self.kill();
         // No pooled connection to the old process.
@@ -446,4 +467,25 @@ pub fn raw_status_line(port: u16, head: &str, body: impl IntoIterator<Item = Vec
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// The harness's own retry: a port taken between being picked and being
+/// listened on (another test's connection, say) makes tripline exit with
+/// "Address already in use"; the start goes on with new ports.
+#[tokio::test]
+async fn a_port_taken_before_tripline_listens_is_picked_again() {
+    let mut t = Tripline::prepare("sensors: sensors/\n", &[], &[]);
+    let taken = t.port;
+    let _held = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    t.spawn().await;
+    assert_ne!(t.port, taken);
+    assert!(t.log().contains("Address already in use"), "{}", t.log());
+    assert!(t
+        .client
+        .get(t.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
 }
