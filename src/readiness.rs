@@ -52,6 +52,20 @@ impl ReadinessHandle {
             .insert(self.source.clone(), (ready, detail.into()));
     }
 
+    /// Marks the source ready unless it already is; `detail` is built only
+    /// on that change. For a hot path saying "still fine" (the submit target
+    /// after every submission): a lock, no allocation.
+    pub fn set_ready_with(&self, detail: impl FnOnce() -> String) {
+        let mut map = self.registry.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(&self.source) {
+            Some((true, _)) => {}
+            Some(entry) => *entry = (true, detail()),
+            None => {
+                map.insert(self.source.clone(), (true, detail()));
+            }
+        }
+    }
+
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -149,6 +163,32 @@ mod tests {
             disconnected: "not connected to NATS (nats://h:4222)".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn set_ready_with_builds_the_detail_only_on_a_change() {
+        let registry = Arc::new(Readiness::default());
+        let h = registry.handle("target");
+        let built = std::cell::Cell::new(0);
+        let detail = || {
+            built.set(built.get() + 1);
+            "kubernetes https://k (namespace ml)".to_string()
+        };
+        h.set_ready_with(detail);
+        h.set_ready_with(detail);
+        assert_eq!(built.get(), 1, "already ready: nothing built");
+        assert_eq!(
+            registry.report(),
+            (
+                true,
+                json!({"target": {"ready": true, "detail": "kubernetes https://k (namespace ml)"}})
+            )
+        );
+        h.set(false, "503 ServiceUnavailable");
+        assert!(!registry.report().0);
+        h.set_ready_with(detail);
+        assert_eq!(built.get(), 2, "down → up: the detail again");
+        assert!(registry.report().0);
     }
 
     #[test]

@@ -646,7 +646,7 @@ impl Engine {
 
     fn target_ok(&self) {
         if let Some(h) = &self.target_health {
-            h.set(true, self.submitter.describe());
+            h.set_ready_with(|| self.submitter.describe());
         }
     }
 
