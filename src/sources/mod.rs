@@ -94,7 +94,8 @@ impl MessageTasks {
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
             tokio::task::coop::unconstrained(work.as_mut()).now_or_never()
         }));
-        self.first_poll_took(started.elapsed(), Instant::now());
+        let ended = Instant::now();
+        self.first_poll_took(ended.saturating_duration_since(started), ended);
         match polled {
             Ok(Some(())) => Ok(()),
             Ok(None) => {
