@@ -32,6 +32,7 @@ mod support;
 
 use support::brokers::{free_port, kafka_produce_many, Kafka};
 use support::kube_api::KubeApi;
+use support::peer::{wait_up, PeerProcess};
 use support::tripline::{bench_log, post_json, Tripline};
 
 const CONCURRENCY: usize = 32;
@@ -124,46 +125,6 @@ async fn forwarder(port: u16, kubeconfig: &str) {
         .await
         .unwrap();
     axum::serve(listener, app).await.unwrap();
-}
-
-/// The forwarder's process, killed when dropped (also when the bench panics).
-struct Forwarder {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Forwarder {
-    async fn start(kubeconfig: &std::path::Path) -> Forwarder {
-        let port = free_port();
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .env(
-                "TRIPLINE_BENCH_FORWARDER",
-                format!("{port} {}", kubeconfig.display()),
-            )
-            .spawn()
-            .expect("the forwarder process");
-        let f = Forwarder {
-            child,
-            url: format!("http://127.0.0.1:{port}/events/events"),
-        };
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return f;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the forwarder never listened on {port}");
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `n` events POSTed to `url` (tripline: webhook → match → render → POST;
@@ -318,16 +279,22 @@ async fn main() {
     )
     .await;
     let url = t.url("/events/events");
-    let forwarder = Forwarder::start(&kubeconfig).await;
+    let forwarder_port = free_port();
+    let forwarder = PeerProcess::this_bench_with(
+        "TRIPLINE_BENCH_FORWARDER",
+        &format!("{forwarder_port} {}", kubeconfig.display()),
+    );
+    let forwarder_url = format!("http://127.0.0.1:{forwarder_port}/events/events");
+    wait_up(&forwarder_url).await;
     // Warm-up every side (connections, discovery).
     raw_kube(&api, n / 10, "warm").await;
     let raw_before = raw_kube(&api, n, "raw").await;
-    through_http(&forwarder.url, n / 10, 0).await;
-    let forwarded_before = through_http(&forwarder.url, n, 0).await;
+    through_http(&forwarder_url, n / 10, 0).await;
+    let forwarded_before = through_http(&forwarder_url, n, 0).await;
     through_http(&url, n / 10, 10_000_000).await;
     let ours = through_http(&url, n, 0).await;
     // The forwarder again after tripline (ratio against the mean).
-    let forwarded_after = through_http(&forwarder.url, n, 0).await;
+    let forwarded_after = through_http(&forwarder_url, n, 0).await;
     drop(forwarder);
     let forwarded = (forwarded_before + forwarded_after) / 2.0;
     let latencies = paced(&url, 1_000, seconds, 20_000_000).await;

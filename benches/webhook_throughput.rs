@@ -29,6 +29,7 @@ use hmac::{Hmac, Mac};
 mod support;
 
 use support::brokers::free_port;
+use support::peer::{wait_up, PeerProcess};
 use support::tripline::{bench_log, github_signature, push_to_main, Tripline};
 
 const SECRET: &str = "bench-secret";
@@ -112,17 +113,6 @@ async fn peer(port: u16) {
     axum::serve(l, app).await.unwrap();
 }
 
-/// A peer's process (the axum peer, adnanh/webhook); stopped (by PID) when
-/// dropped, also when the bench panics.
-struct PeerProcess(std::process::Child);
-
-impl Drop for PeerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// adnanh/webhook on `port`, with the hook the bench's requests satisfy
 /// (push to main, signed) or not (other events); `None` when not installed.
 fn adnanh(port: u16, dir: &std::path::Path) -> Option<PeerProcess> {
@@ -194,16 +184,6 @@ async fn start_tripline() -> Tripline {
     .await
 }
 
-async fn wait_up(url: &str) {
-    for _ in 0..300 {
-        if reqwest::get(url).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} never came up");
-}
-
 #[tokio::main]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -226,12 +206,7 @@ async fn main() {
     // from the load generator's own runtime it measured ~76 000 req/s in some
     // runs and ~38 000 in others, depending on where its tasks landed.
     let peer_port = free_port();
-    let _peer = PeerProcess(
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .env("TRIPLINE_BENCH_PEER_ONLY", peer_port.to_string())
-            .spawn()
-            .expect("the peer process"),
-    );
+    let _peer = PeerProcess::this_bench_with("TRIPLINE_BENCH_PEER_ONLY", &peer_port.to_string());
     let t = start_tripline().await;
     wait_up(&format!("http://127.0.0.1:{peer_port}/")).await;
 

@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 pub mod brokers;
 pub mod kube_api;
+pub mod peer;
 pub mod tripline;
 pub mod wait;
